@@ -1,0 +1,40 @@
+# The two commands a fresh machine needs: `make run` and `make test`. Both set up .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	$(BIN)/uv pip install --quiet -p $(BIN)/python -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job end to end on the embedded defaults (DuckDB in data/, pipelines/local.yaml).
+run: $(STAMP)
+	$(BIN)/autofix collect --interval 5s --duration 30s
+	$(BIN)/autofix import data/samples
+	$(BIN)/autofix series --local
+	$(BIN)/autofix series --summary
+
+lint: $(STAMP)
+	$(BIN)/ruff check autofix tests benchmarks
+	$(BIN)/ruff format --check autofix tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/ingest.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Collectors: host (psutil), probes (HTTP, TCP, SQL), files (log directory growth)."""

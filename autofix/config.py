@@ -1,0 +1,212 @@
+"""Settings: one typed table, read once from the environment, ``.env`` and a TOML file.
+
+Precedence, highest first: ``AUTOFIX_*`` environment variables, a ``.env`` file in the
+working directory, the TOML file named by ``AUTOFIX_CONFIG`` (default ``autofix.toml``
+when it exists), then the defaults below. Every field carries its help text; a test fails
+when one does not. Nothing outside this module reads ``os.environ``.
+
+>>> settings = load_settings(environ={"AUTOFIX_RAW_RETENTION": "7d"})
+>>> settings.raw_retention.days
+7
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from autofix.errors import ConfigError
+
+ENV_PREFIX = "AUTOFIX_"
+CONFIG_ENV = "AUTOFIX_CONFIG"
+DEFAULT_CONFIG_FILE = Path("autofix.toml")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: object) -> timedelta:
+    """Read ``15s``, ``2m``, ``1.5h``, ``14d``, ``1w`` or a number of seconds.
+
+    >>> parse_duration("2m")
+    datetime.timedelta(seconds=120)
+    """
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=float(value))
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            number, unit = match.groups()
+            return timedelta(seconds=float(number) * _UNIT_SECONDS[unit or "s"])
+    raise ValueError(f"not a duration: {value!r} (use e.g. 15s, 2m, 1h, 14d)")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class Settings(BaseSettings):
+    """Every knob autofix has. Field descriptions are the documentation."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="forbid",
+        frozen=True,
+    )
+
+    db_path: Path = Field(
+        Path("data/autofix.duckdb"),
+        description="DuckDB file that holds the metric history and the audit tables.",
+    )
+    snapshot_dir: Path = Field(
+        Path("data/snapshot"),
+        description="Parquet snapshot that readers use while another process writes the store.",
+    )
+    models_dir: Path = Field(
+        Path("models"),
+        description="Where trained models and the local MLflow store live.",
+    )
+    pipeline: Path = Field(
+        Path("pipelines/local.yaml"),
+        description="Pipelines file with the targets to watch (and later jobs and rules).",
+    )
+    hostname: str = Field(
+        default_factory=socket.gethostname,
+        description="Host label stamped on samples collected from this machine.",
+    )
+    collect_interval: Duration = Field(
+        timedelta(seconds=15), description="Time between two collection cycles."
+    )
+    collect_timeout: Duration = Field(
+        timedelta(seconds=5),
+        description="Longest one collector may take in a cycle before it is abandoned.",
+    )
+    probe_timeout: Duration = Field(
+        timedelta(seconds=2), description="Timeout of one HTTP, TCP or SQL probe."
+    )
+    raw_retention: Duration = Field(
+        timedelta(days=14), description="How long raw samples are kept before only rollups remain."
+    )
+    rollup_retention: Duration = Field(
+        timedelta(days=400), description="How long 5-minute rollups are kept."
+    )
+    lock_wait: Duration = Field(
+        timedelta(seconds=5),
+        description="How long a writer waits for another process to release the store.",
+    )
+    import_chunk_rows: int = Field(
+        1_000_000, gt=0, description="Rows per batch when importing a CSV or Parquet file."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Level of autofix's own log lines."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives through init kwargs (see load_settings) so that it sits
+        # below the environment in precedence.
+        return env_settings, dotenv_settings, init_settings
+
+
+@dataclass(frozen=True)
+class SettingSource:
+    """One row of ``autofix config show``."""
+
+    name: str
+    value: Any
+    source: str
+    help: str
+
+
+def _config_file(environ: Mapping[str, str], explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        return explicit
+    if CONFIG_ENV in environ:
+        return Path(environ[CONFIG_ENV])
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    section = data.get("autofix", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: [autofix] must be a table")
+    unknown = sorted(set(section) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
+    return dict(section)
+
+
+def _format_validation(exc: ValidationError, where: str) -> str:
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "?"
+    return f"{where}: setting {field!r}: {first['msg']}"
+
+
+def load_settings(
+    config_file: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the settings once; pass the result down instead of reading again."""
+    env = os.environ if environ is None else environ
+    path = _config_file(env, config_file)
+    file_values = _read_toml(path) if path else {}
+    env_values = {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in env.items()
+        if key.startswith(ENV_PREFIX) and key != CONFIG_ENV
+    }
+    unknown = sorted(set(env_values) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"environment: unknown setting {ENV_PREFIX}{unknown[0].upper()}")
+    try:
+        # Values are passed explicitly (env over file) so that an injected environ works
+        # the same way as the real one; _env_file=None keeps .env out of tests.
+        merged = {**file_values, **env_values}
+        if environ is None:
+            return Settings(**merged)
+        return Settings(_env_file=None, **merged)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        where = "environment" if env_values else str(path or "settings")
+        raise ConfigError(_format_validation(exc, where)) from None
+
+
+def describe(settings: Settings, environ: Mapping[str, str] | None = None) -> list[SettingSource]:
+    """The effective value of every setting and where it came from."""
+    env = os.environ if environ is None else environ
+    path = _config_file(env, None)
+    file_keys = set(_read_toml(path)) if path else set()
+    rows = []
+    for name, field in Settings.model_fields.items():
+        if f"{ENV_PREFIX}{name.upper()}" in env:
+            source = "env"
+        elif name in file_keys:
+            source = f"file:{path}"
+        else:
+            source = "default"
+        rows.append(SettingSource(name, getattr(settings, name), source, field.description or ""))
+    return rows

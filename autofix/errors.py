@@ -1,0 +1,47 @@
+"""The one exception tree of autofix.
+
+Every error a user can cause or meet is an ``AutofixError``; the CLI and the API
+translate it into one clear line (and an exit code or HTTP status) at the boundary,
+never a traceback. Third-party errors are wrapped ``from exc`` where they happen.
+
+    AutofixError                 exit 1 unless a subclass says otherwise
+    ├── ConfigError              bad settings or pipelines file            exit 2
+    ├── InputError               bad user input: a file, a flag, a body    exit 2
+    ├── StoreError               DuckDB failed underneath us               exit 1
+    │   └── StoreLockedError     another process owns the store file       exit 1
+    └── CollectError             a collector failed (the loop turns it into
+                                 a probe_up 0 sample; raised only to callers
+                                 that collect one thing directly)          exit 1
+"""
+
+from __future__ import annotations
+
+
+class AutofixError(Exception):
+    """Root of every error autofix raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(AutofixError):
+    """A setting or a pipelines file is invalid; the message names file and field."""
+
+    exit_code = 2
+
+
+class InputError(AutofixError):
+    """User input is invalid; the message names the file, row and column."""
+
+    exit_code = 2
+
+
+class StoreError(AutofixError):
+    """The metric store could not do what was asked."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the DuckDB write lock; the message says what to do."""
+
+
+class CollectError(AutofixError):
+    """A collector could not read its source."""

@@ -1,0 +1,727 @@
+"""MetricStore: the metric history in one DuckDB file.
+
+Long format, like Prometheus: ``series`` names what is measured (host, metric, labels,
+unit, capacity) and ``samples`` holds ``(series_id, ts, value)``. Timestamps are UTC
+(stored without a zone). One process writes (DuckDB allows one read-write process);
+everyone else reads the file read-only when it is free, or a Parquet snapshot written
+by ``export_parquet`` while a writer runs. Nobody sees a raw lock error.
+
+>>> store = MetricStore(":memory:")
+>>> import pandas as pd
+>>> frame = pd.DataFrame({"ts": [pd.Timestamp("2026-01-01")], "host": ["web-1"],
+...     "metric": ["node_load1"], "value": [0.5]})
+>>> store.write(frame).stored
+1
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from autofix.errors import StoreError, StoreLockedError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+ROLLUP_STEP = timedelta(minutes=5)
+
+# Migrations run in order on open; each entry brings the schema to that version.
+_MIGRATIONS: dict[int, Sequence[str]] = {
+    1: (
+        "CREATE SEQUENCE series_id_seq START 1",
+        """CREATE TABLE series (
+            series_id BIGINT PRIMARY KEY,
+            host VARCHAR NOT NULL,
+            metric VARCHAR NOT NULL,
+            labels VARCHAR NOT NULL,
+            unit VARCHAR NOT NULL DEFAULT '',
+            capacity DOUBLE,
+            capacity_ts TIMESTAMP,
+            created_at TIMESTAMP NOT NULL,
+            UNIQUE (host, metric, labels)
+        )""",
+        # No primary key on samples: an ART index over billions of rows costs memory and
+        # 5x the write time; duplicates are removed by an anti-join on write instead.
+        "CREATE TABLE samples (series_id BIGINT NOT NULL, ts TIMESTAMP NOT NULL,"
+        " value DOUBLE NOT NULL)",
+        """CREATE TABLE series_capacity (
+            series_id BIGINT NOT NULL, ts TIMESTAMP NOT NULL, capacity DOUBLE NOT NULL,
+            PRIMARY KEY (series_id, ts)
+        )""",
+        """CREATE TABLE samples_5m (
+            series_id BIGINT NOT NULL, bucket TIMESTAMP NOT NULL,
+            count BIGINT NOT NULL, sum DOUBLE NOT NULL, min DOUBLE NOT NULL,
+            max DOUBLE NOT NULL, last DOUBLE NOT NULL, last_ts TIMESTAMP NOT NULL,
+            PRIMARY KEY (series_id, bucket)
+        )""",
+        """CREATE TABLE rejected_samples (
+            reason VARCHAR PRIMARY KEY, count BIGINT NOT NULL, last_at TIMESTAMP NOT NULL
+        )""",
+    ),
+}
+
+# Why a row is refused. Checked in this order; the first that applies is counted.
+_REJECT_SQL = """
+    CASE
+        WHEN ts IS NULL THEN 'bad_timestamp'
+        WHEN host IS NULL OR host = '' OR metric IS NULL OR metric = '' THEN 'missing_identity'
+        WHEN value IS NULL OR NOT isfinite(value) THEN 'non_finite'
+        WHEN value < 0 AND (unit = 'bytes' OR suffix(metric, '_bytes')) THEN 'negative_bytes'
+        WHEN value < 0 AND suffix(metric, '_total') THEN 'negative_counter'
+        WHEN capacity IS NOT NULL AND NOT isnan(capacity)
+             AND (isinf(capacity) OR capacity <= 0) THEN 'bad_capacity'
+    END
+"""
+
+_LOCK_PID = re.compile(r"PID (\d+)")
+_WRITE_COLUMNS = ("ts", "host", "metric", "labels", "value", "unit", "capacity")
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a write did: stored rows, duplicates skipped, rejected rows by reason."""
+
+    stored: int = 0
+    duplicates: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def __add__(self, other: WriteResult) -> WriteResult:
+        reasons = dict(self.rejected)
+        for reason, count in other.rejected.items():
+            reasons[reason] = reasons.get(reason, 0) + count
+        return WriteResult(
+            self.stored + other.stored, self.duplicates + other.duplicates, reasons
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stored": self.stored,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected_total,
+            "rejected_by_reason": dict(sorted(self.rejected.items())),
+        }
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    """What a retention run did."""
+
+    raw_cutoff: datetime
+    rollup_cutoff: datetime
+    buckets_written: int
+    raw_deleted: int
+    rollups_deleted: int
+
+
+def _utc_naive(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _floor(moment: datetime, step: timedelta) -> datetime:
+    epoch = datetime(1970, 1, 1)
+    return epoch + ((moment - epoch) // step) * step
+
+
+def _lock_holder(exc: BaseException) -> str:
+    match = _LOCK_PID.search(str(exc))
+    return f" (PID {match.group(1)})" if match else ""
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
+
+
+class MetricStore:
+    """The single writer (or a read-only view) of the metric history.
+
+    ``path`` is a DuckDB file or ``":memory:"``. With ``read_only=True`` the file must
+    exist and the schema is not migrated. A writer waits up to ``lock_wait`` seconds for
+    another process to let go of the file, then raises StoreLockedError saying who holds
+    it and what to do. Writes are serialised by an in-process lock, so one MetricStore
+    may be shared by the collector loop, the scheduler and the API.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        read_only: bool = False,
+        lock_wait: float = 5.0,
+    ) -> None:
+        self.path = str(path)
+        self.read_only = read_only
+        self._write_lock = threading.RLock()
+        self._con = self._connect(lock_wait)
+        self._snapshot: Path | None = None
+        if not read_only:
+            self._migrate()
+        elif self.schema_version() > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {self.schema_version()} is newer than this "
+                f"autofix understands ({SCHEMA_VERSION}); upgrade autofix"
+            )
+
+    # -- opening -----------------------------------------------------------------------
+
+    def _connect(self, lock_wait: float) -> duckdb.DuckDBPyConnection:
+        if self.path != ":memory:":
+            file = Path(self.path)
+            if self.read_only and not file.exists():
+                raise StoreError(
+                    f"{file}: no metric store yet; run `autofix collect --once` or "
+                    "`autofix import PATH` first"
+                )
+            if not self.read_only:
+                file.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + lock_wait
+        while True:
+            try:
+                return duckdb.connect(self.path, read_only=self.read_only)
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc):
+                    raise StoreError(f"{self.path}: cannot open the store: {exc}") from exc
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        f"{self.path} is in use by another process{_lock_holder(exc)}; "
+                        "stop it, or read its snapshot (`--snapshot DIR`, written by "
+                        "`autofix export --parquet DIR`), or go through the API"
+                    ) from exc
+                time.sleep(0.1)
+
+    @classmethod
+    def open_snapshot(cls, directory: str | Path) -> MetricStore:
+        """A read-only store over a Parquet snapshot written by ``export_parquet``."""
+        directory = Path(directory)
+        manifest = directory / "manifest.json"
+        if not manifest.is_file():
+            raise StoreError(f"{directory}: no snapshot here (manifest.json missing)")
+        store = cls.__new__(cls)
+        store.path = str(directory)
+        store.read_only = True
+        store._write_lock = threading.RLock()
+        store._snapshot = directory
+        store._con = duckdb.connect(":memory:")
+        for table in ("series", "samples", "series_capacity", "samples_5m"):
+            file = directory / f"{table}.parquet"
+            store._run(
+                f"CREATE VIEW {table} AS SELECT * FROM read_parquet({_sql_string(file)})"
+            )
+        version = json.loads(manifest.read_text())["schema_version"]
+        store._run(f"CREATE VIEW schema_version AS SELECT {int(version)} AS version")
+        return store
+
+    @classmethod
+    def open_reader(
+        cls, path: str | Path, snapshot_dir: str | Path | None = None
+    ) -> MetricStore:
+        """Open for reading: the file itself when free, else the snapshot, else a clear error."""
+        try:
+            return cls(path, read_only=True, lock_wait=0.0)
+        except StoreLockedError as exc:
+            if snapshot_dir is not None and (Path(snapshot_dir) / "manifest.json").is_file():
+                log.info("%s is busy; reading the snapshot in %s", path, snapshot_dir)
+                return cls.open_snapshot(snapshot_dir)
+            raise StoreLockedError(
+                f"{path} is being written by another process{_lock_holder(exc)} and there "
+                f"is no snapshot in {snapshot_dir}; have the writer run "
+                "`autofix export --parquet DIR`, or query through the API"
+            ) from exc
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> MetricStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def snapshot(self) -> Path | None:
+        """The snapshot directory when this store reads one, else None."""
+        return self._snapshot
+
+    def _run(self, sql: str, params: Sequence[Any] | None = None) -> list[Any]:
+        # Consume every result: DuckDB refuses new work while a result is unfinished.
+        return self._con.execute(sql, params or []).fetchall()
+
+    # -- schema ------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        try:
+            row = _first(self._con.execute("SELECT max(version) FROM schema_version").fetchall())
+        except duckdb.CatalogException:
+            return 0
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def _migrate(self) -> None:
+        with self._write_lock:
+            self._run(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
+            )
+            current = self.schema_version()
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: schema version {current} is newer than this autofix "
+                    f"understands ({SCHEMA_VERSION}); upgrade autofix"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                self._run("BEGIN TRANSACTION")
+                try:
+                    for statement in _MIGRATIONS[version]:
+                        self._run(statement)
+                    self._run(
+                        "INSERT INTO schema_version VALUES (?, ?)", [version, _now()]
+                    )
+                    self._run("COMMIT")
+                except duckdb.Error as exc:
+                    self._run("ROLLBACK")
+                    raise StoreError(f"{self.path}: migration to v{version} failed: {exc}") from exc
+                log.info("store %s migrated to schema v%d", self.path, version)
+
+    # -- writing -----------------------------------------------------------------------
+
+    def _require_writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"{self.path}: opened read-only; writes go through the writer")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes inside commit together or not at all (used by imports)."""
+        self._require_writable()
+        with self._write_lock:
+            self._run("BEGIN TRANSACTION")
+            self._in_tx = True
+            try:
+                yield
+            except BaseException:
+                self._run("ROLLBACK")
+                raise
+            else:
+                self._run("COMMIT")
+            finally:
+                self._in_tx = False
+
+    _in_tx = False
+
+    @contextmanager
+    def _atomic(self) -> Iterator[None]:
+        if self._in_tx:
+            yield
+            return
+        self._run("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self._run("ROLLBACK")
+            raise
+        self._run("COMMIT")
+
+    def write(self, frame: pd.DataFrame | pa.Table) -> WriteResult:
+        """Append samples given as ``ts, host, metric, value`` (+ ``labels, unit, capacity``).
+
+        ``labels`` is canonical JSON (see ``collect.base.format_labels``). A duplicate
+        (series, ts) keeps the value already stored; invalid rows are counted by reason
+        and never stored. The whole batch is one transaction.
+        """
+        self._require_writable()
+        table = _as_write_table(frame)
+        if table.num_rows == 0:
+            return WriteResult()
+        with self._write_lock:
+            try:
+                self._con.register("_incoming", table)
+                try:
+                    with self._atomic():
+                        return self._write_registered()
+                finally:
+                    self._con.unregister("_incoming")
+            except duckdb.Error as exc:
+                raise StoreError(f"{self.path}: write failed: {exc}") from exc
+
+    def _write_registered(self) -> WriteResult:
+        con = self._con
+        self._run(
+            f"""CREATE OR REPLACE TEMP TABLE _batch AS
+                SELECT ts, host, metric, coalesce(labels, '{{}}') AS labels,
+                       coalesce(unit, '') AS unit,
+                       CASE WHEN isnan(capacity) THEN NULL ELSE capacity END AS capacity,
+                       value, {_REJECT_SQL} AS reject
+                FROM _incoming"""
+        )
+        rejected = dict(
+            self._run(
+                "SELECT reject, count(*) FROM _batch WHERE reject IS NOT NULL GROUP BY 1"
+            )
+        )
+        now = _now()
+        self._run(
+            """INSERT INTO series (series_id, host, metric, labels, unit, created_at)
+               SELECT nextval('series_id_seq'), n.host, n.metric, n.labels, n.unit, ?
+               FROM (SELECT host, metric, labels, max(unit) AS unit FROM _batch
+                     WHERE reject IS NULL GROUP BY host, metric, labels) n
+               ANTI JOIN series s
+                 ON s.host = n.host AND s.metric = n.metric AND s.labels = n.labels
+               ORDER BY n.host, n.metric, n.labels""",
+            [now],
+        )
+        self._run(
+            """CREATE OR REPLACE TEMP TABLE _ids AS
+               SELECT s.series_id, b.ts, b.value, b.capacity FROM _batch b
+               JOIN series s ON s.host = b.host AND s.metric = b.metric AND s.labels = b.labels
+               WHERE b.reject IS NULL"""
+        )
+        self._update_capacity()
+        valid = _first(con.execute("SELECT count(*) FROM _ids").fetchall())
+        stored = self._insert_samples("_ids")
+        if rejected:
+            self._count_rejects(rejected, now)
+        total_valid = int(valid[0]) if valid else 0
+        return WriteResult(stored, total_valid - stored, rejected)
+
+    def write_ids(self, frame: pd.DataFrame | pa.Table) -> WriteResult:
+        """Fast path for callers that already know ``series_id``: ``series_id, ts, value``."""
+        self._require_writable()
+        table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(
+            frame, preserve_index=False
+        )
+        with self._write_lock:
+            try:
+                self._con.register("_incoming_ids", table)
+                try:
+                    with self._atomic():
+                        self._run(
+                            """CREATE OR REPLACE TEMP TABLE _ids AS
+                               SELECT series_id, ts, value,
+                                   CASE WHEN value IS NULL OR NOT isfinite(value)
+                                        THEN 'non_finite'
+                                        WHEN ts IS NULL THEN 'bad_timestamp'
+                                        WHEN series_id NOT IN (SELECT series_id FROM series)
+                                        THEN 'unknown_series' END AS reject
+                               FROM _incoming_ids"""
+                        )
+                        rejected = dict(
+                            self._run(
+                                "SELECT reject, count(*) FROM _ids WHERE reject IS NOT NULL "
+                                "GROUP BY 1"
+                            )
+                        )
+                        self._run("DELETE FROM _ids WHERE reject IS NOT NULL")
+                        valid = _first(self._con.execute("SELECT count(*) FROM _ids").fetchall())
+                        stored = self._insert_samples("_ids")
+                        if rejected:
+                            self._count_rejects(rejected, _now())
+                finally:
+                    self._con.unregister("_incoming_ids")
+            except duckdb.Error as exc:
+                raise StoreError(f"{self.path}: write failed: {exc}") from exc
+        total_valid = int(valid[0]) if valid else 0
+        return WriteResult(stored, total_valid - stored, rejected)
+
+    def _insert_samples(self, source: str) -> int:
+        # any_value: a duplicate inside one batch keeps one of its values; the anti-join
+        # keeps whatever is stored already, which makes re-sending a batch a no-op.
+        row = _first(self._con.execute(
+            f"""INSERT INTO samples
+                SELECT n.series_id, n.ts, n.value FROM (
+                    SELECT series_id, ts, any_value(value) AS value FROM {source}
+                    GROUP BY series_id, ts) n
+                ANTI JOIN samples s ON s.series_id = n.series_id AND s.ts = n.ts"""
+        ).fetchall())
+        return int(row[0]) if row else 0
+
+    def _update_capacity(self) -> None:
+        con = self._con
+        # A change of capacity (a disk grown) is kept as history; series.capacity holds
+        # the value at the newest timestamp seen.
+        self._run(
+            """INSERT OR IGNORE INTO series_capacity
+               SELECT c.series_id, c.ts, c.capacity FROM (
+                   SELECT series_id, capacity, min(ts) AS ts FROM _ids
+                   WHERE capacity IS NOT NULL GROUP BY series_id, capacity) c
+               JOIN series s USING (series_id)
+               WHERE s.capacity IS DISTINCT FROM c.capacity"""
+        )
+        self._run(
+            """UPDATE series SET capacity = l.capacity, capacity_ts = l.ts
+               FROM (SELECT series_id, arg_max(capacity, ts) AS capacity, max(ts) AS ts
+                     FROM _ids WHERE capacity IS NOT NULL GROUP BY series_id) l
+               WHERE series.series_id = l.series_id
+                 AND (series.capacity_ts IS NULL OR l.ts >= series.capacity_ts)"""
+        )
+
+    def _count_rejects(self, rejected: dict[str, int], now: datetime) -> None:
+        for reason, count in rejected.items():
+            self._run(
+                """INSERT INTO rejected_samples VALUES (?, ?, ?)
+                   ON CONFLICT (reason) DO UPDATE
+                   SET count = count + excluded.count, last_at = excluded.last_at""",
+                [reason, count, now],
+            )
+
+    # -- reading -----------------------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        """Run a read query and return a DataFrame (for notebooks and reports)."""
+        try:
+            return self._con.execute(sql, params or []).df()
+        except duckdb.Error as exc:
+            raise StoreError(f"{self.path}: query failed: {exc}") from exc
+
+    def series(self) -> pd.DataFrame:
+        """Every series with its sample count and time range."""
+        return self.query(
+            """SELECT s.series_id, s.host, s.metric, s.labels, s.unit, s.capacity,
+                      coalesce(a.samples, 0) AS samples, a.first_ts, a.last_ts
+               FROM series s LEFT JOIN (
+                   SELECT series_id, count(*) AS samples, min(ts) AS first_ts,
+                          max(ts) AS last_ts
+                   FROM samples GROUP BY series_id) a USING (series_id)
+               ORDER BY s.host, s.metric, s.labels"""
+        )
+
+    def samples(
+        self,
+        series_ids: Sequence[int] | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> pd.DataFrame:
+        """Raw samples as a long frame ``series_id, ts, value`` sorted by series and time."""
+        clauses, params = _range_filter(series_ids, start, end)
+        return self.query(
+            f"SELECT series_id, ts, value FROM samples {clauses} ORDER BY series_id, ts",
+            params,
+        )
+
+    def rollups(
+        self,
+        series_ids: Sequence[int] | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> pd.DataFrame:
+        """5-minute rollups ``series_id, ts, count, mean, min, max, last``."""
+        clauses, params = _range_filter(series_ids, start, end, column="bucket")
+        return self.query(
+            f"""SELECT series_id, bucket AS ts, count, sum / count AS mean, min, max, last
+                FROM samples_5m {clauses} ORDER BY series_id, bucket""",
+            params,
+        )
+
+    def capacity_history(self, series_id: int) -> pd.DataFrame:
+        """When a series' capacity changed (a disk grown, RAM added)."""
+        return self.query(
+            "SELECT ts, capacity FROM series_capacity WHERE series_id = ? ORDER BY ts",
+            [series_id],
+        )
+
+    def rejected_counts(self) -> dict[str, int]:
+        """Rejected rows by reason since the store was created."""
+        if self._snapshot is not None:
+            return {}
+        rows = self._con.execute("SELECT reason, count FROM rejected_samples").fetchall()
+        return {str(reason): int(count) for reason, count in rows}
+
+    def count_samples(self) -> int:
+        row = _first(self._con.execute("SELECT count(*) FROM samples").fetchall())
+        return int(row[0]) if row else 0
+
+    # -- retention and rollups ----------------------------------------------------------
+
+    def apply_retention(
+        self, now: datetime, raw_retention: timedelta, rollup_retention: timedelta
+    ) -> RetentionResult:
+        """Roll raw samples up into 5-minute buckets, then drop what is past retention.
+
+        Raw samples at or after ``now - raw_retention`` are never deleted (the cutoff is
+        rounded down to a bucket boundary, so a bucket is never half-deleted). Buckets
+        whose raw samples are all still present are recomputed, so late samples are
+        counted; an older bucket that gets late samples is merged into.
+        """
+        self._require_writable()
+        now = _utc_naive(now)
+        raw_cutoff = _floor(now - raw_retention, ROLLUP_STEP)
+        rollup_cutoff = _floor(now - rollup_retention, ROLLUP_STEP)
+        step = int(ROLLUP_STEP.total_seconds())
+        with self._write_lock, self._atomic():
+            con = self._con
+            self._run(
+                f"""CREATE OR REPLACE TEMP TABLE _rollup AS
+                    SELECT series_id, time_bucket(INTERVAL '{step} seconds', ts) AS bucket,
+                           count(*) AS count, sum(value) AS sum, min(value) AS min,
+                           max(value) AS max, arg_max(value, ts) AS last, max(ts) AS last_ts
+                    FROM samples GROUP BY ALL"""
+            )
+            # Buckets entirely inside the raw window have all their samples: replace.
+            self._run(
+                "INSERT OR REPLACE INTO samples_5m SELECT * FROM _rollup WHERE bucket >= ?",
+                [raw_cutoff],
+            )
+            # Older buckets lose their raw samples now; merge them with what exists.
+            self._run(
+                """INSERT INTO samples_5m SELECT * FROM _rollup WHERE bucket < ?
+                   ON CONFLICT (series_id, bucket) DO UPDATE SET
+                       count = samples_5m.count + excluded.count,
+                       sum = samples_5m.sum + excluded.sum,
+                       min = least(samples_5m.min, excluded.min),
+                       max = greatest(samples_5m.max, excluded.max),
+                       last = CASE WHEN excluded.last_ts >= samples_5m.last_ts
+                                   THEN excluded.last ELSE samples_5m.last END,
+                       last_ts = greatest(samples_5m.last_ts, excluded.last_ts)""",
+                [raw_cutoff],
+            )
+            written = _first(con.execute("SELECT count(*) FROM _rollup").fetchall())
+            raw_deleted = _first(con.execute("DELETE FROM samples WHERE ts < ?", [raw_cutoff]).fetchall())
+            rollups_deleted = _first(con.execute(
+                "DELETE FROM samples_5m WHERE bucket < ?", [rollup_cutoff]
+            ).fetchall())
+            self._run("DROP TABLE _rollup")
+        return RetentionResult(
+            raw_cutoff=raw_cutoff,
+            rollup_cutoff=rollup_cutoff,
+            buckets_written=int(written[0]) if written else 0,
+            raw_deleted=int(raw_deleted[0]) if raw_deleted else 0,
+            rollups_deleted=int(rollups_deleted[0]) if rollups_deleted else 0,
+        )
+
+    # -- snapshots ---------------------------------------------------------------------
+
+    def export_parquet(self, directory: str | Path) -> dict[str, Any]:
+        """Write a consistent Parquet snapshot; readers switch to it atomically.
+
+        The snapshot is written into a sibling temporary directory and renamed into
+        place, so a reader sees either the old snapshot or the new one, never half.
+        """
+        target = Path(directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.parent / f".{target.name}.tmp-{time.monotonic_ns()}"
+        staging.mkdir()
+        counts: dict[str, int] = {}
+        try:
+            with self._write_lock:
+                # One read transaction so all four files show the same moment.
+                self._run("BEGIN TRANSACTION")
+                try:
+                    for table, order in (
+                        ("series", "series_id"),
+                        ("samples", "series_id, ts"),
+                        ("series_capacity", "series_id, ts"),
+                        ("samples_5m", "series_id, bucket"),
+                    ):
+                        file = staging / f"{table}.parquet"
+                        self._run(
+                            f"COPY (SELECT * FROM {table} ORDER BY {order}) TO {_sql_string(file)} "
+                            "(FORMAT parquet, COMPRESSION zstd)"
+                        )
+                        row = _first(self._con.execute(f"SELECT count(*) FROM {table}").fetchall())
+                        counts[table] = int(row[0]) if row else 0
+                finally:
+                    self._run("COMMIT")
+            manifest = {
+                "schema_version": self.schema_version(),
+                "exported_at": _now().isoformat() + "Z",
+                "source": self.path,
+                "rows": counts,
+            }
+            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            old = target.parent / f".{target.name}.old-{time.monotonic_ns()}"
+            if target.exists():
+                target.rename(old)
+            staging.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        except duckdb.Error as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise StoreError(f"{self.path}: export failed: {exc}") from exc
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise StoreError(f"{target}: export failed: {exc.strerror or exc}") from exc
+        return manifest
+
+
+def _first(rows: list[Any]) -> Any:
+    # fetchone() would leave the result open, and DuckDB refuses new work until it ends.
+    return rows[0] if rows else None
+
+
+def _sql_string(path: Path) -> str:
+    # COPY and CREATE VIEW cannot take parameters; quote the path as a SQL literal.
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _range_filter(
+    series_ids: Sequence[int] | None,
+    start: datetime | None,
+    end: datetime | None,
+    column: str = "ts",
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if series_ids is not None:
+        clauses.append("series_id IN (SELECT unnest(?::BIGINT[]))")
+        params.append([int(i) for i in series_ids])
+    if start is not None:
+        clauses.append(f"{column} >= ?")
+        params.append(_utc_naive(start))
+    if end is not None:
+        clauses.append(f"{column} < ?")
+        params.append(_utc_naive(end))
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _as_write_table(frame: pd.DataFrame | pa.Table) -> pa.Table:
+    """Normalise a write frame to Arrow with every column present and typed."""
+    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(
+        frame, preserve_index=False
+    )
+    missing = [c for c in ("ts", "host", "metric", "value") if c not in table.column_names]
+    if missing:
+        raise StoreError(f"write frame lacks column {missing[0]!r}")
+    n = table.num_rows
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {}
+    ts = table.column("ts")
+    if pa.types.is_timestamp(ts.type) and ts.type.tz is not None:
+        ts = ts.cast(pa.timestamp("us", tz="UTC")).cast(pa.timestamp("us"))
+    columns["ts"] = ts
+    for name in ("host", "metric"):
+        columns[name] = table.column(name).cast(pa.string())
+    columns["labels"] = (
+        table.column("labels").cast(pa.string())
+        if "labels" in table.column_names
+        else pa.array(["{}"] * n, pa.string())
+    )
+    columns["value"] = table.column("value").cast(pa.float64())
+    columns["unit"] = (
+        table.column("unit").cast(pa.string())
+        if "unit" in table.column_names
+        else pa.nulls(n, pa.string())
+    )
+    columns["capacity"] = (
+        table.column("capacity").cast(pa.float64())
+        if "capacity" in table.column_names
+        else pa.nulls(n, pa.float64())
+    )
+    return pa.table({name: columns[name] for name in _WRITE_COLUMNS})

@@ -1,0 +1,85 @@
+"""Settings: documented, typed, env over file over default, clear errors."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from autofix.config import Settings, describe, load_settings, parse_duration
+from autofix.errors import ConfigError
+
+
+def test_every_setting_has_help_text() -> None:
+    undocumented = [
+        name for name, field in Settings.model_fields.items() if not (field.description or "")
+    ]
+    assert undocumented == []
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    missing = [n for n in Settings.model_fields if f"AUTOFIX_{n.upper()}" not in readme]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("15s", 15),
+        ("2m", 120),
+        ("1.5h", 5400),
+        ("14d", 14 * 86400),
+        ("1w", 604800),
+        (30, 30),
+        ("250ms", 0.25),
+        ("45", 45),
+    ],
+)
+def test_parse_duration(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "soon", "5 parsecs", "-1s", "1y"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+def test_env_overrides_file_overrides_default(tmp_path: Path) -> None:
+    config = tmp_path / "autofix.toml"
+    config.write_text('[autofix]\nraw_retention = "3d"\ncollect_interval = "30s"\n')
+    env = {"AUTOFIX_CONFIG": str(config), "AUTOFIX_COLLECT_INTERVAL": "5s"}
+    settings = load_settings(environ=env)
+    assert settings.collect_interval == timedelta(seconds=5)
+    assert settings.raw_retention == timedelta(days=3)
+    assert settings.rollup_retention == timedelta(days=400)
+    sources = {row.name: row.source for row in describe(settings, env)}
+    assert sources["collect_interval"] == "env"
+    assert sources["raw_retention"] == f"file:{config}"
+    assert sources["rollup_retention"] == "default"
+
+
+def test_bad_env_value_names_the_setting() -> None:
+    with pytest.raises(ConfigError, match="'raw_retention'"):
+        load_settings(environ={"AUTOFIX_RAW_RETENTION": "forever"})
+
+
+def test_unknown_env_setting_is_refused() -> None:
+    with pytest.raises(ConfigError, match="AUTOFIX_RAW_RETENSION"):
+        load_settings(environ={"AUTOFIX_RAW_RETENSION": "3d"})
+
+
+def test_bad_toml_names_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("raw_retention = [\n")
+    with pytest.raises(ConfigError, match="bad.toml: invalid TOML"):
+        load_settings(config_file=config, environ={})
+
+
+def test_unknown_file_setting_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "x.toml"
+    config.write_text('dbpath = "x"\n')
+    with pytest.raises(ConfigError, match="x.toml: unknown setting 'dbpath'"):
+        load_settings(config_file=config, environ={})

@@ -1,0 +1,62 @@
+"""Pipelines file: validated on load, errors name the file and the field path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autofix.errors import ConfigError
+from autofix.pipeline import HttpTarget, LogDirTarget, load_pipeline
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_shipped_local_pipeline_loads() -> None:
+    pipeline = load_pipeline(ROOT / "pipelines" / "local.yaml")
+    assert any(isinstance(t, LogDirTarget) for t in pipeline.targets)
+
+
+def test_valid_targets(tmp_path: Path) -> None:
+    file = tmp_path / "p.yaml"
+    file.write_text(
+        "targets:\n"
+        "  - {name: web, kind: http, url: 'http://127.0.0.1:8080/health'}\n"
+        "  - {name: db, kind: tcp, host: 127.0.0.1, port: 5432}\n"
+    )
+    pipeline = load_pipeline(file)
+    assert isinstance(pipeline.targets[0], HttpTarget)
+    assert pipeline.targets[1].name == "db"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("targets:\n  - {name: web, kind: http, url: 'ftp://x'}\n", "targets[0].url:"),
+        ("targets:\n  - {name: web, kind: tcp, host: h, port: 70000}\n", "targets[0].port:"),
+        ("targets:\n  - {name: 'a;rm -rf /', kind: tcp, host: h, port: 1}\n", "targets[0].name:"),
+        ("targets:\n  - {name: p, kind: process}\n", "exactly one of pidfile"),
+        ("targets:\n  - {name: x, kind: ufo}\n", "targets[0]:"),
+        ("targets: [\n", "invalid YAML"),
+        ("- just\n- a list\n", "top level must be a mapping"),
+        ("targets: []\nrulez: []\n", "rulez"),
+        (
+            "targets:\n  - {name: a, kind: tcp, host: h, port: 1}\n"
+            "  - {name: a, kind: tcp, host: h, port: 2}\n",
+            "duplicate target 'a'",
+        ),
+    ],
+)
+def test_bad_pipeline_names_file_and_field(tmp_path: Path, text: str, message: str) -> None:
+    file = tmp_path / "bad.yaml"
+    file.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_pipeline(file)
+    assert str(info.value).startswith(f"{file}:")
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_pipeline(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_pipeline(tmp_path / "none.yaml")
