@@ -53,6 +53,20 @@ def parse_duration(value: object) -> timedelta:
     raise ValueError(f"not a duration: {value!r} (use e.g. 15s, 2m, 1h, 14d)")
 
 
+def format_duration(value: timedelta) -> str:
+    """The shortest exact spelling parse_duration reads back: ``14d``, ``90s``, ``250ms``.
+
+    >>> format_duration(timedelta(days=14))
+    '14d'
+    """
+    seconds = value.total_seconds()
+    for unit in ("d", "h", "m", "s"):
+        size = _UNIT_SECONDS[unit]
+        if seconds and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds * 1000:g}ms"
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
@@ -189,7 +203,7 @@ def load_settings(
         merged = {**file_values, **env_values}
         if environ is None:
             return Settings(**merged)
-        return Settings(_env_file=None, **merged)  # type: ignore[call-arg]
+        return Settings(_env_file=None, **merged)
     except ValidationError as exc:
         where = "environment" if env_values else str(path or "settings")
         raise ConfigError(_format_validation(exc, where)) from None

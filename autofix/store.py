@@ -108,9 +108,7 @@ class WriteResult:
         reasons = dict(self.rejected)
         for reason, count in other.rejected.items():
             reasons[reason] = reasons.get(reason, 0) + count
-        return WriteResult(
-            self.stored + other.stored, self.duplicates + other.duplicates, reasons
-        )
+        return WriteResult(self.stored + other.stored, self.duplicates + other.duplicates, reasons)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -223,17 +221,13 @@ class MetricStore:
         store._con = duckdb.connect(":memory:")
         for table in ("series", "samples", "series_capacity", "samples_5m"):
             file = directory / f"{table}.parquet"
-            store._run(
-                f"CREATE VIEW {table} AS SELECT * FROM read_parquet({_sql_string(file)})"
-            )
+            store._run(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({_sql_string(file)})")
         version = json.loads(manifest.read_text())["schema_version"]
         store._run(f"CREATE VIEW schema_version AS SELECT {int(version)} AS version")
         return store
 
     @classmethod
-    def open_reader(
-        cls, path: str | Path, snapshot_dir: str | Path | None = None
-    ) -> MetricStore:
+    def open_reader(cls, path: str | Path, snapshot_dir: str | Path | None = None) -> MetricStore:
         """Open for reading: the file itself when free, else the snapshot, else a clear error."""
         try:
             return cls(path, read_only=True, lock_wait=0.0)
@@ -291,14 +285,12 @@ class MetricStore:
                 try:
                     for statement in _MIGRATIONS[version]:
                         self._run(statement)
-                    self._run(
-                        "INSERT INTO schema_version VALUES (?, ?)", [version, _now()]
-                    )
+                    self._run("INSERT INTO schema_version VALUES (?, ?)", [version, _now()])
                     self._run("COMMIT")
                 except duckdb.Error as exc:
                     self._run("ROLLBACK")
                     raise StoreError(f"{self.path}: migration to v{version} failed: {exc}") from exc
-                log.info("store %s migrated to schema v%d", self.path, version)
+                log.debug("store %s migrated to schema v%d", self.path, version)
 
     # -- writing -----------------------------------------------------------------------
 
@@ -371,9 +363,7 @@ class MetricStore:
                 FROM _incoming"""
         )
         rejected = dict(
-            self._run(
-                "SELECT reject, count(*) FROM _batch WHERE reject IS NOT NULL GROUP BY 1"
-            )
+            self._run("SELECT reject, count(*) FROM _batch WHERE reject IS NOT NULL GROUP BY 1")
         )
         now = _now()
         self._run(
@@ -403,8 +393,10 @@ class MetricStore:
     def write_ids(self, frame: pd.DataFrame | pa.Table) -> WriteResult:
         """Fast path for callers that already know ``series_id``: ``series_id, ts, value``."""
         self._require_writable()
-        table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(
-            frame, preserve_index=False
+        table = (
+            frame
+            if isinstance(frame, pa.Table)
+            else pa.Table.from_pandas(frame, preserve_index=False)
         )
         with self._write_lock:
             try:
@@ -442,17 +434,18 @@ class MetricStore:
     def _insert_samples(self, source: str) -> int:
         # any_value: a duplicate inside one batch keeps one of its values; the anti-join
         # keeps whatever is stored already, which makes re-sending a batch a no-op.
-        row = _first(self._con.execute(
-            f"""INSERT INTO samples
+        row = _first(
+            self._con.execute(
+                f"""INSERT INTO samples
                 SELECT n.series_id, n.ts, n.value FROM (
                     SELECT series_id, ts, any_value(value) AS value FROM {source}
                     GROUP BY series_id, ts) n
                 ANTI JOIN samples s ON s.series_id = n.series_id AND s.ts = n.ts"""
-        ).fetchall())
+            ).fetchall()
+        )
         return int(row[0]) if row else 0
 
     def _update_capacity(self) -> None:
-        con = self._con
         # A change of capacity (a disk grown) is kept as history; series.capacity holds
         # the value at the newest timestamp seen.
         self._run(
@@ -591,10 +584,12 @@ class MetricStore:
                 [raw_cutoff],
             )
             written = _first(con.execute("SELECT count(*) FROM _rollup").fetchall())
-            raw_deleted = _first(con.execute("DELETE FROM samples WHERE ts < ?", [raw_cutoff]).fetchall())
-            rollups_deleted = _first(con.execute(
-                "DELETE FROM samples_5m WHERE bucket < ?", [rollup_cutoff]
-            ).fetchall())
+            raw_deleted = _first(
+                con.execute("DELETE FROM samples WHERE ts < ?", [raw_cutoff]).fetchall()
+            )
+            rollups_deleted = _first(
+                con.execute("DELETE FROM samples_5m WHERE bucket < ?", [rollup_cutoff]).fetchall()
+            )
             self._run("DROP TABLE _rollup")
         return RetentionResult(
             raw_cutoff=raw_cutoff,
@@ -694,8 +689,8 @@ def _range_filter(
 
 def _as_write_table(frame: pd.DataFrame | pa.Table) -> pa.Table:
     """Normalise a write frame to Arrow with every column present and typed."""
-    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(
-        frame, preserve_index=False
+    table = (
+        frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
     )
     missing = [c for c in ("ts", "host", "metric", "value") if c not in table.column_names]
     if missing:

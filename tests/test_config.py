@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from autofix.config import Settings, describe, load_settings, parse_duration
+from autofix.config import Settings, describe, format_duration, load_settings, parse_duration
 from autofix.errors import ConfigError
 
 
@@ -74,12 +74,17 @@ def test_unknown_env_setting_is_refused() -> None:
 def test_bad_toml_names_the_file(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text("raw_retention = [\n")
-    with pytest.raises(ConfigError, match="bad.toml: invalid TOML"):
+    with pytest.raises(ConfigError, match=r"bad\.toml: invalid TOML"):
         load_settings(config_file=config, environ={})
 
 
 def test_unknown_file_setting_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "x.toml"
     config.write_text('dbpath = "x"\n')
-    with pytest.raises(ConfigError, match="x.toml: unknown setting 'dbpath'"):
+    with pytest.raises(ConfigError, match=r"x\.toml: unknown setting 'dbpath'"):
         load_settings(config_file=config, environ={})
+
+
+@pytest.mark.parametrize("text", ["15s", "2m", "14d", "250ms", "90s", "36h", "400d"])
+def test_format_duration_round_trips(text: str) -> None:
+    assert format_duration(parse_duration(text)) == text

@@ -166,9 +166,14 @@ def test_failed_transaction_leaves_store_unchanged() -> None:
     store = MetricStore(":memory:")
     store.write(frame([(T0, "h", "m", 1.0)]))
     before = stored(store)
-    with pytest.raises(RuntimeError), store.transaction():
-        store.write(frame([(T0 + timedelta(minutes=1), "h", "m", 2.0)]))
-        raise RuntimeError("boom")
+
+    def write_then_fail() -> None:
+        with store.transaction():
+            store.write(frame([(T0 + timedelta(minutes=1), "h", "m", 2.0)]))
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        write_then_fail()
     pd.testing.assert_frame_equal(stored(store), before)
 
 

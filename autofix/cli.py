@@ -1,0 +1,444 @@
+"""The ``autofix`` command. Thin: parse, call the package, print.
+
+Exit codes: 0 ok, 1 failed, 2 bad usage or bad input. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from autofix import __version__
+from autofix.config import Settings, describe, format_duration, load_settings, parse_duration
+from autofix.errors import AutofixError, InputError
+from autofix.store import MetricStore
+
+app = typer.Typer(
+    name="autofix",
+    help="Predictive auto-remediation: collect metrics, forecast exhaustion, fix safely.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
+scenarios_app = typer.Typer(
+    help="Labelled synthetic histories for tests and backtests.", no_args_is_help=True
+)
+app.add_typer(config_app, name="config")
+app.add_typer(scenarios_app, name="scenarios")
+
+out = Console()
+err = Console(stderr=True)
+
+T = TypeVar("T")
+
+
+class _State:
+    config_file: Path | None = None
+    settings: Settings | None = None
+
+
+def _settings() -> Settings:
+    if _State.settings is None:
+        _State.settings = load_settings(_State.config_file)
+        # Plain lines, not a rich panel: log lines must stay one line each for log shippers.
+        logging.basicConfig(
+            level=_State.settings.log_level,
+            format="autofix: %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+    return _State.settings
+
+
+def _writer(settings: Settings) -> MetricStore:
+    return MetricStore(settings.db_path, lock_wait=settings.lock_wait.total_seconds())
+
+
+def _reader(settings: Settings, snapshot: Path | None) -> MetricStore:
+    if snapshot is not None:
+        return MetricStore.open_snapshot(snapshot)
+    return MetricStore.open_reader(settings.db_path, settings.snapshot_dir)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"autofix {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML settings file (else AUTOFIX_CONFIG).")
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
+    ] = False,
+) -> None:
+    """Predictive auto-remediation for a Linux service fleet."""
+    _State.config_file = config
+    _State.settings = None
+
+
+# -- config ------------------------------------------------------------------------------
+
+
+@config_app.command("show")
+def config_show(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print every setting with its effective value, its source and its help."""
+    rows = describe(_settings())
+    if as_json:
+        _print_json(
+            [
+                {"name": r.name, "value": _plain(r.value), "source": r.source, "help": r.help}
+                for r in rows
+            ]
+        )
+        return
+    table = Table("setting", "value", "source", "help", title="autofix settings")
+    for r in rows:
+        table.add_row(f"AUTOFIX_{r.name.upper()}", str(_plain(r.value)), r.source, r.help)
+    out.print(table)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# -- collect -----------------------------------------------------------------------------
+
+
+@contextmanager
+def _stop_on_signal() -> Iterator[Callable[[], bool]]:
+    stopped = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopped
+        stopped = True
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield lambda: stopped
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@app.command()
+def collect(
+    once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit.")] = False,
+    interval: Annotated[
+        str | None, typer.Option("--interval", help="Time between cycles, e.g. 15s.")
+    ] = None,
+    duration: Annotated[
+        str | None, typer.Option("--duration", help="Stop after this long, e.g. 2m.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per cycle.")] = False,
+) -> None:
+    """Collect this host and the pipeline's targets into the store."""
+    from autofix.collect.base import CycleRunner
+    from autofix.collect.registry import build_collectors
+    from autofix.pipeline import load_pipeline
+
+    settings = _settings()
+    step = _duration("--interval", interval) if interval else settings.collect_interval
+    if once and (interval or duration):
+        raise InputError("--once cannot be combined with --interval or --duration")
+    until = (
+        time.monotonic() + _duration("--duration", duration).total_seconds() if duration else None
+    )
+    pipeline = load_pipeline(settings.pipeline)
+    collectors = build_collectors(pipeline, settings)
+    with (
+        _writer(settings) as store,
+        CycleRunner(
+            collectors, settings.hostname, settings.collect_timeout.total_seconds()
+        ) as runner,
+        _stop_on_signal() as stopped,
+    ):
+        while True:
+            started = time.monotonic()
+            cycle = runner.run_once()
+            written = store.write(cycle.frame)
+            report = {
+                "ts": datetime.now(UTC).isoformat(),
+                "samples": len(cycle.frame),
+                **written.as_dict(),
+                "errors": cycle.errors,
+                "cpu_seconds": round(cycle.cpu_seconds, 4),
+                "wall_seconds": round(cycle.wall_seconds, 4),
+            }
+            if as_json:
+                _print_json(report)
+            else:
+                errors = (
+                    f", [red]{len(cycle.errors)} failed[/]: {', '.join(cycle.errors)}"
+                    if (cycle.errors)
+                    else ""
+                )
+                out.print(
+                    f"{report['ts'][:19]}Z  {report['samples']} samples, "
+                    f"{written.stored} stored, {written.rejected_total} rejected, "
+                    f"{cycle.cpu_seconds * 1000:.0f} ms CPU{errors}"
+                )
+            if once or (not interval and not duration):
+                break
+            remaining = step.total_seconds() - (time.monotonic() - started)
+            if until is not None and time.monotonic() + max(remaining, 0) > until:
+                break
+            try:
+                while remaining > 0 and not stopped():
+                    time.sleep(min(remaining, 0.2))
+                    remaining -= 0.2
+            except KeyboardInterrupt:
+                break
+            if stopped():
+                break
+
+
+def _duration(flag: str, value: str) -> Any:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise InputError(f"{flag}: {exc}") from None
+
+
+# -- import / export / series ------------------------------------------------------------
+
+
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="CSV or Parquet file, or a directory of them.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print counts as JSON.")] = False,
+) -> None:
+    """Import history with columns timestamp,host,metric,value[,labels,capacity,unit]."""
+    from autofix.collect.importer import import_files
+
+    settings = _settings()
+    with (
+        _writer(settings) as store,
+        Progress(
+            TextColumn("importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=as_json,
+        ) as bar,
+    ):
+        task = bar.add_task("rows", total=None)
+        result = import_files(
+            store,
+            path,
+            chunk_rows=settings.import_chunk_rows,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if as_json:
+        _print_json(result.as_dict())
+        return
+    info = result.as_dict()
+    reasons = ", ".join(f"{k} {v}" for k, v in info["rejected_by_reason"].items())  # type: ignore[attr-defined]
+    out.print(
+        f"imported {len(result.files)} file(s), {result.rows} rows: "
+        f"[green]{info['stored']} stored[/], {info['duplicates']} duplicates, "
+        f"{info['rejected']} rejected" + (f" ({reasons})" if reasons else "")
+    )
+
+
+@app.command()
+def series(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    snapshot: Annotated[
+        Path | None, typer.Option("--snapshot", help="Read this Parquet snapshot instead.")
+    ] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Only this host.")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", help="Only this metric.")] = None,
+    local: Annotated[bool, typer.Option("--local", help="Only this host's series.")] = False,
+    summary: Annotated[
+        bool, typer.Option("--summary", help="One row per host instead of per series.")
+    ] = False,
+) -> None:
+    """List series with their sample counts and time ranges."""
+    settings = _settings()
+    with _reader(settings, snapshot) as store:
+        frame = store.series()
+    if local:
+        host = settings.hostname
+    if host:
+        frame = frame[frame["host"] == host]
+    if summary:
+        _print_summary(frame, as_json)
+        return
+    if metric:
+        frame = frame[frame["metric"] == metric]
+    if as_json:
+        for record in frame.to_dict(orient="records"):
+            _print_json({k: (None if _is_missing(v) else v) for k, v in record.items()})
+        return
+    table = Table(
+        "id",
+        "host",
+        "metric",
+        "labels",
+        "samples",
+        "first",
+        "last",
+        "capacity",
+        title=f"{len(frame)} series",
+    )
+    for r in frame.itertuples(index=False):
+        table.add_row(
+            str(r.series_id),
+            str(r.host),
+            str(r.metric),
+            "" if r.labels == "{}" else str(r.labels),
+            str(r.samples),
+            _ts(r.first_ts),
+            _ts(r.last_ts),
+            "" if _is_missing(r.capacity) else f"{r.capacity:.4g}",
+        )
+    out.print(table)
+
+
+def _print_summary(frame: Any, as_json: bool) -> None:
+    hosts = (
+        frame.groupby("host")
+        .agg(
+            series=("series_id", "count"),
+            samples=("samples", "sum"),
+            first_ts=("first_ts", "min"),
+            last_ts=("last_ts", "max"),
+        )
+        .reset_index()
+    )
+    if as_json:
+        for record in hosts.to_dict(orient="records"):
+            _print_json(record)
+        return
+    table = Table(
+        "host",
+        "series",
+        "samples",
+        "first",
+        "last",
+        title=f"{len(frame)} series, {int(frame['samples'].sum())} samples",
+    )
+    for r in hosts.itertuples(index=False):
+        table.add_row(r.host, str(r.series), str(r.samples), _ts(r.first_ts), _ts(r.last_ts))
+    out.print(table)
+
+
+def _is_missing(value: Any) -> bool:
+    try:
+        return bool(value != value) or value is None  # NaN and NaT are not equal to themselves
+    except (TypeError, ValueError):
+        return False
+
+
+def _ts(value: Any) -> str:
+    return "" if _is_missing(value) else str(value)[:19]
+
+
+@app.command()
+def export(
+    parquet: Annotated[Path, typer.Option("--parquet", help="Directory to write the snapshot to.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Write a Parquet snapshot that readers use while a writer holds the store."""
+    with _writer(_settings()) as store:
+        manifest = store.export_parquet(parquet)
+    if as_json:
+        _print_json(manifest)
+        return
+    rows = manifest["rows"]
+    out.print(f"snapshot written to {parquet}: {rows['series']} series, {rows['samples']} samples")
+
+
+# -- jobs --------------------------------------------------------------------------------
+
+JOBS = ("retention",)
+
+
+@app.command("run")
+def run_job(
+    job: Annotated[str, typer.Argument(help=f"Job to run once: {', '.join(JOBS)}.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Run one job once (for cron, a Kubernetes CronJob or Airflow)."""
+    if job not in JOBS:
+        raise InputError(f"unknown job {job!r} (known: {', '.join(JOBS)})")
+    settings = _settings()
+    with _writer(settings) as store:
+        result = store.apply_retention(
+            datetime.now(UTC), settings.raw_retention, settings.rollup_retention
+        )
+    data = {k: str(v) if isinstance(v, datetime) else v for k, v in vars(result).items()}
+    if as_json:
+        _print_json(data)
+    else:
+        out.print(
+            f"retention: raw kept from {data['raw_cutoff']}, {result.raw_deleted} raw samples "
+            f"deleted, {result.buckets_written} 5-minute buckets written, "
+            f"{result.rollups_deleted} rollups deleted"
+        )
+
+
+# -- scenarios ---------------------------------------------------------------------------
+
+
+@scenarios_app.command("generate")
+def scenarios_generate(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the suite to.")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    days: Annotated[float, typer.Option("--days", min=1.0, help="Length of each history.")] = 14.0,
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    names: Annotated[
+        str | None, typer.Option("--only", help="Comma-separated scenario names.")
+    ] = None,
+) -> None:
+    """Write labelled scenario histories plus their ground-truth labels."""
+    from autofix.data.scenarios import SCENARIOS, write_suite
+
+    if fmt not in {"parquet", "csv"}:
+        raise InputError(f"--format: {fmt!r} is not parquet or csv")
+    chosen = [n.strip() for n in names.split(",")] if names else None
+    unknown = [n for n in chosen or [] if n not in SCENARIOS]
+    if unknown:
+        raise InputError(f"--only: unknown scenario {unknown[0]!r} (known: {', '.join(SCENARIOS)})")
+    paths = write_suite(out_dir, names=chosen, seed=seed, days=days, fmt=fmt)  # type: ignore[arg-type]
+    out.print(f"wrote {len(paths)} files to {out_dir}")
+
+
+def main() -> None:
+    """Entry point: typer handles usage errors (exit 2); AutofixError becomes one line."""
+    try:
+        app()
+    except AutofixError as exc:
+        err.print(f"autofix: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,54 @@
+"""Turn a pipelines file into the list of collectors one cycle runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from autofix.collect.base import Collector
+from autofix.collect.files import LogDirCollector
+from autofix.collect.host import HostCollector, ProcessCollector
+from autofix.collect.probes import DuckDBProbe, HttpProbe, PostgresProbe, TcpProbe
+from autofix.config import Settings
+from autofix.pipeline import (
+    DuckDBTarget,
+    HttpTarget,
+    LogDirTarget,
+    Pipeline,
+    PostgresTarget,
+    ProcessTarget,
+    TcpTarget,
+)
+
+
+def build_collectors(pipeline: Pipeline, settings: Settings) -> list[Collector]:
+    """The host collector, then one collector per target, in the file's order.
+
+    Raises ConfigError for a target that cannot be watched as written (a bad regex).
+    """
+    timeout = settings.probe_timeout.total_seconds()
+    collectors: list[Collector] = [HostCollector()]
+    for target in pipeline.targets:
+        collector: Collector
+        match target:
+            case HttpTarget():
+                collector = HttpProbe(target, timeout)
+            case TcpTarget():
+                collector = TcpProbe(target, timeout)
+            case PostgresTarget():
+                collector = PostgresProbe(target, timeout)
+            case DuckDBTarget():
+                collector = DuckDBProbe(target, timeout)
+            case ProcessTarget():
+                collector = ProcessCollector(target)
+            case LogDirTarget():
+                collector = LogDirCollector(target)
+        collectors.append(collector)
+    return collectors
+
+
+def close_collectors(collectors: Iterable[Collector]) -> None:
+    """Release what collectors hold between cycles (HTTP clients); safe to call twice."""
+    for collector in collectors:
+        close = getattr(collector, "close", None)
+        if callable(close):
+            close()

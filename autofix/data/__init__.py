@@ -1,0 +1,1 @@
+"""Labelled scenario histories and fleet-scale synthetic metrics (see ``scenarios``)."""

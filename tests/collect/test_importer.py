@@ -1,0 +1,156 @@
+"""Import of CSV/Parquet history: counts, canonical labels, all-or-nothing on bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from autofix.collect.importer import import_files
+from autofix.errors import InputError
+from autofix.store import MetricStore
+
+GOOD = """timestamp,host,metric,value,labels,capacity
+2026-01-01T00:00:00Z,web-1,node_filesystem_avail_bytes,100,"{""mountpoint"":""/"",""device"":""sda""}",1000
+2026-01-01T01:05:00+01:00,web-1,node_filesystem_avail_bytes,90,"{""device"":""sda"",""mountpoint"":""/""}",1000
+1767226200,web-1,node_filesystem_avail_bytes,NaN,"{""device"":""sda"",""mountpoint"":""/""}",1000
+2026-01-01 00:15:00,web-1,node_load1,0.5,,
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def store() -> MetricStore:
+    return MetricStore(":memory:")
+
+
+def test_csv_import_counts_and_normalises(store: MetricStore, tmp_path: Path) -> None:
+    result = import_files(store, write(tmp_path / "h.csv", GOOD))
+    assert result.rows == 4
+    assert result.as_dict()["rejected_by_reason"] == {"non_finite": 1}
+    assert result.result.stored == 3
+    rows = store.query(
+        "SELECT s.metric, s.labels, x.ts, x.value FROM samples x JOIN series s USING (series_id) "
+        "ORDER BY x.ts"
+    )
+    # Both spellings of the label set are one series; +01:00 is converted to UTC.
+    assert rows["labels"].tolist() == [
+        '{"device":"sda","mountpoint":"/"}',
+        '{"device":"sda","mountpoint":"/"}',
+        "{}",
+    ]
+    assert rows["ts"].tolist() == [
+        pd.Timestamp("2026-01-01 00:00"),
+        pd.Timestamp("2026-01-01 00:05"),
+        pd.Timestamp("2026-01-01 00:15"),
+    ]
+    assert store.series()["capacity"].dropna().tolist() == [1000.0]
+
+
+def test_reimport_is_idempotent(store: MetricStore, tmp_path: Path) -> None:
+    file = write(tmp_path / "h.csv", GOOD)
+    import_files(store, file)
+    before = store.samples()
+    again = import_files(store, file)
+    assert again.result.stored == 0
+    assert again.result.duplicates == 3
+    pd.testing.assert_frame_equal(store.samples(), before)
+
+
+def test_parquet_with_native_timestamps(store: MetricStore, tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2026-01-01", periods=5, freq="5min", tz="UTC"),
+            "host": "db-1",
+            "metric": "pg_query_latency_seconds",
+            "value": [0.01, 0.02, 0.015, 0.5, 0.012],
+            "labels": '{"query":"top_stories"}',
+        }
+    )
+    frame.to_parquet(tmp_path / "h.parquet")
+    result = import_files(store, tmp_path / "h.parquet")
+    assert result.result.stored == 5
+    assert store.samples()["ts"].iloc[0] == pd.Timestamp("2026-01-01")
+
+
+def test_directory_imports_every_data_file(store: MetricStore, tmp_path: Path) -> None:
+    write(tmp_path / "a.csv", GOOD)
+    write(tmp_path / "b.csv", "timestamp,host,metric,value\n2026-01-02,web-2,node_load1,1\n")
+    write(tmp_path / "notes.json", "{}")
+    result = import_files(store, tmp_path)
+    assert [Path(f).name for f in result.files] == ["a.csv", "b.csv"]
+    assert result.result.stored == 4
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("m.csv", "timestamp,host,value\n2026-01-01,a,1\n", "missing column 'metric'"),
+        (
+            "t.csv",
+            "timestamp,host,metric,value\n2026-01-01,a,m,1\nyesterday,a,m,2\n",
+            "line 3, column timestamp: cannot parse time 'yesterday'",
+        ),
+        (
+            "v.csv",
+            "timestamp,host,metric,value\n2026-01-01,a,m,lots\n",
+            "line 2, column value: not a number 'lots'",
+        ),
+        (
+            "c.csv",
+            "timestamp,host,metric,value,capacity\n2026-01-01,a,m,1,big\n",
+            "line 2, column capacity: not a number 'big'",
+        ),
+        (
+            "l.csv",
+            "timestamp,host,metric,value,labels\n2026-01-01,a,m,1,{bad\n",
+            "line 2, column labels: not a JSON object",
+        ),
+        ("h.csv", "timestamp,host,metric,value\n2026-01-01,,m,1\n", "line 2, column host: empty"),
+        ("x.txt", "whatever", "unknown file type '.txt'"),
+    ],
+)
+def test_bad_input_names_file_line_column_and_stores_nothing(
+    store: MetricStore, tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    import_files(store, write(tmp_path / "ok.csv", GOOD))
+    before = store.samples()
+    bad = write(tmp_path / name, text)
+    with pytest.raises(InputError) as info:
+        import_files(store, bad)
+    assert str(info.value).startswith(str(bad))
+    assert message in str(info.value)
+    pd.testing.assert_frame_equal(store.samples(), before)
+
+
+def test_one_bad_file_in_a_directory_imports_nothing(store: MetricStore, tmp_path: Path) -> None:
+    write(tmp_path / "a.csv", GOOD)
+    write(tmp_path / "b.csv", "timestamp,host,metric,value\nnot-a-time,a,m,1\n")
+    with pytest.raises(InputError, match=r"b\.csv: line 2"):
+        import_files(store, tmp_path)
+    assert store.count_samples() == 0
+
+
+def test_write_failure_mid_import_rolls_back(store: MetricStore, tmp_path: Path) -> None:
+    file = write(tmp_path / "a.csv", GOOD)
+    calls: list[int] = []
+
+    def explode(done: int, total: int) -> None:
+        calls.append(done)
+        if done > 0:
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        import_files(store, file, chunk_rows=2, progress=explode)
+    assert calls == [0, 2]
+    assert store.count_samples() == 0
+
+
+def test_missing_path(store: MetricStore, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        import_files(store, tmp_path / "nope.csv")

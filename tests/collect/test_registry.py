@@ -1,0 +1,70 @@
+"""build_collectors maps every target kind to its collector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autofix.collect.files import LogDirCollector
+from autofix.collect.host import HostCollector, ProcessCollector
+from autofix.collect.probes import DuckDBProbe, HttpProbe, PostgresProbe, TcpProbe
+from autofix.collect.registry import build_collectors, close_collectors
+from autofix.config import load_settings
+from autofix.errors import ConfigError
+from autofix.pipeline import Pipeline
+
+
+def test_one_collector_per_target_plus_host(tmp_path: Path) -> None:
+    pipeline = Pipeline.model_validate(
+        {
+            "targets": [
+                {"kind": "http", "name": "web", "url": "http://127.0.0.1:1/health"},
+                {"kind": "tcp", "name": "redis", "host": "127.0.0.1", "port": 6379},
+                {"kind": "postgres", "name": "db", "dsn": "host=127.0.0.1"},
+                {"kind": "duckdb", "name": "store", "path": str(tmp_path / "x.duckdb")},
+                {"kind": "process", "name": "app", "process_name": "app"},
+                {"kind": "logdir", "name": "logs", "path": str(tmp_path)},
+            ]
+        }
+    )
+    settings = load_settings(environ={"AUTOFIX_PROBE_TIMEOUT": "750ms"})
+    collectors = build_collectors(pipeline, settings)
+    try:
+        kinds = [type(c) for c in collectors]
+        assert kinds == [
+            HostCollector,
+            HttpProbe,
+            TcpProbe,
+            PostgresProbe,
+            DuckDBProbe,
+            ProcessCollector,
+            LogDirCollector,
+        ]
+        assert [c.name for c in collectors] == [
+            "host",
+            "web",
+            "redis",
+            "db",
+            "store",
+            "app",
+            "logs",
+        ]
+        probes = [c for c in collectors if isinstance(c, HttpProbe | TcpProbe | PostgresProbe)]
+        assert {p.timeout for p in probes} == {0.75}
+    finally:
+        close_collectors(collectors)
+        close_collectors(collectors)  # idempotent
+
+
+def test_empty_pipeline_still_watches_the_host() -> None:
+    collectors = build_collectors(Pipeline(), load_settings(environ={}))
+    assert [c.name for c in collectors] == ["host"]
+
+
+def test_bad_cmdline_regex_names_the_target() -> None:
+    pipeline = Pipeline.model_validate(
+        {"targets": [{"kind": "process", "name": "worker", "cmdline": "[unclosed"}]}
+    )
+    with pytest.raises(ConfigError, match="target 'worker'"):
+        build_collectors(pipeline, load_settings(environ={}))
