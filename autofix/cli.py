@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -290,38 +291,61 @@ def series(
         host = settings.hostname
     if host:
         frame = frame[frame["host"] == host]
+    if metric:
+        frame = frame[frame["metric"] == metric]
     if summary:
         _print_summary(frame, as_json)
         return
-    if metric:
-        frame = frame[frame["metric"] == metric]
     if as_json:
         for record in frame.to_dict(orient="records"):
             _print_json({k: (None if _is_missing(v) else v) for k, v in record.items()})
         return
-    table = Table(
-        "id",
-        "host",
-        "metric",
-        "labels",
-        "samples",
-        "first",
-        "last",
-        "capacity",
-        title=f"{len(frame)} series",
-    )
+    one_host = frame["host"].nunique() == 1
+    title = f"{len(frame)} series"
+    if one_host:
+        title += f" of {frame['host'].iloc[0]}, last seen {_ts(frame['last_ts'].max())[:16]} UTC"
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    if not one_host:
+        table.add_column("host", no_wrap=True)
+    table.add_column("id", justify="right", min_width=3)
+    # The metric name is what people scan for: never truncate it, fold the labels instead.
+    longest = int(frame["metric"].str.len().max()) if len(frame) else 6
+    table.add_column("metric", no_wrap=True, min_width=min(longest, 34))
+    table.add_column("labels", overflow="fold", min_width=16)
+    table.add_column("samples", justify="right", min_width=5)
+    table.add_column("latest", justify="right")
+    table.add_column("capacity", justify="right")
+    if not one_host:
+        table.add_column("last seen (UTC)")
     for r in frame.itertuples(index=False):
-        table.add_row(
+        cells = [
             str(r.series_id),
-            str(r.host),
             str(r.metric),
-            "" if r.labels == "{}" else str(r.labels),
+            _labels_text(str(r.labels)),
             str(r.samples),
-            _ts(r.first_ts),
-            _ts(r.last_ts),
-            "" if _is_missing(r.capacity) else f"{r.capacity:.4g}",
-        )
+            _human(r.last_value, str(r.unit), str(r.metric)),
+            _human(r.capacity, str(r.unit), str(r.metric)),
+        ]
+        if not one_host:
+            cells = [str(r.host), *cells, _ts(r.last_ts)[:16]]
+        table.add_row(*cells)
     out.print(table)
+
+
+def _labels_text(labels: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in json.loads(labels).items())
+
+
+def _human(value: Any, unit: str, metric: str) -> str:
+    if _is_missing(value):
+        return ""
+    number = float(value)
+    if unit == "bytes" or metric.endswith("_bytes"):
+        for suffix in ("B", "KiB", "MiB", "GiB", "TiB"):
+            if abs(number) < 1024 or suffix == "TiB":
+                return f"{number:.1f} {suffix}" if suffix != "B" else f"{number:.0f} B"
+            number /= 1024
+    return f"{number:.4g}"
 
 
 def _print_summary(frame: Any, as_json: bool) -> None:

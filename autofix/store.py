@@ -483,13 +483,13 @@ class MetricStore:
             raise StoreError(f"{self.path}: query failed: {exc}") from exc
 
     def series(self) -> pd.DataFrame:
-        """Every series with its sample count and time range."""
+        """Every series with its sample count, time range and latest value."""
         return self.query(
             """SELECT s.series_id, s.host, s.metric, s.labels, s.unit, s.capacity,
-                      coalesce(a.samples, 0) AS samples, a.first_ts, a.last_ts
+                      coalesce(a.samples, 0) AS samples, a.first_ts, a.last_ts, a.last_value
                FROM series s LEFT JOIN (
                    SELECT series_id, count(*) AS samples, min(ts) AS first_ts,
-                          max(ts) AS last_ts
+                          max(ts) AS last_ts, arg_max(value, ts) AS last_value
                    FROM samples GROUP BY series_id) a USING (series_id)
                ORDER BY s.host, s.metric, s.labels"""
         )
