@@ -37,7 +37,6 @@ from autofix.errors import StoreError, StoreLockedError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 ROLLUP_STEP = timedelta(minutes=5)
 
 # Migrations run in order on open; each entry brings the schema to that version.
@@ -74,6 +73,8 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
         )""",
     ),
 }
+
+SCHEMA_VERSION = max(_MIGRATIONS)
 
 # Why a row is refused. Checked in this order; the first that applies is counted.
 _REJECT_SQL = """

@@ -1,102 +1,32 @@
-"""The ``autofix`` command. Thin: parse, call the package, print.
-
-Exit codes: 0 ok, 1 failed, 2 bad usage or bad input. Errors are one line on stderr.
-"""
+"""Commands over the metric history: config, collect, import, series, export, run, scenarios."""
 
 from __future__ import annotations
 
 import json
-import logging
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from autofix import __version__
-from autofix.config import Settings, describe, format_duration, load_settings, parse_duration
-from autofix.errors import AutofixError, InputError
-from autofix.store import MetricStore
+from autofix.cli._app import app, err, out, print_json, reader, settings, writer
+from autofix.config import describe, format_duration, parse_duration
+from autofix.errors import InputError
 
-app = typer.Typer(
-    name="autofix",
-    help="Predictive auto-remediation: collect metrics, forecast exhaustion, fix safely.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
 scenarios_app = typer.Typer(
     help="Labelled synthetic histories for tests and backtests.", no_args_is_help=True
 )
 app.add_typer(config_app, name="config")
 app.add_typer(scenarios_app, name="scenarios")
-
-out = Console()
-err = Console(stderr=True)
-
-T = TypeVar("T")
-
-
-class _State:
-    config_file: Path | None = None
-    settings: Settings | None = None
-
-
-def _settings() -> Settings:
-    if _State.settings is None:
-        _State.settings = load_settings(_State.config_file)
-        # Plain lines, not a rich panel: log lines must stay one line each for log shippers.
-        logging.basicConfig(
-            level=_State.settings.log_level,
-            format="autofix: %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
-    return _State.settings
-
-
-def _writer(settings: Settings) -> MetricStore:
-    return MetricStore(settings.db_path, lock_wait=settings.lock_wait.total_seconds())
-
-
-def _reader(settings: Settings, snapshot: Path | None) -> MetricStore:
-    if snapshot is not None:
-        return MetricStore.open_snapshot(snapshot)
-    return MetricStore.open_reader(settings.db_path, settings.snapshot_dir)
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=str) + "\n")
-
-
-def _version(value: bool) -> None:
-    if value:
-        out.print(f"autofix {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _main(
-    config: Annotated[
-        Path | None, typer.Option("--config", help="TOML settings file (else AUTOFIX_CONFIG).")
-    ] = None,
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
-    ] = False,
-) -> None:
-    """Predictive auto-remediation for a Linux service fleet."""
-    _State.config_file = config
-    _State.settings = None
 
 
 # -- config ------------------------------------------------------------------------------
@@ -107,9 +37,9 @@ def config_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print every setting with its effective value, its source and its help."""
-    rows = describe(_settings())
+    rows = describe(settings())
     if as_json:
-        _print_json(
+        print_json(
             [
                 {"name": r.name, "value": _plain(r.value), "source": r.source, "help": r.help}
                 for r in rows
@@ -164,19 +94,19 @@ def collect(
     from autofix.collect.registry import build_collectors
     from autofix.pipeline import load_pipeline
 
-    settings = _settings()
-    step = _duration("--interval", interval) if interval else settings.collect_interval
+    current = settings()
+    step = _duration("--interval", interval) if interval else current.collect_interval
     if once and (interval or duration):
         raise InputError("--once cannot be combined with --interval or --duration")
     until = (
         time.monotonic() + _duration("--duration", duration).total_seconds() if duration else None
     )
-    pipeline = load_pipeline(settings.pipeline)
-    collectors = build_collectors(pipeline, settings)
+    pipeline = load_pipeline(current.pipeline)
+    collectors = build_collectors(pipeline, current)
     with (
-        _writer(settings) as store,
+        writer(current) as store,
         CycleRunner(
-            collectors, settings.hostname, settings.collect_timeout.total_seconds()
+            collectors, current.hostname, current.collect_timeout.total_seconds()
         ) as runner,
         _stop_on_signal() as stopped,
     ):
@@ -193,7 +123,7 @@ def collect(
                 "wall_seconds": round(cycle.wall_seconds, 4),
             }
             if as_json:
-                _print_json(report)
+                print_json(report)
             else:
                 errors = (
                     f", [red]{len(cycle.errors)} failed[/]: {', '.join(cycle.errors)}"
@@ -238,9 +168,9 @@ def import_(
     """Import history with columns timestamp,host,metric,value[,labels,capacity,unit]."""
     from autofix.collect.importer import import_files
 
-    settings = _settings()
+    current = settings()
     with (
-        _writer(settings) as store,
+        writer(current) as store,
         Progress(
             TextColumn("importing"),
             BarColumn(),
@@ -255,11 +185,11 @@ def import_(
         result = import_files(
             store,
             path,
-            chunk_rows=settings.import_chunk_rows,
+            chunk_rows=current.import_chunk_rows,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     if as_json:
-        _print_json(result.as_dict())
+        print_json(result.as_dict())
         return
     info = result.as_dict()
     reasons = ", ".join(f"{k} {v}" for k, v in info["rejected_by_reason"].items())  # type: ignore[attr-defined]
@@ -284,11 +214,11 @@ def series(
     ] = False,
 ) -> None:
     """List series with their sample counts and time ranges."""
-    settings = _settings()
-    with _reader(settings, snapshot) as store:
+    current = settings()
+    with reader(current, snapshot) as store:
         frame = store.series()
     if local:
-        host = settings.hostname
+        host = current.hostname
     if host:
         frame = frame[frame["host"] == host]
     if metric:
@@ -298,7 +228,7 @@ def series(
         return
     if as_json:
         for record in frame.to_dict(orient="records"):
-            _print_json({k: (None if _is_missing(v) else v) for k, v in record.items()})
+            print_json({k: (None if _is_missing(v) else v) for k, v in record.items()})
         return
     one_host = frame["host"].nunique() == 1
     title = f"{len(frame)} series"
@@ -361,7 +291,7 @@ def _print_summary(frame: Any, as_json: bool) -> None:
     )
     if as_json:
         for record in hosts.to_dict(orient="records"):
-            _print_json(record)
+            print_json(record)
         return
     table = Table(
         "host",
@@ -393,10 +323,10 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Write a Parquet snapshot that readers use while a writer holds the store."""
-    with _writer(_settings()) as store:
+    with writer(settings()) as store:
         manifest = store.export_parquet(parquet)
     if as_json:
-        _print_json(manifest)
+        print_json(manifest)
         return
     rows = manifest["rows"]
     out.print(f"snapshot written to {parquet}: {rows['series']} series, {rows['samples']} samples")
@@ -415,14 +345,14 @@ def run_job(
     """Run one job once (for cron, a Kubernetes CronJob or Airflow)."""
     if job not in JOBS:
         raise InputError(f"unknown job {job!r} (known: {', '.join(JOBS)})")
-    settings = _settings()
-    with _writer(settings) as store:
+    current = settings()
+    with writer(current) as store:
         result = store.apply_retention(
-            datetime.now(UTC), settings.raw_retention, settings.rollup_retention
+            datetime.now(UTC), current.raw_retention, current.rollup_retention
         )
     data = {k: str(v) if isinstance(v, datetime) else v for k, v in vars(result).items()}
     if as_json:
-        _print_json(data)
+        print_json(data)
     else:
         out.print(
             f"retention: raw kept from {data['raw_cutoff']}, {result.raw_deleted} raw samples "
@@ -455,14 +385,3 @@ def scenarios_generate(
         raise InputError(f"--only: unknown scenario {unknown[0]!r} (known: {', '.join(SCENARIOS)})")
     paths = write_suite(out_dir, names=chosen, seed=seed, days=days, fmt=fmt)  # type: ignore[arg-type]
     out.print(f"wrote {len(paths)} files to {out_dir}")
-
-
-def main() -> None:
-    """Entry point: typer handles usage errors (exit 2); AutofixError becomes one line."""
-    try:
-        app()
-    except AutofixError as exc:
-        err.print(f"autofix: error: {exc}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)

@@ -1,0 +1,25 @@
+"""The ``autofix`` command. Thin: parse, call the package, print.
+
+Exit codes: 0 ok, 1 failed, 2 bad usage or bad input. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from autofix.cli import metrics as _metrics  # noqa: F401  (registers its commands)
+from autofix.cli._app import app, err
+from autofix.errors import AutofixError
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Entry point: typer handles usage errors (exit 2); AutofixError becomes one line."""
+    try:
+        app()
+    except AutofixError as exc:
+        err.print(f"autofix: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
