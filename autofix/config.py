@@ -126,6 +126,102 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Level of autofix's own log lines."
     )
+    # -- fix executor gates (each overridable per action or target in the pipelines file)
+    fix_mode: Literal["off", "shadow", "approve", "auto"] = Field(
+        "approve",
+        description="Rule mode: off refuses, shadow plans only, approve waits for a human, "
+        "auto executes.",
+    )
+    dry_run: bool = Field(False, description="Global dry-run: plan every fix, apply none.")
+    fix_cooldown: Duration = Field(
+        timedelta(minutes=10),
+        description="Least time between two runs of one action on one target.",
+    )
+    fix_backoff_base: Duration = Field(
+        timedelta(minutes=5),
+        description="Wait after one failed fix; doubles with each further consecutive failure.",
+    )
+    fix_backoff_max: Duration = Field(
+        timedelta(hours=6), description="Longest exponential-backoff wait after failures."
+    )
+    fix_healthy_reset: Duration = Field(
+        timedelta(hours=1),
+        description="Failure-free time after which the backoff (failure count) resets.",
+    )
+    fix_max_runs: int = Field(
+        3, ge=0, description="Most runs of one action on one target per AUTOFIX_FIX_RUNS_WINDOW."
+    )
+    fix_runs_window: Duration = Field(
+        timedelta(hours=1), description="Window over which AUTOFIX_FIX_MAX_RUNS is counted."
+    )
+    fix_hourly_budget: int = Field(
+        20, ge=0, description="Most fixes applied across all targets in any rolling hour."
+    )
+    fix_flap_count: int = Field(
+        6,
+        ge=1,
+        description="Flapping guard: refuse and escalate after this many requests of one "
+        "action on one target within AUTOFIX_FIX_FLAP_WINDOW.",
+    )
+    fix_flap_window: Duration = Field(
+        timedelta(hours=1), description="Window of the flapping guard."
+    )
+    fix_blast_radius: float = Field(
+        0.34,
+        gt=0,
+        le=1,
+        description="Largest share of a target group under remediation at once (at least one).",
+    )
+    fix_unhealthy_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="When more than this share of a group asked for fixes within "
+        "AUTOFIX_FIX_UNHEALTHY_WINDOW, escalate instead of fixing.",
+    )
+    fix_unhealthy_window: Duration = Field(
+        timedelta(minutes=15), description="Window in which group members count as unhealthy."
+    )
+    fix_breaker_failures: int = Field(
+        3,
+        ge=1,
+        description="Circuit breaker: consecutive failures of one action on one target that "
+        "open it (hold and escalate).",
+    )
+    fix_breaker_hold: Duration = Field(
+        timedelta(hours=24), description="How long an open circuit breaker holds."
+    )
+    fix_maintenance_windows: str = Field(
+        "",
+        description="UTC windows for actions that need downtime, e.g. 'sat 02:00-04:00, "
+        "daily 03:00-03:30'; '*' is always; empty is never.",
+    )
+    fix_approval_ttl: Duration = Field(
+        timedelta(hours=1),
+        description="How long a fix waits for approval; an expired one never executes.",
+    )
+    fix_precheck: bool = Field(
+        True, description="Re-read facts and re-plan before applying (is it still needed?)."
+    )
+    fix_postcheck: bool = Field(
+        True, description="Verify after applying; a failed verify rolls back and escalates."
+    )
+    fix_verify_wait: Duration = Field(
+        timedelta(seconds=5), description="Wait between apply and the verify re-read of facts."
+    )
+    fix_timeout: Duration = Field(
+        timedelta(minutes=2), description="Longest one action's apply or rollback may take."
+    )
+    fix_output_limit: int = Field(
+        4000, ge=100, description="Characters of action output kept in the audit log."
+    )
+    quarantine_dir: Path = Field(
+        Path("data/quarantine"),
+        description="Where files actions move what they delete (rollback restores from here).",
+    )
+    quarantine_ttl: Duration = Field(
+        timedelta(days=7), description="Age after which quarantined files are purged."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -7,15 +7,59 @@ field, e.g. ``pipelines/local.yaml: targets[2].url: Input should be a valid URL`
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from autofix.errors import ConfigError
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+_ACTION = r"^[a-z]+\.[a-z_]+$"
+
+
+def _duration(value: object) -> timedelta:
+    from autofix.config import parse_duration  # config imports nothing from here
+
+    return parse_duration(value)
+
+
+_Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class GateOverrides(BaseModel):
+    """Gate settings for one action or one target; unset fields keep the AUTOFIX_FIX_* value."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["off", "shadow", "approve", "auto"] | None = None
+    cooldown: _Duration | None = None
+    backoff_base: _Duration | None = None
+    backoff_max: _Duration | None = None
+    healthy_reset: _Duration | None = None
+    max_runs: int | None = Field(None, ge=0)
+    runs_window: _Duration | None = None
+    flap_count: int | None = Field(None, ge=1)
+    flap_window: _Duration | None = None
+    blast_radius: float | None = Field(None, gt=0, le=1)
+    unhealthy_share: float | None = Field(None, gt=0, le=1)
+    unhealthy_window: _Duration | None = None
+    breaker_failures: int | None = Field(None, ge=1)
+    breaker_hold: _Duration | None = None
+    maintenance_windows: str | None = None
+    approval_ttl: _Duration | None = None
+    verify_wait: _Duration | None = None
+    timeout: _Duration | None = None
 
 
 class _Target(BaseModel):
@@ -23,6 +67,12 @@ class _Target(BaseModel):
 
     name: str = Field(pattern=_NAME, description="Unique name; becomes the `target` label.")
     group: str | None = Field(None, description="Group for blast-radius accounting.")
+    actions: list[Annotated[str, Field(pattern=_ACTION)]] | None = Field(
+        None,
+        description="Allowlist of fix actions for this target; unset allows every action "
+        "that fits the kind.",
+    )
+    gates: GateOverrides | None = Field(None, description="Gate settings for this target.")
 
 
 class HttpTarget(_Target):
@@ -47,6 +97,16 @@ class PostgresTarget(_Target):
     kind: Literal["postgres"]
     dsn: str = Field(description="libpq connection string or URL.")
     canary: str = Field("SELECT 1", description="Cheap query whose latency is measured.")
+    applications: list[str] = Field(
+        default_factory=list,
+        description="application_name values whose idle sessions may be terminated.",
+    )
+    tables: list[
+        Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")]
+    ] = Field(
+        default_factory=list,
+        description="Tables (schema.table) that vacuum, reindex and amcheck may touch.",
+    )
 
 
 class DuckDBTarget(_Target):
@@ -77,13 +137,129 @@ class LogDirTarget(_Target):
     """A log directory whose size and growth rate (bytes/day) are tracked."""
 
     kind: Literal["logdir"]
-    path: Path = Field(description="Directory to measure (not followed through symlinks).")
+    path: Path = Field(
+        description="Directory to measure (not followed through symlinks); the allowlisted "
+        "root of files actions."
+    )
+    quarantine: Path | None = Field(
+        None, description="Quarantine for files actions (default AUTOFIX_QUARANTINE_DIR)."
+    )
+
+
+_PROGRAM = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+
+
+class SupervisorTarget(_Target):
+    """A program managed by supervisord, controlled over its XML-RPC interface."""
+
+    kind: Literal["supervisor"]
+    url: str = Field(
+        "http://127.0.0.1:9001/RPC2", pattern=r"^https?://", description="XML-RPC URL."
+    )
+    program: str = Field(pattern=_PROGRAM, description="Program name (group:name allowed).")
+    health_url: str | None = Field(
+        None, pattern=r"^https?://", description="Health check that must pass after a fix."
+    )
+
+
+class SystemdTarget(_Target):
+    """A systemd unit, controlled with systemctl (argv, never a shell)."""
+
+    kind: Literal["systemd"]
+    unit: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9:_.@\\-]{0,200}\.(service|socket|timer|target|mount)$",
+        description="Unit name, e.g. nginx.service.",
+    )
+    user: bool = Field(False, description="Use the user manager (systemctl --user).")
+    health_url: str | None = Field(
+        None, pattern=r"^https?://", description="Health check that must pass after a fix."
+    )
+
+
+class RedisTarget(_Target):
+    """A Redis server."""
+
+    kind: Literal["redis"]
+    url: str = Field(pattern=r"^rediss?://", description="redis://host:port/db")
+    key_patterns: list[str] = Field(
+        default_factory=list, description="SCAN patterns that delete_keys may use (exact match)."
+    )
+
+
+class EndpointTarget(_Target):
+    """An HTTP control endpoint: config reload, load-balancer weight, scale webhook."""
+
+    kind: Literal["endpoint"]
+    url: str = Field(pattern=r"^https?://", description="URL the call is sent to.")
+    method: Literal["POST", "PUT", "PATCH"] = Field("PUT", description="HTTP method.")
+    field: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="JSON field set by the call; its previous value (GET url) is kept "
+        "for rollback. Unset: a trigger without a value (a reload).",
+    )
+    allowed_values: list[str | int | float | bool] | None = Field(
+        None, description="Values the call may set (else any within min/max)."
+    )
+    min_value: float | None = Field(None, description="Lowest numeric value allowed.")
+    max_value: float | None = Field(None, description="Highest numeric value allowed.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Static headers.")
+
+
+class CommandTarget(_Target):
+    """A command declared in configuration; parameters become whole argv elements."""
+
+    kind: Literal["command"]
+    argv: list[str] = Field(
+        min_length=1,
+        description="Program and arguments; an element exactly '{name}' takes a parameter.",
+    )
+    params: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")], str] = Field(
+        default_factory=dict,
+        description="Parameter name -> regular expression its value must fully match.",
+    )
+    check_argv: list[str] | None = Field(
+        None, description="Exit 0 means healthy: a no-op before, required after (verify)."
+    )
+    rollback_argv: list[str] | None = Field(None, description="Undo command, if any.")
+    idempotent: bool = Field(False, description="Running twice is the same as once.")
+    timeout: _Duration = Field(timedelta(seconds=60), description="Kill the command after this.")
+
+    @field_validator("argv", "check_argv", "rollback_argv")
+    @classmethod
+    def _no_nul(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any("\x00" in part for part in value):
+            raise ValueError("argv elements cannot contain NUL")
+        return value
 
 
 Target = Annotated[
-    HttpTarget | TcpTarget | PostgresTarget | DuckDBTarget | ProcessTarget | LogDirTarget,
+    HttpTarget
+    | TcpTarget
+    | PostgresTarget
+    | DuckDBTarget
+    | ProcessTarget
+    | LogDirTarget
+    | SupervisorTarget
+    | SystemdTarget
+    | RedisTarget
+    | EndpointTarget
+    | CommandTarget,
     Field(discriminator="kind"),
 ]
+_KINDS = {
+    "http",
+    "tcp",
+    "postgres",
+    "duckdb",
+    "process",
+    "logdir",
+    "supervisor",
+    "systemd",
+    "redis",
+    "endpoint",
+    "command",
+}
 
 
 class Pipeline(BaseModel):
@@ -92,6 +268,10 @@ class Pipeline(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     targets: list[Target] = Field(default_factory=list)
+    gates: dict[Annotated[str, Field(pattern=_ACTION)], GateOverrides] = Field(
+        default_factory=dict,
+        description="Gate settings per fix action (until rules carry their own).",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> Pipeline:
@@ -102,13 +282,17 @@ class Pipeline(BaseModel):
             seen.add(target.name)
         return self
 
+    def target(self, name: str) -> Target | None:
+        """The target called ``name``, or None."""
+        return next((t for t in self.targets if t.name == name), None)
+
 
 def _location(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in {"http", "tcp", "postgres", "duckdb", "process", "logdir"}:
+        elif part in _KINDS:
             continue  # the discriminator tag pydantic inserts; not a path the user wrote
         else:
             out += f".{part}" if out else str(part)

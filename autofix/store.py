@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -70,6 +71,72 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
         )""",
         """CREATE TABLE rejected_samples (
             reason VARCHAR PRIMARY KEY, count BIGINT NOT NULL, last_at TIMESTAMP NOT NULL
+        )""",
+    ),
+    # The fix audit log (autofix.audit): a fix is its request row plus append-only state
+    # transitions; locks, cooldowns, budgets and breakers are derived from them.
+    2: (
+        "CREATE SEQUENCE fix_id_seq START 1",
+        """CREATE TABLE fixes (
+            fix_id BIGINT PRIMARY KEY,
+            action VARCHAR NOT NULL,
+            target VARCHAR NOT NULL,
+            target_group VARCHAR,
+            params VARCHAR NOT NULL,
+            decision_id VARCHAR,
+            requested_by VARCHAR NOT NULL,
+            requested_at TIMESTAMP NOT NULL,
+            inputs VARCHAR NOT NULL
+        )""",
+        """CREATE TABLE fix_events (
+            fix_id BIGINT NOT NULL,
+            seq INTEGER NOT NULL,
+            ts TIMESTAMP NOT NULL,
+            state VARCHAR NOT NULL,
+            step VARCHAR NOT NULL,
+            gate VARCHAR,
+            reason VARCHAR,
+            plan VARCHAR,
+            facts VARCHAR,
+            output VARCHAR,
+            error VARCHAR,
+            undo VARCHAR,
+            duration_ms DOUBLE,
+            actor VARCHAR,
+            PRIMARY KEY (fix_id, seq)
+        )""",
+        """CREATE TABLE approvals (
+            fix_id BIGINT NOT NULL,
+            ts TIMESTAMP NOT NULL,
+            verdict VARCHAR NOT NULL,
+            actor VARCHAR NOT NULL,
+            expires_at TIMESTAMP NOT NULL
+        )""",
+        """CREATE TABLE escalations (
+            fix_id BIGINT,
+            ts TIMESTAMP NOT NULL,
+            action VARCHAR NOT NULL,
+            target VARCHAR NOT NULL,
+            gate VARCHAR,
+            reason VARCHAR NOT NULL
+        )""",
+    ),
+    # Forecasts made by `autofix predict`, with the model name and version that made them.
+    3: (
+        """CREATE TABLE predictions (
+            made_at TIMESTAMP NOT NULL,
+            series_id BIGINT NOT NULL,
+            origin TIMESTAMP NOT NULL,
+            eta TIMESTAMP,
+            eta_lo TIMESTAMP,
+            eta_hi TIMESTAMP,
+            p_1h DOUBLE NOT NULL,
+            p_4h DOUBLE NOT NULL,
+            p_24h DOUBLE NOT NULL,
+            p_4d DOUBLE NOT NULL,
+            threshold DOUBLE NOT NULL,
+            model VARCHAR NOT NULL,
+            model_version VARCHAR NOT NULL
         )""",
     ),
 }
@@ -195,7 +262,11 @@ class MetricStore:
         deadline = time.monotonic() + lock_wait
         while True:
             try:
-                return duckdb.connect(self.path, read_only=self.read_only)
+                con = duckdb.connect(self.path, read_only=self.read_only)
+                # Every read that needs an order says ORDER BY; dropping the implicit
+                # order halves the memory and time of big scans (forecasting a fleet).
+                con.execute("SET preserve_insertion_order = false").fetchall()
+                return con
             except duckdb.Error as exc:
                 if not _is_lock_error(exc):
                     raise StoreError(f"{self.path}: cannot open the store: {exc}") from exc
@@ -281,7 +352,8 @@ class MetricStore:
                     f"{self.path}: schema version {current} is newer than this autofix "
                     f"understands ({SCHEMA_VERSION}); upgrade autofix"
                 )
-            for version in range(current + 1, SCHEMA_VERSION + 1):
+            applied = {int(row[0]) for row in self._run("SELECT version FROM schema_version")}
+            for version in sorted(set(_MIGRATIONS) - applied):
                 self._run("BEGIN TRANSACTION")
                 try:
                     for statement in _MIGRATIONS[version]:
@@ -539,6 +611,106 @@ class MetricStore:
     def count_samples(self) -> int:
         row = _first(self._con.execute("SELECT count(*) FROM samples").fetchall())
         return int(row[0]) if row else 0
+
+    def fill_history(
+        self,
+        lookback: timedelta,
+        end: datetime | None = None,
+        step: timedelta = ROLLUP_STEP,
+        series_ids: Sequence[int] | None = None,
+    ) -> pd.DataFrame:
+        """Series with a capacity as ``series_id, ts, value, capacity`` (all, or ``series_ids``).
+
+        Each series contributes its last ``lookback`` before its newest sample (at or
+        before ``end``), so a forecast always starts from the freshest data there is.
+        Samples are bucketed to ``step`` by their maximum (exhaustion happens at peaks),
+        from raw samples where they exist and from 5-minute rollups before that;
+        ``capacity`` is the capacity in force at each bucket (a grown disk counts from
+        the time it was grown).
+        """
+        end = _utc_naive(end) if end else datetime(9999, 12, 31)
+        seconds = int(step.total_seconds())
+        span = int(lookback.total_seconds())
+        ids = "" if series_ids is None else "AND series_id IN (SELECT unnest(?::BIGINT[]))"
+        params: list[Any] = [end] if series_ids is None else [end, [int(i) for i in series_ids]]
+        frame = self.query(
+            f"""WITH raw AS (
+                    SELECT series_id, ts, value FROM samples WHERE ts <= ? {ids}),
+                 old AS (
+                    SELECT series_id, bucket AS ts, max AS value FROM samples_5m
+                    WHERE bucket <= ? {ids}
+                      AND bucket < coalesce(
+                          (SELECT min(x.ts) FROM samples x
+                           WHERE x.series_id = samples_5m.series_id),
+                          TIMESTAMP '9999-12-31')),
+                 everything AS (SELECT * FROM raw UNION ALL SELECT * FROM old),
+                 lasts AS (SELECT series_id, max(ts) AS last FROM everything GROUP BY ALL)
+               SELECT e.series_id, time_bucket(INTERVAL '{seconds} seconds', e.ts) AS ts,
+                      max(e.value) AS value, any_value(s.capacity) AS capacity
+               FROM everything e JOIN lasts l USING (series_id) JOIN series s USING (series_id)
+               WHERE s.capacity IS NOT NULL AND e.ts >= l.last - INTERVAL '{span} seconds'
+               GROUP BY ALL ORDER BY 1, 2""",
+            params + params,
+        )
+        # Capacity changes are rare: patch the few series that had one (an ASOF join over
+        # every bucket costs ten times the whole query).
+        changes = self.query(
+            "SELECT series_id, ts, capacity FROM series_capacity WHERE series_id IN "
+            "(SELECT series_id FROM series_capacity GROUP BY 1 HAVING count(*) > 1) "
+            "ORDER BY series_id, ts"
+        )
+        if not changes.empty and not frame.empty:
+            capacity = frame["capacity"].to_numpy(copy=True)
+            sid = frame["series_id"].to_numpy()
+            ts = frame["ts"].to_numpy("datetime64[ns]")
+            for series_id, rows in changes.groupby("series_id"):
+                mine = np.flatnonzero(sid == series_id)
+                if not len(mine):
+                    continue
+                starts = rows["ts"].to_numpy("datetime64[ns]")
+                pos = np.searchsorted(starts, ts[mine], side="right") - 1
+                values = rows["capacity"].to_numpy()
+                capacity[mine] = np.where(pos >= 0, values[np.maximum(pos, 0)], values[0])
+            frame["capacity"] = capacity
+        return frame
+
+    def write_predictions(self, frame: pd.DataFrame, made_at: datetime) -> int:
+        """Append a forecast frame (``FORECAST_COLUMNS`` + threshold, model_version)."""
+        self._require_writable()
+        columns = [
+            "series_id",
+            "origin",
+            "eta",
+            "eta_lo",
+            "eta_hi",
+            "p_1h",
+            "p_4h",
+            "p_24h",
+            "p_4d",
+            "threshold",
+            "model",
+            "model_version",
+        ]
+        table = pa.Table.from_pandas(frame[columns], preserve_index=False)
+        with self._write_lock:
+            self._con.register("_predictions", table)
+            try:
+                self._run(
+                    f"INSERT INTO predictions SELECT ?, {', '.join(columns)} FROM _predictions",
+                    [_utc_naive(made_at)],
+                )
+            finally:
+                self._con.unregister("_predictions")
+        return len(frame)
+
+    def latest_predictions(self) -> pd.DataFrame:
+        """The newest prediction of every series, with the series' identity."""
+        return self.query(
+            """SELECT s.host, s.metric, s.labels, s.capacity, p.*
+               FROM predictions p JOIN series s USING (series_id)
+               QUALIFY row_number() OVER (PARTITION BY p.series_id ORDER BY p.made_at DESC) = 1
+               ORDER BY p.p_24h DESC, p.eta NULLS LAST"""
+        )
 
     # -- retention and rollups ----------------------------------------------------------
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
@@ -11,9 +13,18 @@ from tests.servers import (
     HttpServer,
     PostgresServer,
     PostgresUnavailableError,
+    RedisServer,
+    ServerUnavailableError,
+    StateServer,
+    Supervisor,
     http_server,
     postgres_server,
+    redis_server,
+    state_server,
+    supervisord_server,
 )
+
+T = TypeVar("T")
 
 
 def _under_ci() -> bool:
@@ -46,4 +57,33 @@ def postgres_dsn(postgres: PostgresServer) -> str:
 def http_test_server() -> Iterator[HttpServer]:
     """A local HTTP server: ``/ok`` 200, ``/error`` 500, ``/slow?s=N`` answers after N s."""
     with http_server() as server:
+        yield server
+
+
+def _server_or_skip(factory: Callable[[], contextlib.AbstractContextManager[T]]) -> Iterator[T]:
+    try:
+        with factory() as server:
+            yield server
+    except ServerUnavailableError as exc:
+        if _under_ci():
+            pytest.fail(f"CI=true but {exc}")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def redis_srv() -> Iterator[RedisServer]:
+    """A real redis-server on loopback (no persistence). Fails instead of skipping under CI."""
+    yield from _server_or_skip(redis_server)
+
+
+@pytest.fixture(scope="session")
+def supervisor() -> Iterator[Supervisor]:
+    """A real supervisord managing the ``demo`` HTTP program. Fails instead of skipping under CI."""
+    yield from _server_or_skip(supervisord_server)
+
+
+@pytest.fixture
+def state_http() -> Iterator[StateServer]:
+    """A fresh JSON control endpoint (weight 10, reloads 0) per test."""
+    with state_server() as server:
         yield server

@@ -286,3 +286,247 @@ def http_server() -> Iterator[HttpServer]:
         server.shutdown()
         thread.join()
         server.server_close()
+
+
+# --- Redis, supervisord and a stateful JSON endpoint (fix executor tests) ------------
+
+
+class ServerUnavailableError(RuntimeError):
+    """A server binary the tests need is not installed."""
+
+
+def _which(name: str, hint: str) -> str:
+    found = shutil.which(name) or (
+        f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None
+    )
+    if found is None:
+        raise ServerUnavailableError(f"{name} not found: install it (e.g. apt-get install {hint})")
+    return found
+
+
+def _terminate(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    """A throwaway redis-server on loopback: no persistence, database 0 at ``url``."""
+
+    url: str
+    port: int
+
+
+@contextlib.contextmanager
+def redis_server(startup_timeout: float = 15.0) -> Iterator[RedisServer]:
+    """redis-server on a free 127.0.0.1 port in a temp dir (``--save ''``), stopped after."""
+    import redis
+
+    binary = _which("redis-server", "redis-server")
+    base = Path(tempfile.mkdtemp(prefix="autofix-redis-"))
+    port = free_port()
+    with open(base / "redis.log", "ab") as log:
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(base),
+                "--daemonize", "no",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"redis-server exited: {(base / 'redis.log').read_text()[-1000:]}"
+                )
+            try:
+                with redis.Redis.from_url(url, socket_timeout=1) as client:
+                    client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not answer PING") from None
+                time.sleep(0.05)
+        yield RedisServer(url, port)
+    finally:
+        _terminate(proc)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+_DEMO_SERVICE = """
+import json, os, signal, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+port, pidfile = int(sys.argv[1]), sys.argv[2]
+reloads = 0
+
+def on_hup(signum, frame):
+    global reloads
+    reloads += 1
+
+signal.signal(signal.SIGHUP, on_hup)
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"pid": os.getpid(), "reloads": reloads}).encode()
+        self.send_response(200 if self.path == "/health" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+server = HTTPServer(("127.0.0.1", port), Handler)
+with open(pidfile, "w") as f:
+    f.write(f"{os.getpid()}\\n")
+server.serve_forever()
+"""
+
+
+@dataclass(frozen=True)
+class Supervisor:
+    """supervisord with one program ``demo``: an HTTP server with ``/health`` (JSON pid and
+    SIGHUP reload count) that writes ``pidfile``."""
+
+    url: str
+    program: str
+    health_url: str
+    pidfile: Path
+
+
+@contextlib.contextmanager
+def supervisord_server(startup_timeout: float = 20.0) -> Iterator[Supervisor]:
+    """A real supervisord (Debian's) on a free loopback port, config in a temp dir."""
+    import sys
+    import xmlrpc.client
+
+    binary = _which("supervisord", "supervisor")
+    base = Path(tempfile.mkdtemp(prefix="autofix-supervisor-"))
+    rpc_port, demo_port = free_port(), free_port()
+    (base / "demo.py").write_text(_DEMO_SERVICE)
+    pidfile = base / "demo.pid"
+    (base / "supervisord.conf").write_text(
+        f"""[inet_http_server]
+port = 127.0.0.1:{rpc_port}
+
+[supervisord]
+nodaemon = true
+logfile = {base}/supervisord.log
+pidfile = {base}/supervisord.pid
+childlogdir = {base}
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[program:demo]
+command = {sys.executable} {base}/demo.py {demo_port} {pidfile}
+autostart = true
+autorestart = true
+startsecs = 1
+stopwaitsecs = 5
+stopsignal = TERM
+"""
+    )
+    proc = subprocess.Popen(
+        [binary, "-n", "-c", str(base / "supervisord.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=base,
+    )
+    url = f"http://127.0.0.1:{rpc_port}/RPC2"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if proc.poll() is not None:
+                log = base / "supervisord.log"
+                raise RuntimeError(
+                    f"supervisord exited: {log.read_text()[-1000:] if log.exists() else ''}"
+                )
+            try:
+                with xmlrpc.client.ServerProxy(url) as rpc:
+                    if rpc.supervisor.getProcessInfo("demo")["statename"] == "RUNNING":
+                        break
+            except (OSError, xmlrpc.client.Fault):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("supervisord did not start the demo program")
+            time.sleep(0.1)
+        yield Supervisor(url, "demo", f"http://127.0.0.1:{demo_port}/health", pidfile)
+    finally:
+        _terminate(proc, timeout=15)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class _StateHandler(BaseHTTPRequestHandler):
+    server: _StateServer
+
+    def do_GET(self) -> None:
+        self._reply(200, self.server.state)
+
+    def do_PUT(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        import json
+
+        body = json.loads(self.rfile.read(length) or b"{}")
+        self.server.state.update(body)
+        self._reply(200, self.server.state)
+
+    def do_POST(self) -> None:
+        self.server.state["reloads"] = int(self.server.state.get("reloads", 0)) + 1
+        self._reply(200, self.server.state)
+
+    def _reply(self, status: int, data: dict[str, object]) -> None:
+        import json
+
+        body = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _StateServer(ThreadingHTTPServer):
+    daemon_threads = True
+    state: dict[str, object]
+
+
+@dataclass
+class StateServer:
+    """A JSON control endpoint: GET returns ``state``, PUT merges a JSON body, POST counts
+    ``reloads`` (a load-balancer weight / config-reload stand-in)."""
+
+    url: str
+    state: dict[str, object]
+
+
+@contextlib.contextmanager
+def state_server() -> Iterator[StateServer]:
+    server = _StateServer(("127.0.0.1", 0), _StateHandler)
+    server.state = {"weight": 10, "reloads": 0}
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield StateServer(f"http://127.0.0.1:{server.server_address[1]}/pool/web-1", server.state)
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()

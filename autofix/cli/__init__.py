@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import sys
 
+from autofix.cli import anomaly as _anomaly  # noqa: F401  (registers its commands)
+from autofix.cli import fix as _fix  # noqa: F401  (registers its commands)
 from autofix.cli import metrics as _metrics  # noqa: F401  (registers its commands)
+from autofix.cli import models as _models  # noqa: F401
 from autofix.cli._app import app, err
 from autofix.errors import AutofixError
 

@@ -42,6 +42,10 @@ def build_collectors(pipeline: Pipeline, settings: Settings) -> list[Collector]:
                 collector = ProcessCollector(target)
             case LogDirTarget():
                 collector = LogDirCollector(target)
+            case _:
+                # Targets that are only acted on (supervisor, systemd, redis, …) have
+                # nothing to collect here.
+                continue
         collectors.append(collector)
     return collectors
 

@@ -1,0 +1,1 @@
+"""Backtests: how models would have done on labelled history (anomaly events, forecasts)."""

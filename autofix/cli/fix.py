@@ -1,0 +1,254 @@
+"""Commands over fixes: ``fix run|list|show|approve|reject|rollback`` and ``actions``.
+
+``fix run`` exits 0 when the fix succeeded, was planned, is a no-op or waits for
+approval; 1 when it was refused by a safety gate, failed or was rolled back; 2 when the
+input was bad (unknown action, undeclared target, a parameter outside an allowlist —
+those refusals are recorded in the audit log too).
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from autofix.audit import FixRecord
+from autofix.cli._app import app, err, out, print_json, settings, writer
+from autofix.errors import InputError
+
+fix_app = typer.Typer(
+    help="Run, approve and roll back fixes; read the audit log.", no_args_is_help=True
+)
+app.add_typer(fix_app, name="fix")
+
+_OK = {"succeeded", "planned", "noop", "pending_approval"}
+_INPUT_GATES = {"allowlist", "params"}
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+
+PipelineOpt = Annotated[
+    Path | None,
+    typer.Option("--pipeline", help="Pipelines file with the targets (else AUTOFIX_PIPELINE)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs → params; numbers and true/false become JSON scalars."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--param {pair!r}: use KEY=VALUE")
+        parsed: Any = value
+        if _NUMBER.match(value):
+            parsed = float(value) if "." in value else int(value)
+        elif value in {"true", "false"}:
+            parsed = value == "true"
+        params[key.strip()] = parsed
+    return params
+
+
+@contextmanager
+def _executor(pipeline_file: Path | None) -> Iterator[Any]:
+    from autofix.executor import Executor
+    from autofix.pipeline import load_pipeline
+
+    current = settings()
+    pipeline = load_pipeline(pipeline_file or current.pipeline)
+    with writer(current) as store:
+        executor = Executor(store, pipeline, current, actor=_actor())
+        executor.recover()
+        yield executor
+
+
+def _print(record: FixRecord, as_json: bool, events: bool = False) -> None:
+    if as_json:
+        print_json(record.as_dict(events=events))
+        return
+    colour = "green" if record.state in _OK else "red"
+    out.print(
+        f"fix {record.id} [bold]{record.action}[/] on [bold]{record.target}[/]: "
+        f"[{colour}]{record.state}[/]" + (f" (gate {record.gate})" if record.gate else "")
+    )
+    if record.plan:
+        table = Table("#", "op", "step", box=box.SIMPLE, show_edge=False)
+        for index, step in enumerate(record.plan, 1):
+            table.add_row(str(index), step["op"], step["detail"])
+        out.print(table)
+    for label, text in (("reason", record.reason), ("output", record.output)):
+        if text and not (label == "output" and text == record.reason):
+            out.print(f"{label}: {text}", markup=False, highlight=False)
+    if record.error and not (record.state == "refused" and record.gate in _INPUT_GATES):
+        err.print(f"error: {record.error}", markup=False, highlight=False)
+    if events:
+        table = Table("seq", "ts", "state", "step", "gate", "actor", "ms", box=box.SIMPLE)
+        for e in record.events:
+            table.add_row(
+                str(e["seq"]),
+                e["ts"][:19],
+                e["state"],
+                e["step"],
+                e["gate"] or "",
+                e["actor"] or "",
+                f"{e['duration_ms']:.0f}" if e["duration_ms"] is not None else "",
+            )
+        out.print(table)
+
+
+def _exit_for(record: FixRecord) -> None:
+    if record.state in _OK:
+        return
+    if record.state == "refused" and record.gate in _INPUT_GATES:
+        err.print(f"autofix: error: {record.error}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    raise typer.Exit(1)
+
+
+@fix_app.command("run")
+def fix_run(
+    action: Annotated[
+        str, typer.Argument(help="Action name, family.verb (see `autofix actions`).")
+    ],
+    target: Annotated[str, typer.Option("--target", help="Target name from the pipelines file.")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="KEY=VALUE action parameter (repeat).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; apply nothing.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Approve it yourself (rule mode approve).")
+    ] = False,
+    as_json: JsonOpt = False,
+    pipeline: PipelineOpt = None,
+) -> None:
+    """Gate, plan and apply one action on one target; print the recorded fix."""
+    params = parse_params(param or [])
+    with _executor(pipeline) as executor:
+        record = executor.run(
+            action, target, params, dry_run=dry_run, approved_by=_actor() if yes else None
+        )
+    _print(record, as_json)
+    _exit_for(record)
+
+
+@fix_app.command("list")
+def fix_list(
+    state: Annotated[str | None, typer.Option("--state", help="Only fixes in this state.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Newest N fixes.")] = 50,
+    as_json: JsonOpt = False,
+    pipeline: PipelineOpt = None,
+) -> None:
+    """The newest fixes with their state (recovers interrupted ones first)."""
+    with _executor(pipeline) as executor:
+        records = executor.audit.list(limit=limit, state=state)
+    if as_json:
+        print_json([r.as_dict() for r in records])
+        return
+    table = Table("id", "action", "target", "state", "gate", "updated", "why", title="fixes")
+    for r in records:
+        table.add_row(
+            str(r.id),
+            r.action,
+            r.target,
+            r.state,
+            r.gate or "",
+            r.updated_at.isoformat(timespec="seconds") if r.updated_at else "",
+            (r.error or r.reason or "")[:80],
+        )
+    out.print(table)
+
+
+@fix_app.command("show")
+def fix_show(
+    fix_id: Annotated[int, typer.Argument(help="Fix id.")],
+    as_json: JsonOpt = False,
+    pipeline: PipelineOpt = None,
+) -> None:
+    """One fix with every state transition and escalation."""
+    with _executor(pipeline) as executor:
+        record = executor.get(fix_id)
+        escalations = executor.audit.escalations(fix_id)
+    if as_json:
+        print_json({**record.as_dict(events=True), "escalations": escalations})
+        return
+    _print(record, False, events=True)
+    for e in escalations:
+        err.print(f"escalated: {e['reason']}", markup=False, highlight=False)
+
+
+@fix_app.command("approve")
+def fix_approve(
+    fix_id: Annotated[int, typer.Argument(help="Id of a fix pending approval.")],
+    by: Annotated[str | None, typer.Option("--by", help="Who approves (default: you).")] = None,
+    as_json: JsonOpt = False,
+    pipeline: PipelineOpt = None,
+) -> None:
+    """Approve a pending fix and run it now (an expired approval is refused)."""
+    with _executor(pipeline) as executor:
+        record = executor.approve(fix_id, by or _actor())
+    _print(record, as_json)
+    _exit_for(record)
+
+
+@fix_app.command("reject")
+def fix_reject(
+    fix_id: Annotated[int, typer.Argument(help="Id of a fix pending approval.")],
+    by: Annotated[str | None, typer.Option("--by", help="Who rejects (default: you).")] = None,
+    as_json: JsonOpt = False,
+    pipeline: PipelineOpt = None,
+) -> None:
+    """Reject a pending fix; it never runs."""
+    with _executor(pipeline) as executor:
+        record = executor.reject(fix_id, by or _actor())
+    _print(record, as_json)
+
+
+@fix_app.command("rollback")
+def fix_rollback(
+    fix_id: Annotated[int, typer.Argument(help="Id of an applied fix.")],
+    as_json: JsonOpt = False,
+    pipeline: PipelineOpt = None,
+) -> None:
+    """Undo an applied fix from what it recorded (quarantine, previous value, snapshot)."""
+    with _executor(pipeline) as executor:
+        record = executor.rollback(fix_id, _actor())
+    _print(record, as_json)
+    if record.state != "rolled_back":
+        raise typer.Exit(1)
+
+
+@app.command("actions")
+def actions(as_json: JsonOpt = False) -> None:
+    """The action catalog: params, targets, and whether each action rolls back."""
+    from autofix.actions.registry import catalog
+
+    entries = catalog()
+    if as_json:
+        print_json(entries)
+        return
+    table = Table("action", "targets", "params", "rolls back", "idempotent", "summary")
+    for entry in entries:
+        table.add_row(
+            entry["name"],
+            ", ".join(entry["targets"]),
+            ", ".join(
+                p["name"] + ("" if p["required"] else f"={p['default']}") for p in entry["params"]
+            ),
+            "yes" if entry["rolls_back"] else "no",
+            "yes" if entry["idempotent"] else "no",
+            entry["summary"] + (" [needs a maintenance window]" if entry["downtime"] else ""),
+        )
+    out.print(table)

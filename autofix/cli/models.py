@@ -1,0 +1,376 @@
+"""Commands over the models: forecast, predict, backtest, train, models list."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+import typer
+from rich import box
+from rich.table import Table
+
+from autofix.cli._app import app, err, out, print_json, settings, writer
+from autofix.config import parse_duration
+from autofix.errors import InputError
+from autofix.models.base import HORIZONS, to_fill_ratio
+from autofix.models.registry import FORECASTERS, make_forecaster
+
+models_app = typer.Typer(
+    help="Trained model versions in the local MLflow store.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
+
+#: The registered MLflow model the champion alias lives on.
+REGISTERED_MODEL = "exhaustion-forecaster"
+
+
+def _iso(value: Any) -> str | None:
+    if value is None or pd.isna(value):
+        return None
+    stamp = pd.Timestamp(value).floor("s").tz_localize("UTC")
+    return stamp.isoformat().replace("+00:00", "Z")
+
+
+def _forecast_record(row: Any, horizon: timedelta) -> dict[str, Any]:
+    eta = row.eta if not pd.isna(row.eta) else None
+    within = eta is not None and pd.Timestamp(eta) <= pd.Timestamp(row.origin) + horizon
+    return {
+        "eta": _iso(row.eta),
+        "eta_lo": _iso(row.eta_lo),
+        "eta_hi": _iso(row.eta_hi),
+        "p_within": {h: round(float(getattr(row, f"p_{h}")), 6) for h in HORIZONS},
+        "model": row.model,
+        "origin": _iso(row.origin),
+        "exhausts_within_horizon": bool(within),
+    }
+
+
+def read_value_csv(path: Path) -> pd.DataFrame:
+    """``timestamp,value[,series_id]`` → long frame, or InputError naming line and column."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "empty file"
+        raise InputError(f"{path}: cannot read as CSV: {first}") from None
+    for column in ("timestamp", "value"):
+        if column not in raw.columns:
+            raise InputError(f"{path}: missing column {column!r} (need timestamp,value)")
+    ts = pd.to_datetime(raw["timestamp"], errors="coerce", utc=True, format="mixed")
+    numeric = raw["timestamp"].str.fullmatch(r"\s*-?\d+(\.\d+)?\s*")
+    if numeric.any():
+        ts[numeric] = pd.to_datetime(
+            raw.loc[numeric, "timestamp"].astype(float), unit="s", utc=True
+        )
+    bad = ts.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError(
+            f"{path}: line {i + 2}, column timestamp: cannot parse time "
+            f"{raw['timestamp'].iloc[i]!r}"
+        )
+    value = pd.to_numeric(raw["value"], errors="coerce")
+    bad = value.isna() & (raw["value"].str.strip() != "")
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError(
+            f"{path}: line {i + 2}, column value: not a number {raw['value'].iloc[i]!r}"
+        )
+    series = raw["series_id"] if "series_id" in raw.columns else pd.Series("0", index=raw.index)
+    return pd.DataFrame(
+        {"series_id": series, "ts": ts.dt.tz_convert(None), "value": value.astype("float64")}
+    )
+
+
+@app.command()
+def forecast(
+    input_file: Annotated[Path, typer.Option("--input", help="CSV: timestamp,value[,series_id]")],
+    capacity: Annotated[
+        float, typer.Option("--capacity", help="What exhaustion is measured against.")
+    ],
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Share of capacity that counts as exhausted.")
+    ] = 1.0,
+    horizon: Annotated[
+        str, typer.Option("--horizon", help="Horizon for exhausts_within_horizon, e.g. 24h.")
+    ] = "24h",
+    model: Annotated[str, typer.Option("--model", help=f"One of {', '.join(FORECASTERS)}.")] = (
+        "default"
+    ),
+    direction: Annotated[
+        str, typer.Option("--direction", help="up: value rises to capacity; down: falls to 0.")
+    ] = "up",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object per series).")] = (
+        False
+    ),
+) -> None:
+    """Forecast when a series (or many, with a series_id column) reaches its capacity."""
+    if not (capacity > 0 and math.isfinite(capacity)):
+        raise InputError(f"--capacity: must be a positive number, not {capacity:g}")
+    if not (threshold > 0 and math.isfinite(threshold)):
+        raise InputError(f"--threshold: must be a positive number, not {threshold:g}")
+    if direction not in {"up", "down"}:
+        raise InputError(f"--direction: {direction!r} is not up or down")
+    try:
+        span = parse_duration(horizon)
+    except ValueError as exc:
+        raise InputError(f"--horizon: {exc}") from None
+    estimator = make_forecaster(model)
+    frame = read_value_csv(input_file)
+    multi = "series_id" in pd.read_csv(input_file, nrows=0).columns
+    frame["value"] = to_fill_ratio(
+        frame["value"], capacity, "down" if direction == "down" else "up"
+    )
+    result = estimator.fit(frame).predict(threshold)
+    records = []
+    for row in result.itertuples(index=False):
+        record = _forecast_record(row, span)
+        if multi:
+            record = {"series_id": row.series_id, **record}
+        records.append(record)
+    if as_json:
+        for record in records:
+            print_json(record)
+        return
+    table = Table(
+        "series",
+        "eta",
+        "80 % interval",
+        *[f"p {h}" for h in HORIZONS],
+        "model",
+        box=box.SIMPLE_HEAD,
+    )
+    for record in records:
+        table.add_row(
+            str(record.get("series_id", input_file.name)),
+            record["eta"] or "—",
+            f"{record['eta_lo'] or '—'} … {record['eta_hi'] or '—'}",
+            *[f"{record['p_within'][h]:.2f}" for h in HORIZONS],
+            record["model"],
+        )
+    out.print(table)
+
+
+@app.command()
+def predict(
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Use this model instead of the MLflow champion."),
+    ] = None,
+    lookback: Annotated[str, typer.Option("--lookback", help="History to forecast from.")] = "7d",
+    top: Annotated[int, typer.Option("--top", help="Rows in the printed table.")] = 15,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """Forecast every exhaustible series in the store with the champion; write predictions."""
+    from autofix.predict import predict_store
+
+    current = settings()
+    try:
+        span = parse_duration(lookback)
+    except ValueError as exc:
+        raise InputError(f"--lookback: {exc}") from None
+    if model is not None:
+        estimator, name, version = make_forecaster(model), model, "untracked"
+    else:
+        estimator, name, version = _champion_or_default(current.models_dir)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with writer(current) as store:
+        run = predict_store(
+            store, estimator, model_name=name, model_version=version, now=now, lookback=span
+        )
+        latest = store.latest_predictions() if run.written else pd.DataFrame()
+    summary = {
+        "series": run.series,
+        "written": run.written,
+        "model": name,
+        "model_version": version,
+    }
+    if as_json:
+        print_json(summary)
+        return
+    made_by = f"{name} (untracked)" if version == "untracked" else f"{name} v{version}"
+    out.print(f"{run.written} predictions written by {made_by}")
+    if not latest.empty:
+        print_riskiest(latest, top)
+
+
+def _champion_or_default(models_dir: Path) -> tuple[Any, str, str]:
+    from autofix.tracking import Tracker
+
+    tracker = Tracker(models_dir)
+    if tracker.champion(REGISTERED_MODEL) is None:
+        err.print(
+            "autofix: no champion model yet (run `autofix train`); using the default model",
+            highlight=False,
+        )
+        return make_forecaster("default"), "default", "untracked"
+    estimator, version = tracker.load_champion(REGISTERED_MODEL)
+    return estimator, str(getattr(estimator, "name", "default")), str(version)
+
+
+def print_riskiest(latest: pd.DataFrame, top: int) -> None:
+    """The series most likely to exhaust, with ETA and interval."""
+    table = Table(title=f"riskiest series (of {len(latest)})", box=box.SIMPLE_HEAD)
+    table.add_column("host")
+    table.add_column("series", overflow="fold")
+    table.add_column("eta (UTC)")
+    table.add_column("80 % interval", overflow="fold")
+    for h in ("4h", "24h", "4d"):
+        table.add_column(f"p {h}", justify="right")
+    for row in latest.head(top).itertuples(index=False):
+        table.add_row(
+            str(row.host),
+            short_series(str(row.metric), str(row.labels)),
+            _short(row.eta),
+            f"{_short(row.eta_lo)} … {_short(row.eta_hi)}",
+            f"{row.p_4h:.2f}",
+            f"{row.p_24h:.2f}",
+            f"{row.p_4d:.2f}",
+        )
+    out.print(table)
+
+
+_TELLING_LABELS = ("mountpoint", "container", "target", "path", "query")
+
+
+def short_series(metric: str, labels: str) -> str:
+    """``metric{the one label that tells series apart}`` for narrow tables."""
+    parsed = json.loads(labels)
+    shown = [f"{k}={parsed[k]}" for k in _TELLING_LABELS if k in parsed][:1]
+    name = metric.removeprefix("node_").removesuffix("_bytes")
+    return f"{name}{{{shown[0]}}}" if shown else name
+
+
+def _short(value: Any) -> str:
+    return "—" if value is None or pd.isna(value) else str(pd.Timestamp(value))[:16]
+
+
+@app.command()
+def backtest(
+    models: Annotated[
+        str,
+        typer.Option("--models", help="Comma-separated: default,predict_linear,node_mixin,prophet"),
+    ] = "default,predict_linear,node_mixin",
+    scenarios: Annotated[
+        Path, typer.Option("--scenarios", help="Directory written by `autofix scenarios generate`.")
+    ] = Path("data/samples"),
+    step: Annotated[str, typer.Option("--step", help="Time between forecast origins.")] = "1h",
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
+) -> None:
+    """Rolling-origin backtest of forecasters on labelled scenarios."""
+    from autofix.backtest.forecast import backtest as run_backtest
+    from autofix.backtest.forecast import load_scenarios
+
+    names = [n.strip() for n in models.split(",") if n.strip()]
+    for name in names:
+        if name not in FORECASTERS:
+            raise InputError(f"--models: unknown model {name!r} (known: {', '.join(FORECASTERS)})")
+    try:
+        origin_step = parse_duration(step)
+    except ValueError as exc:
+        raise InputError(f"--step: {exc}") from None
+    series = load_scenarios(scenarios)
+    factories = {name: partial(make_forecaster, name) for name in names}
+    with err.status("backtesting") as status:
+        results, _ = run_backtest(
+            factories,
+            series,
+            step=origin_step,
+            progress=lambda name: status.update(f"backtesting {name}"),
+        )
+    if as_json:
+        print_json({"scenarios": str(scenarios), "series": len(series), "models": results})
+        return
+    print_metrics(results)
+
+
+def print_metrics(results: dict[str, dict[str, float]]) -> None:
+    """Metrics side by side, one column per model."""
+    names = list(results)
+    table = Table("metric", *names, box=box.SIMPLE_HEAD, title="backtest")
+    for metric in results[names[0]]:
+        table.add_row(metric, *[f"{results[n][metric]:.4g}" for n in names])
+    out.print(table)
+
+
+@app.command()
+def train(
+    scenarios: Annotated[
+        Path, typer.Option("--scenarios", help="Labelled scenarios to backtest on.")
+    ] = Path("data/samples"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Backtest the default forecaster, log it to MLflow, promote it if the gate passes."""
+    from autofix.backtest.forecast import backtest as run_backtest
+    from autofix.backtest.forecast import load_scenarios
+    from autofix.backtest.plots import forecast_plots
+    from autofix.tracking import Tracker
+
+    current = settings()
+    series = load_scenarios(scenarios)
+    estimator = make_forecaster("default")
+    with err.status("backtesting the default forecaster"):
+        results, forecasts = run_backtest({"default": partial(make_forecaster, "default")}, series)
+    metrics = results["default"]
+    plots_dir = current.models_dir / "plots"
+    plots = forecast_plots(forecasts["default"], series, plots_dir)
+    tracker = Tracker(current.models_dir)
+    with err.status("logging to MLflow"):
+        run = tracker.log_training_run(
+            model_name=REGISTERED_MODEL,
+            estimator=estimator,
+            params={k: str(v) for k, v in estimator.get_params().items()},
+            metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
+            plots=plots,
+            tags={"scenarios": str(scenarios), "model": "default"},
+        )
+        decision = tracker.promote_if_better(REGISTERED_MODEL, run.version)
+    result = {
+        "model": REGISTERED_MODEL,
+        "version": run.version,
+        "run_id": run.run_id,
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        "false_fix_rate": metrics["false_fix_rate"],
+        "recall_24h": metrics["recall_24h"],
+    }
+    if as_json:
+        print_json(result)
+        return
+    verdict = "[green]promoted to champion[/]" if decision.promoted else "[yellow]not promoted[/]"
+    out.print(
+        f"{REGISTERED_MODEL} v{run.version}: false_fix_rate {metrics['false_fix_rate']:.4f}, "
+        f"recall_24h {metrics['recall_24h']:.3f} — {verdict}: {decision.reason}"
+    )
+
+
+@models_app.command("list")
+def models_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """Registered model versions with their gate metrics and the champion alias."""
+    from autofix.tracking import Tracker
+
+    rows = Tracker(settings().models_dir).list_models()
+    if as_json:
+        for row in rows:
+            print_json(row)
+        return
+    table = Table(
+        "model", "version", "alias", "created", "false_fix_rate", "recall_24h", box=box.SIMPLE_HEAD
+    )
+    for row in rows:
+        table.add_row(
+            *[
+                str(row.get(k, ""))
+                for k in ("name", "version", "alias", "created", "false_fix_rate", "recall")
+            ]
+        )
+    out.print(table)

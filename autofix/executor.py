@@ -1,0 +1,548 @@
+"""The fix executor: decision → gates → snapshot → apply → verify → rollback → escalate.
+
+Every transition is appended to the audit log (``autofix.audit``) before the next step
+starts; the ``running`` event is committed before ``apply``. ``recover()`` — run when an
+executor starts — marks fixes a dead process left ``running`` as ``interrupted``,
+verifies them by re-reading their facts, and never re-applies them.
+
+Clock, sleep, command runner, HTTP transport and the action registry are constructor
+arguments, so tests drive a real store and real servers with a fake clock.
+
+>>> from autofix.store import MetricStore
+>>> from autofix.config import load_settings
+>>> from autofix.pipeline import Pipeline
+>>> ex = Executor(MetricStore(":memory:"), Pipeline(), load_settings(environ={}))
+>>> ex.run("files.clean_temp", "nowhere").state
+'refused'
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from autofix.actions.base import (
+    Action,
+    ActionError,
+    Check,
+    Context,
+    NoOp,
+    RefusedError,
+    Runner,
+    run_argv,
+)
+from autofix.actions.files import purge_quarantine
+from autofix.actions.registry import ACTIONS, ActionType, get_action
+from autofix.audit import AuditLog, FixRecord
+from autofix.config import Settings
+from autofix.errors import AutofixError, InputError
+from autofix.gates import Policy, Request, approval_state, evaluate, resolve_policy
+from autofix.pipeline import Pipeline
+from autofix.store import MetricStore
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    """Naive UTC, like every timestamp in the store."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One action a decision proposes, in the order it should be tried."""
+
+    action: str
+    target: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policy decided: ordered candidates and why (the inputs go to the audit)."""
+
+    candidates: Sequence[Candidate]
+    reason: str = ""
+    id: str | None = None
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Executor:
+    """Runs fixes against the targets of one pipeline, recording everything."""
+
+    def __init__(
+        self,
+        store: MetricStore,
+        pipeline: Pipeline,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+        runner: Runner = run_argv,
+        http_transport: httpx.BaseTransport | None = None,
+        registry: Mapping[str, ActionType] = ACTIONS,
+        actor: str = "autofix",
+    ) -> None:
+        self.pipeline = pipeline
+        self.settings = settings
+        self.clock = clock
+        self.sleep = sleep
+        self.runner = runner
+        self.http_transport = http_transport
+        self.registry = registry
+        self.actor = actor
+        self.audit = AuditLog(store, clock, settings.fix_output_limit)
+
+    # -- building ----------------------------------------------------------------------
+
+    def _context(self, fix_id: int, policy: Policy) -> Context:
+        return Context(
+            fix_id=fix_id,
+            quarantine_dir=self.settings.quarantine_dir,
+            timeout=policy.timeout.total_seconds(),
+            clock=self.clock,
+            sleep=self.sleep,
+            runner=self.runner,
+            http_transport=self.http_transport,
+        )
+
+    def _bind(self, record: FixRecord, policy: Policy) -> Action[Any, Any]:
+        cls = get_action(record.action, self.registry)
+        target = self.pipeline.target(record.target)
+        if target is None:
+            raise RefusedError(
+                "allowlist", f"target {record.target!r} is not declared in the pipelines file"
+            )
+        return cls.bind(target, record.params, self._context(record.id, policy))
+
+    def _request(self, record: FixRecord, downtime: bool) -> Request:
+        members = tuple(
+            t.name for t in self.pipeline.targets if record.group and t.group == record.group
+        )
+        return Request(record.action, record.target, record.group, members, downtime)
+
+    # -- the public verbs --------------------------------------------------------------
+
+    def run(
+        self,
+        action: str,
+        target: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        dry_run: bool = False,
+        approved_by: str | None = None,
+        requested_by: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        decision_id: str | None = None,
+    ) -> FixRecord:
+        """Gate, plan and (when allowed) apply one action; returns the final record."""
+        get_action(action, self.registry)  # an unknown action is bad input, not a fix
+        found = self.pipeline.target(target)
+        fix_id = self.audit.create(
+            action,
+            target,
+            found.group if found is not None else None,
+            dict(params or {}),
+            requested_by or self.actor,
+            {**(inputs or {}), "dry_run": dry_run},
+            decision_id,
+        )
+        record = self._get(fix_id)
+        policy = resolve_policy(self.settings, self.pipeline, action, target)
+        try:
+            bound = self._bind(record, policy)
+        except RefusedError as exc:
+            return self._refuse(record, exc.gate, exc.reason)
+        now = self.clock()
+        verdict = evaluate(
+            self._request(record, bound.downtime),
+            self.audit.history(now - policy.horizon),
+            policy,
+            now,
+        )
+        if not verdict.allowed:
+            return self._refuse(record, verdict.gate or "?", verdict.reason, verdict.escalate)
+        planned = self._plan(record, bound)
+        if planned is None:
+            return self._get(fix_id)
+        facts, steps = planned
+        plan = [s.as_dict() for s in steps]
+        if dry_run or policy.dry_run or policy.mode == "shadow":
+            why = "dry run" if (dry_run or policy.dry_run) else "shadow mode"
+            self.audit.append(
+                fix_id,
+                "planned",
+                "plan",
+                reason=why,
+                plan=plan,
+                facts=facts,
+                output=f"{why}: not applied",
+            )
+            return self._get(fix_id)
+        if policy.mode == "approve" and approved_by is None:
+            self.audit.append(
+                fix_id,
+                "pending_approval",
+                "approval",
+                reason="waiting for approval until "
+                f"{(self.clock() + policy.approval_ttl).isoformat(timespec='seconds')}",
+                plan=plan,
+                facts=facts,
+            )
+            return self._get(fix_id)
+        return self._execute(record, bound, policy, facts, approved_by or self.actor)
+
+    def run_decision(
+        self, decision: Decision, *, requested_by: str | None = None
+    ) -> list[FixRecord]:
+        """Try the candidates in order; stop at the first that verifies (or waits for a human)."""
+        results = []
+        for candidate in decision.candidates:
+            record = self.run(
+                candidate.action,
+                candidate.target,
+                candidate.params,
+                requested_by=requested_by,
+                inputs={"decision": decision.reason, **decision.inputs},
+                decision_id=decision.id,
+            )
+            results.append(record)
+            if record.state in {"succeeded", "pending_approval", "planned", "noop"}:
+                return results
+        if decision.candidates:
+            last = decision.candidates[-1]
+            self.audit.escalate(
+                results[-1].id if results else None,
+                last.action,
+                last.target,
+                None,
+                f"no candidate of decision {decision.id or decision.reason!r} verified",
+            )
+        return results
+
+    def approve(self, fix_id: int, actor: str) -> FixRecord:
+        """Approve a pending fix and run it now, unless its approval window has ended."""
+        record = self._pending(fix_id)
+        policy = resolve_policy(self.settings, self.pipeline, record.action, record.target)
+        pending_at = self._pending_since(record)
+        self.audit.record_approval(fix_id, "approved", actor, pending_at + policy.approval_ttl)
+        state, why = approval_state(
+            pending_at, self.audit.approvals(fix_id), policy.approval_ttl, self.clock()
+        )
+        if state != "approved":
+            return self._refuse(record, "approval", why)
+        try:
+            bound = self._bind(record, policy)
+        except RefusedError as exc:
+            return self._refuse(record, exc.gate, exc.reason)
+        now = self.clock()
+        verdict = evaluate(
+            self._request(record, bound.downtime),
+            self.audit.history(now - policy.horizon),
+            policy,
+            now,
+        )
+        if not verdict.allowed:
+            return self._refuse(record, verdict.gate or "?", verdict.reason, verdict.escalate)
+        planned = self._plan(record, bound)  # pre-check again: is it still needed?
+        if planned is None:
+            return self._get(fix_id)
+        return self._execute(record, bound, policy, planned[0], actor)
+
+    def reject(self, fix_id: int, actor: str) -> FixRecord:
+        """Reject a pending fix: it is refused and never runs."""
+        record = self._pending(fix_id)
+        policy = resolve_policy(self.settings, self.pipeline, record.action, record.target)
+        self.audit.record_approval(
+            fix_id, "rejected", actor, self._pending_since(record) + policy.approval_ttl
+        )
+        return self._refuse(record, "approval", f"rejected by {actor}")
+
+    def rollback(self, fix_id: int, actor: str) -> FixRecord:
+        """Undo a fix that applied (succeeded or failed with an undo record)."""
+        record = self._get(fix_id)
+        if record.state not in {"succeeded", "failed", "interrupted"} or not record.undo:
+            raise InputError(f"fix {fix_id} is {record.state} with nothing recorded to undo")
+        policy = resolve_policy(self.settings, self.pipeline, record.action, record.target)
+        try:
+            bound = self._bind(record, policy)
+        except RefusedError as exc:
+            raise InputError(f"fix {fix_id}: cannot roll back: {exc.reason}") from None
+        if not bound.rolls_back:
+            raise InputError(f"fix {fix_id}: {record.action} does not roll back")
+        busy = [
+            p
+            for p in self.audit.history(self.clock())
+            if p.target == record.target and p.state == "running"
+        ]
+        if busy:
+            raise InputError(f"target {record.target!r} is locked by running fix {busy[0].fix_id}")
+        started = time.monotonic()
+        try:
+            output = bound.rollback(record.undo)
+        except AutofixError as exc:
+            self.audit.append(
+                fix_id,
+                "failed",
+                "rollback",
+                error=f"rollback failed: {exc}",
+                actor=actor,
+                duration_ms=_ms(started),
+            )
+            self.audit.escalate(
+                fix_id, record.action, record.target, None, f"manual rollback failed: {exc}"
+            )
+            return self._get(fix_id)
+        self.audit.append(
+            fix_id,
+            "rolled_back",
+            "rollback",
+            output=output,
+            reason=f"rolled back by {actor}",
+            actor=actor,
+            duration_ms=_ms(started),
+        )
+        return self._get(fix_id)
+
+    def recover(self) -> list[FixRecord]:
+        """Mark fixes left ``running`` by a dead process ``interrupted``, verify, never re-apply.
+
+        Safe at start-up only: DuckDB lets one process write the store, so nothing else
+        can be running them. Also purges quarantine entries older than the TTL.
+        """
+        recovered = []
+        for past in self.audit.history(self.clock()):
+            if past.state != "running":
+                continue
+            record = self._get(past.fix_id)
+            self.audit.append(
+                record.id,
+                "interrupted",
+                "recover",
+                reason="the process applying it stopped before it finished; not re-applied",
+            )
+            policy = resolve_policy(self.settings, self.pipeline, record.action, record.target)
+            check = self._verify_after_crash(record, policy)
+            self.audit.append(
+                record.id,
+                "interrupted",
+                "verify",
+                output=check.reason if check.ok else None,
+                error=None if check.ok else check.reason,
+            )
+            if not check.ok:
+                self.audit.escalate(
+                    record.id,
+                    record.action,
+                    record.target,
+                    None,
+                    f"interrupted fix not verified: {check.reason}",
+                )
+            recovered.append(self._get(record.id))
+        purge_quarantine(self.settings.quarantine_dir, self.settings.quarantine_ttl, self.clock())
+        return recovered
+
+    def get(self, fix_id: int) -> FixRecord:
+        return self._get(fix_id)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _get(self, fix_id: int) -> FixRecord:
+        record = self.audit.get(fix_id)
+        if record is None:
+            raise InputError(f"no fix with id {fix_id}")
+        return record
+
+    def _pending(self, fix_id: int) -> FixRecord:
+        record = self._get(fix_id)
+        if record.state != "pending_approval":
+            raise InputError(f"fix {fix_id} is {record.state}, not pending_approval")
+        return record
+
+    def _pending_since(self, record: FixRecord) -> datetime:
+        ts = next(e["ts"] for e in record.events if e["state"] == "pending_approval")
+        return datetime.fromisoformat(ts)
+
+    def _refuse(
+        self, record: FixRecord, gate: str, reason: str, escalate: bool = False
+    ) -> FixRecord:
+        self.audit.append(
+            record.id,
+            "refused",
+            "gates",
+            gate=gate,
+            reason=reason,
+            error=f"refused by {gate}: {reason}",
+        )
+        log.debug(
+            "fix %d %s on %s refused by %s: %s",
+            record.id,
+            record.action,
+            record.target,
+            gate,
+            reason,
+        )
+        if escalate:
+            self.audit.escalate(record.id, record.action, record.target, gate, reason)
+        return self._get(record.id)
+
+    def _plan(
+        self, record: FixRecord, bound: Action[Any, Any]
+    ) -> tuple[dict[str, Any], list[Any]] | None:
+        """Facts and steps; None after recording a no-op or a facts failure."""
+        started = time.monotonic()
+        try:
+            facts = bound.facts()
+            plan = bound.plan(facts)
+        except AutofixError as exc:
+            self.audit.append(
+                record.id,
+                "failed",
+                "facts",
+                error=f"reading facts failed: {exc}",
+                duration_ms=_ms(started),
+            )
+            self.audit.escalate(
+                record.id, record.action, record.target, None, f"reading facts failed: {exc}"
+            )
+            return None
+        if isinstance(plan, NoOp):
+            self.audit.append(
+                record.id,
+                "noop",
+                "precheck",
+                reason=plan.reason,
+                output=plan.reason,
+                facts=facts,
+                duration_ms=_ms(started),
+            )
+            return None
+        return facts, list(plan)
+
+    def _execute(
+        self,
+        record: FixRecord,
+        bound: Action[Any, Any],
+        policy: Policy,
+        facts: dict[str, Any],
+        actor: str,
+    ) -> FixRecord:
+        fix_id = record.id
+        if policy.precheck:
+            replanned = self._plan(record, bound)
+            if replanned is None:
+                return self._get(fix_id)
+            facts, steps = replanned
+        else:
+            plan_now = bound.plan(facts)
+            if isinstance(plan_now, NoOp):
+                self.audit.append(
+                    fix_id, "noop", "precheck", reason=plan_now.reason, output=plan_now.reason
+                )
+                return self._get(fix_id)
+            steps = list(plan_now)
+        plan = [s.as_dict() for s in steps]
+        # Durable before anything is touched: a crash from here on leaves `running`.
+        self.audit.append(fix_id, "running", "apply", plan=plan, facts=facts, actor=actor)
+        started = time.monotonic()
+        try:
+            applied = bound.apply(steps)
+        except AutofixError as exc:
+            self.audit.append(fix_id, "failed", "apply", error=str(exc), duration_ms=_ms(started))
+            self.audit.escalate(fix_id, record.action, record.target, None, f"apply failed: {exc}")
+            return self._get(fix_id)
+        if not policy.postcheck:
+            self.audit.append(
+                fix_id,
+                "succeeded",
+                "apply",
+                output=applied.output,
+                undo=applied.undo,
+                reason="post-check disabled",
+                duration_ms=_ms(started),
+            )
+            return self._get(fix_id)
+        self.sleep(policy.verify_wait.total_seconds())
+        try:
+            check = bound.verify(facts, after := bound.facts())
+        except AutofixError as exc:
+            check, after = Check(False, f"re-reading facts failed: {exc}"), {}
+        if check.ok:
+            self.audit.append(
+                fix_id,
+                "succeeded",
+                "verify",
+                output=applied.output,
+                reason=check.reason,
+                undo=applied.undo,
+                facts=after,
+                duration_ms=_ms(started),
+            )
+            return self._get(fix_id)
+        return self._failed_verify(record, bound, applied.output, applied.undo, check, started)
+
+    def _failed_verify(
+        self,
+        record: FixRecord,
+        bound: Action[Any, Any],
+        output: str,
+        undo: dict[str, Any],
+        check: Check,
+        started: float,
+    ) -> FixRecord:
+        fix_id = record.id
+        error = f"verify failed: {check.reason}"
+        if bound.rolls_back and undo:
+            try:
+                done = bound.rollback(undo)
+            except AutofixError as exc:
+                self.audit.append(
+                    fix_id,
+                    "failed",
+                    "rollback",
+                    output=output,
+                    undo=undo,
+                    error=f"{error}; rollback failed: {exc}",
+                    duration_ms=_ms(started),
+                )
+            else:
+                self.audit.append(
+                    fix_id,
+                    "rolled_back",
+                    "rollback",
+                    output=f"{output}\n{done}",
+                    error=error,
+                    duration_ms=_ms(started),
+                )
+        else:
+            self.audit.append(
+                fix_id,
+                "failed",
+                "verify",
+                output=output,
+                undo=undo or None,
+                error=error,
+                duration_ms=_ms(started),
+            )
+        self.audit.escalate(fix_id, record.action, record.target, "postcheck", error)
+        return self._get(fix_id)
+
+    def _verify_after_crash(self, record: FixRecord, policy: Policy) -> Check:
+        try:
+            bound = self._bind(record, policy)
+            return bound.verify(record.facts or {}, bound.facts())
+        except (AutofixError, KeyError, TypeError) as exc:
+            return Check(False, f"cannot verify: {exc}")
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 3)
+
+
+__all__ = ["ActionError", "Candidate", "Decision", "Executor", "utcnow"]

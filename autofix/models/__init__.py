@@ -1,0 +1,1 @@
+"""Forecasters and anomaly scorers (scikit-learn style estimators over long frames)."""

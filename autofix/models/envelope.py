@@ -1,0 +1,191 @@
+"""The default exhaustion forecaster: the trend of daily peaks, plus a runaway guard.
+
+Why peaks: a disk or a heap fills up at its *peaks*. Log rotation, cleanup jobs, GC and
+daily traffic make a sawtooth whose slope inside one tooth says nothing about exhaustion
+(that is what makes ``predict_linear`` flap). Taking the maximum of each 24-hour block
+before the forecast origin removes the tooth; the median of the block-to-block changes is
+the long-run growth of the peaks, and a median shrugs off one-off events: a burst that
+cleaned itself up, a deploy step, a disk that was grown.
+
+Two complements keep it honest:
+
+- *recent growth*: when the last two block changes agree (a fill that started two days
+  ago), their smaller value is used if it is larger than the median;
+- *runaway guard*: a fill already above ``runaway_fill`` and climbing fast over the last
+  ``runaway_window`` (minutes-to-hours fills the daily view cannot see yet) contributes to
+  the short horizons only, and only above every peak seen before.
+
+Everything is vectorised over series: 10,000 series × 14 days at 5 minutes fit and
+predict in seconds.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Self
+
+import numpy as np
+import pandas as pd
+from scipy.special import ndtr
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from autofix.models.base import (
+    HORIZONS,
+    Forecaster,
+    check_long_frame,
+    eta_from_line,
+    probabilities_frame,
+)
+
+_Z80 = 1.2815515655446004
+_NS = 1_000_000_000
+_DAY = 86400.0
+
+
+class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
+    """Peak-envelope trend forecaster (autofix's default). See the module docstring."""
+
+    name = "default"
+
+    def __init__(
+        self,
+        lookback: timedelta = timedelta(days=7),
+        block: timedelta = timedelta(hours=24),
+        min_blocks: int = 3,
+        runaway_window: timedelta = timedelta(hours=2),
+        runaway_fill: float = 0.9,
+        level_noise: float = 0.01,
+        slope_noise: float = 0.002,
+        max_eta: timedelta = timedelta(days=30),
+    ) -> None:
+        self.lookback = lookback
+        self.block = block
+        self.min_blocks = min_blocks
+        self.runaway_window = runaway_window
+        self.runaway_fill = runaway_fill
+        self.level_noise = level_noise
+        self.slope_noise = slope_noise
+        self.max_eta = max_eta
+
+    def fit(self, frame: pd.DataFrame) -> Self:
+        data = check_long_frame(frame)
+        # The frame is sorted by series: codes come from where the id changes.
+        raw_ids = data["series_id"].to_numpy()
+        starts = (
+            np.flatnonzero(np.r_[True, raw_ids[1:] != raw_ids[:-1]])
+            if len(raw_ids)
+            else (np.zeros(0, "int64"))
+        )
+        ids = raw_ids[starts]
+        codes = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(raw_ids)]))
+        ts = data["ts"].to_numpy("datetime64[ns]")
+        value = data["value"].to_numpy("float64")
+        n = len(ids)
+        last_idx = np.r_[np.flatnonzero(codes[1:] != codes[:-1]), len(codes) - 1] if n else []
+        origin = ts[last_idx]
+        age = (origin[codes] - ts).astype("int64") / _NS  # seconds before the origin
+        keep = age <= self.lookback.total_seconds()
+        codes, age, value = codes[keep], age[keep], value[keep]
+        n_blocks = max(2, round(self.lookback / self.block))
+        block = np.minimum((age // self.block.total_seconds()).astype("int64"), n_blocks - 1)
+
+        # Peak of each block, newest first: peaks[:, 0] is the last 24 h.
+        peaks = np.full((n, n_blocks), -np.inf)
+        np.maximum.at(peaks, (codes, block), value)
+        peaks[~np.isfinite(peaks)] = np.nan
+        changes = peaks[:, :-1] - peaks[:, 1:]  # growth from one block to the next, per block
+        counts = np.sum(np.isfinite(changes), axis=1)
+        with np.errstate(all="ignore"):
+            median = np.nanmedian(np.where(counts[:, None] > 0, changes, 0.0), axis=1)
+            recent = np.fmin(changes[:, 0], changes[:, 1])
+            spread = 1.4826 * np.nanmedian(np.abs(changes - median[:, None]), axis=1)
+        enough = counts >= self.min_blocks - 1
+        growth = np.where(enough, median, np.nan)
+        both_recent_up = np.isfinite(recent) & (recent > 0)
+        growth = np.where(both_recent_up & ~(growth >= recent), recent, growth)
+        per_second = growth / self.block.total_seconds()
+        spread = np.where(np.isfinite(spread), spread, 0.0)
+        slope_se = (
+            np.hypot(spread / np.sqrt(np.maximum(counts, 1)), self.slope_noise)
+            / self.block.total_seconds()
+        )
+
+        # Where the peaks stand now: the newest block's peak (or the last value, if higher).
+        last_value = (
+            value[np.r_[np.flatnonzero(codes[1:] != codes[:-1]), len(codes) - 1]]
+            if (len(codes))
+            else np.zeros(0)
+        )
+        level = np.fmax(peaks[:, 0], last_value)
+        earlier_peak = np.nanmax(np.where(np.isfinite(peaks[:, 1:]), peaks[:, 1:], -np.inf), axis=1)
+
+        # Runaway guard: least squares over the recent window, per series.
+        recent_rows = age <= self.runaway_window.total_seconds()
+        fast = _group_slope(codes[recent_rows], -age[recent_rows], value[recent_rows], n)
+
+        self.series_ids_ = ids
+        self.origin_ = origin
+        self.level_ = level
+        self.slope_ = per_second
+        self.slope_se_ = slope_se
+        self.fast_slope_ = fast
+        self.last_value_ = last_value
+        self.earlier_peak_ = earlier_peak
+        return self
+
+    def predict(self, threshold: float = 1.0) -> pd.DataFrame:
+        check_is_fitted(self, "slope_")
+        origin = self.origin_
+        level, slope, se = self.level_, self.slope_, self.slope_se_
+        eta = eta_from_line(origin, level, slope, threshold, self.max_eta)
+        eta_lo = eta_from_line(origin, level, slope + _Z80 * se, threshold, self.max_eta)
+        eta_hi = eta_from_line(
+            origin,
+            level,
+            np.where(slope - _Z80 * se > 0, slope - _Z80 * se, 0),
+            threshold,
+            self.max_eta,
+        )
+        runaway = (
+            (self.last_value_ >= self.runaway_fill)
+            & (self.last_value_ > self.earlier_peak_)
+            & (self.fast_slope_ > 0)
+        )
+        fast_eta = eta_from_line(
+            origin, self.last_value_, self.fast_slope_, threshold, self.max_eta
+        )
+        p: dict[str, np.ndarray] = {}
+        for key, horizon in HORIZONS.items():
+            h = horizon.total_seconds()
+            mean = level + np.where(np.isfinite(slope), slope, 0.0) * h
+            sd = np.hypot(self.level_noise, se * h)
+            with np.errstate(invalid="ignore"):
+                prob = ndtr((mean - threshold) / sd)
+            prob = np.where(np.isfinite(slope), prob, 0.0)
+            prob = np.where(level >= threshold, 1.0, prob)  # already there
+            if h <= timedelta(hours=4).total_seconds():
+                within = (
+                    runaway & ~np.isnat(fast_eta) & (fast_eta <= origin + np.timedelta64(horizon))
+                )
+                prob = np.where(within, np.maximum(prob, 0.9), prob)
+            p[key] = prob
+        # A runaway fill shows its own ETA when it comes sooner than the peak trend's.
+        use_fast = runaway & ~np.isnat(fast_eta) & (np.isnat(eta) | (fast_eta < eta))
+        eta = np.where(use_fast, fast_eta, eta)
+        eta_lo = np.where(use_fast & (np.isnat(eta_lo) | (fast_eta < eta_lo)), fast_eta, eta_lo)
+        eta_hi = np.where(use_fast & np.isnat(eta_hi), fast_eta, eta_hi)
+        return probabilities_frame(self.series_ids_, origin, eta, eta_lo, eta_hi, p, self.name)
+
+
+def _group_slope(codes: np.ndarray, x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
+    """Least-squares slope of y on x per group (NaN with fewer than 3 points)."""
+    count = np.bincount(codes, minlength=n).astype("float64")
+    sx = np.bincount(codes, x, minlength=n)
+    sy = np.bincount(codes, y, minlength=n)
+    with np.errstate(all="ignore"):
+        mx, my = sx / count, sy / count
+        sxx = np.bincount(codes, (x - mx[codes]) ** 2, minlength=n)
+        sxy = np.bincount(codes, (x - mx[codes]) * (y - my[codes]), minlength=n)
+        slope = sxy / sxx
+    return np.where((count >= 3) & (sxx > 0), slope, np.nan)

@@ -1,0 +1,324 @@
+"""Forecast benchmark: accuracy against the baselines, and speed for a fleet.
+
+    .venv/bin/python benchmarks/forecast.py [--seeds 5] [--fleet 1000,10000] [--prophet-series 6]
+
+(a) Rolling-origin backtest on the scenario suite (several seeds) of the default
+forecaster vs Prometheus predict_linear vs the node-mixin rule, hourly origins; and a
+coarser run (origins every 12 h, one seed) that adds Prophet.
+(b) Time for N series x 14 days at 5 minutes, end to end: read from DuckDB, fit, predict,
+write predictions; the default vs predict_linear, and Prophet timed on a sample of series
+and extrapolated per series.
+(c) PNG plots of hard cases with each model's P(full within 24 h).
+
+Writes benchmarks/results/forecast.json and prints tables. Targets: recall_24h >= the
+node-mixin rule's with <= 1/10 of its false alerts and flaps on sawtooth and burst
+scenarios; false_fix_rate < 1 %; 10,000 series <= 60 s; >= 100x faster than Prophet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+from datetime import datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+import pyarrow as pa
+from rich.console import Console
+from rich.table import Table
+
+from autofix.backtest.forecast import LabelledSeries, backtest, load_scenarios
+from autofix.data.scenarios import generate_fleet, write_suite
+from autofix.models.registry import make_forecaster
+from autofix.predict import predict_store
+from autofix.store import MetricStore
+
+RESULTS = Path(__file__).parent / "results"
+KEY_METRICS = (
+    "recall_24h",
+    "precision_24h",
+    "f1_24h",
+    "recall_4h",
+    "false_alerts",
+    "flaps",
+    "false_alerts_sawtooth",
+    "false_alerts_burst",
+    "flaps_sawtooth",
+    "flaps_burst",
+    "lead_time_median_min",
+    "lead_time_share_ge_30min",
+    "eta_rel_error_median",
+    "interval_coverage_80",
+    "decisions",
+    "false_fix_rate",
+)
+
+
+def suite(seeds: range, workdir: Path) -> list[LabelledSeries]:
+    series: list[LabelledSeries] = []
+    for seed in seeds:
+        out = workdir / f"seed{seed}"
+        write_suite(out, seed=seed)
+        for s in load_scenarios(out):
+            s.key = f"seed{seed}/{s.key}"
+            series.append(s)
+    return series
+
+
+def prophet_factory() -> Any:
+    model = make_forecaster("prophet")
+    params = model.get_params()
+    if "uncertainty_samples" in params:
+        model.set_params(uncertainty_samples=100)
+    if "n_jobs" in params:
+        model.set_params(n_jobs=os.cpu_count() or 1)
+    return model
+
+
+def accuracy(console: Console, seeds: int, workdir: Path) -> dict[str, Any]:
+    series = suite(range(seeds), workdir)
+    models = {n: partial(make_forecaster, n) for n in ("default", "predict_linear", "node_mixin")}
+    with console.status(f"backtest: {len(series)} series, hourly origins"):
+        t = time.perf_counter()
+        hourly, _ = backtest(models, series)
+        hourly_seconds = time.perf_counter() - t
+    seed0 = [s for s in series if s.key.startswith("seed0/")]
+    coarse_models = {**models, "prophet": prophet_factory}
+    with console.status(f"backtest with Prophet: {len(seed0)} series, origins every 12 h"):
+        t = time.perf_counter()
+        coarse, coarse_forecasts = backtest(coarse_models, seed0, step=timedelta(hours=12))
+        coarse_seconds = time.perf_counter() - t
+    plot_hard_cases(coarse_forecasts, seed0, RESULTS / "forecast_hard_cases.png")
+    return {
+        "hourly": {
+            "series": len(series),
+            "seeds": seeds,
+            "seconds": hourly_seconds,
+            "metrics": hourly,
+        },
+        "with_prophet": {
+            "series": len(seed0),
+            "step": "12h",
+            "seconds": coarse_seconds,
+            "metrics": coarse,
+        },
+    }
+
+
+def plot_hard_cases(
+    forecasts: dict[str, pd.DataFrame], series: list[LabelledSeries], path: Path
+) -> None:
+    wanted = (
+        "disk_log_rotation_sawtooth/",
+        "disk_cleanup_burst/",
+        "disk_log_rotation_sawtooth_trend/",
+        "disk_step_grown/",
+        "memory_leak_gc_sawtooth/",
+    )
+    cases = [s for s in series if any(w in s.key for w in wanted)]
+    fig, axes = plt.subplots(len(cases), 1, figsize=(11, 2.7 * len(cases)), squeeze=False)
+    colors = {
+        "default": "tab:green",
+        "predict_linear": "tab:orange",
+        "node_mixin": "tab:red",
+        "prophet": "tab:purple",
+    }
+    for ax, s in zip(axes[:, 0], cases, strict=True):
+        ax.plot(s.frame["ts"], s.frame["value"], color="0.35", lw=0.6)
+        ax.axhline(1.0, color="black", ls="--", lw=0.6)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("fill ratio")
+        twin = ax.twinx()
+        for name, fc in forecasts.items():
+            rows = fc[fc["key"] == s.key]
+            twin.step(
+                rows["origin"],
+                rows["p_24h"],
+                where="post",
+                color=colors.get(name),
+                lw=1.1,
+                label=name,
+                alpha=0.85,
+            )
+        twin.set_ylim(-0.03, 1.03)
+        twin.set_ylabel("P(full in 24 h)")
+        if s.exhaustion is not None:
+            ax.axvline(s.exhaustion, color="red", lw=1.5)
+        ax.set_title(
+            s.key.split("/", 1)[1][:90] + f"   traps: {', '.join(s.traps) or '-'}", fontsize=8
+        )
+    axes[0, 0].figure.legend(*twin.get_legend_handles_labels(), loc="upper right", ncol=4)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def speed(console: Console, sizes: list[int], prophet_series: int, workdir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for n in sizes:
+        with console.status(f"{n} series: generating and storing 14 days"):
+            fleet = generate_fleet(n, days=14.0)
+            fleet = fleet.rename(columns={"timestamp": "ts"})
+            store = MetricStore(workdir / f"fleet{n}.duckdb")
+            t = time.perf_counter()
+            # Categoricals travel as Arrow dictionaries: 40M Python strings would not fit.
+            for start in range(0, len(fleet), 2_000_000):
+                chunk = fleet.iloc[start : start + 2_000_000]
+                store.write(pa.Table.from_pandas(chunk, preserve_index=False))
+            write_seconds = time.perf_counter() - t
+            rows = len(fleet)
+            del fleet
+        now = datetime(2030, 1, 1)
+        row: dict[str, Any] = {"rows": rows, "write_seconds": write_seconds}
+        for name in ("default", "predict_linear"):
+            with console.status(f"{n} series: read + fit + predict + write with {name}"):
+                t = time.perf_counter()
+                run = predict_store(
+                    store,
+                    make_forecaster(name),
+                    model_name=name,
+                    model_version="bench",
+                    now=now,
+                    lookback=timedelta(days=14),
+                )
+                row[f"{name}_seconds"] = time.perf_counter() - t
+                row[f"{name}_series"] = run.series
+        row["default_over_predict_linear"] = row["default_seconds"] / row["predict_linear_seconds"]
+        out[str(n)] = row
+        store.close()
+    # Prophet on a sample: fit + predict per series, 14 days at 5 minutes.
+    sample = generate_fleet(max(prophet_series * 3, 12), days=14.0, seed=1)
+    sample = sample[sample["metric"] != "pg_query_latency_seconds"]
+    keys = sample[["host", "metric", "labels"]].drop_duplicates().head(prophet_series)
+    frames = []
+    for i, key in enumerate(keys.itertuples(index=False)):
+        rows = sample[
+            (sample["host"] == key.host)
+            & (sample["metric"] == key.metric)
+            & (sample["labels"] == key.labels)
+        ]
+        down = str(key.metric).endswith("avail_bytes")
+        fill = rows["value"] / rows["capacity"]
+        frames.append(
+            pd.DataFrame(
+                {"series_id": i, "ts": rows["timestamp"], "value": (1 - fill) if down else fill}
+            )
+        )
+    frame = pd.concat(frames, ignore_index=True)
+    with console.status(f"Prophet on {prophet_series} series"):
+        t = time.perf_counter()
+        prophet_factory().fit(frame).predict()
+        prophet_total = time.perf_counter() - t
+    t = time.perf_counter()
+    make_forecaster("default").fit(frame).predict()
+    default_small = time.perf_counter() - t
+    per_series_prophet = prophet_total / prophet_series
+    largest = str(max(sizes))
+    per_series_default = out[largest]["default_seconds"] / max(out[largest]["default_series"], 1)
+    out["prophet"] = {
+        "series_timed": prophet_series,
+        "seconds": prophet_total,
+        "seconds_per_series": per_series_prophet,
+        "extrapolated_seconds": {str(n): per_series_prophet * n for n in sizes},
+        "default_seconds_same_sample": default_small,
+    }
+    out["prophet_over_default_per_series"] = per_series_prophet / per_series_default
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--fleet", default="1000,10000")
+    parser.add_argument("--prophet-series", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=RESULTS / "forecast.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    console = Console()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="autofix-forecast-") as tmp:
+        workdir = Path(tmp)
+        acc = accuracy(console, args.seeds, workdir)
+        spd = speed(console, [int(x) for x in args.fleet.split(",")], args.prophet_series, workdir)
+
+    hourly = acc["hourly"]["metrics"]
+    ours, rule = hourly["default"], hourly["node_mixin"]
+    noisy_false = {
+        m: sum(hourly[m][f"false_alerts_{t}"] for t in ("sawtooth", "burst")) for m in hourly
+    }
+    noisy_flaps = {m: sum(hourly[m][f"flaps_{t}"] for t in ("sawtooth", "burst")) for m in hourly}
+    largest = str(max(int(x) for x in args.fleet.split(",")))
+    checks = {
+        "recall_24h_ge_node_mixin": ours["recall_24h"] >= rule["recall_24h"],
+        "false_alerts_le_tenth_of_node_mixin": noisy_false["default"]
+        <= noisy_false["node_mixin"] / 10,
+        "flaps_le_tenth_of_node_mixin": noisy_flaps["default"] <= noisy_flaps["node_mixin"] / 10,
+        "false_fix_rate_lt_1pct": ours["false_fix_rate"] < 0.01,
+        "fleet_10k_le_60s": spd[largest]["default_seconds"] <= 60,
+        "prophet_ge_100x_slower": spd["prophet_over_default_per_series"] >= 100,
+    }
+    result = {
+        "benchmark": "forecast",
+        "at": datetime.now().isoformat(timespec="seconds"),
+        "accuracy": acc,
+        "speed": spd,
+        "sawtooth_burst_false_alerts": noisy_false,
+        "sawtooth_burst_flaps": noisy_flaps,
+        "pass": checks,
+    }
+    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+    for title, block in (
+        (f"hourly origins, {args.seeds} seeds", hourly),
+        ("origins every 12 h, seed 0, with Prophet", acc["with_prophet"]["metrics"]),
+    ):
+        table = Table(title=f"backtest: {title}")
+        table.add_column("metric")
+        for name in block:
+            table.add_column(name, justify="right")
+        for metric in KEY_METRICS:
+            table.add_row(metric, *[f"{block[n][metric]:.3g}" for n in block])
+        console.print(table)
+    table = Table(title="speed: read from DuckDB + fit + predict + write")
+    for column in (
+        "series",
+        "rows",
+        "default s",
+        "predict_linear s",
+        "default/predict_linear",
+        "Prophet s (extrapolated)",
+    ):
+        table.add_column(column, justify="right")
+    for n in args.fleet.split(","):
+        row = spd[n]
+        table.add_row(
+            n,
+            f"{row['rows']:,}",
+            f"{row['default_seconds']:.1f}",
+            f"{row['predict_linear_seconds']:.1f}",
+            f"{row['default_over_predict_linear']:.2f}",
+            f"{spd['prophet']['extrapolated_seconds'][n]:,.0f}",
+        )
+    console.print(table)
+    console.print(f"Prophet / default per series: {spd['prophet_over_default_per_series']:,.0f}x")
+    checks_table = Table(title="targets")
+    checks_table.add_column("check")
+    checks_table.add_column("ok")
+    for name, ok in checks.items():
+        checks_table.add_row(name, "[green]yes[/]" if ok else "[red]NO[/]")
+    console.print(checks_table)
+    console.print(f"written {args.out} and {RESULTS / 'forecast_hard_cases.png'}")
+
+
+if __name__ == "__main__":
+    main()

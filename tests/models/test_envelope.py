@@ -1,0 +1,100 @@
+"""The default forecaster on the shapes real metrics have."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from autofix.models.base import FORECAST_COLUMNS
+from autofix.models.envelope import EnvelopeTrendForecaster
+
+T0 = pd.Timestamp("2026-01-01")
+DAY = 288  # 5-minute samples per day
+
+
+def frame(values: np.ndarray, sid: str = "s") -> pd.DataFrame:
+    ts = pd.date_range(T0, periods=len(values), freq="5min")
+    return pd.DataFrame({"series_id": sid, "ts": ts, "value": values})
+
+
+def predict(values: np.ndarray) -> pd.Series:
+    return EnvelopeTrendForecaster().fit(frame(values)).predict().iloc[0]
+
+
+def test_linear_fill_eta_is_close_and_interval_covers() -> None:
+    rng = np.random.default_rng(0)
+    slope = 0.5 / (7 * DAY)  # half the disk per week
+    values = 0.3 + slope * np.arange(7 * DAY) + rng.normal(0, 0.002, 7 * DAY)
+    row = predict(values)
+    truth = T0 + pd.Timedelta(minutes=5) * ((1.0 - 0.3) / slope)
+    assert abs((row["eta"] - truth).total_seconds()) < 6 * 3600
+    assert row["eta_lo"] <= truth <= row["eta_hi"]
+    assert row["p_4d"] > 0.9
+    assert row["p_1h"] < 0.05
+
+
+def test_flat_log_rotation_sawtooth_is_not_an_alarm() -> None:
+    values = np.tile(np.linspace(0.4, 0.88, DAY), 7)
+    row = predict(values)
+    assert pd.isna(row["eta"])
+    assert row["p_24h"] < 0.05
+
+
+def test_sawtooth_with_rising_floor_exhausts() -> None:
+    days = np.arange(7 * DAY) / DAY
+    values = np.tile(np.linspace(0.0, 0.3, DAY), 7) + 0.55 + 0.05 * days
+    row = predict(values)  # peaks at ~0.9+ and growing 5 %/day: full in about two days
+    assert row["p_4d"] > 0.9
+    assert not pd.isna(row["eta"])
+
+
+def test_burst_that_cleaned_itself_up_is_ignored() -> None:
+    values = np.full(7 * DAY, 0.5)
+    values[5 * DAY : 5 * DAY + 36] = np.linspace(0.5, 0.93, 36)  # a 3-hour dump...
+    values[5 * DAY + 36 : 5 * DAY + 40] = 0.5  # ...removed again
+    row = predict(values)
+    assert row["p_24h"] < 0.05
+
+
+def test_deploy_step_then_flat_is_not_an_alarm() -> None:
+    values = np.r_[np.full(4 * DAY, 0.4), np.full(3 * DAY, 0.6)]
+    row = predict(values)
+    assert row["p_24h"] < 0.05
+    assert row["p_4d"] < 0.05
+
+
+def test_runaway_fill_is_caught_within_the_hour() -> None:
+    values = np.r_[np.full(7 * DAY - 24, 0.5), np.linspace(0.5, 0.97, 24)]  # 2 h runaway
+    row = predict(values)
+    assert row["p_1h"] >= 0.9
+    assert row["eta"] - (T0 + pd.Timedelta(minutes=5) * (7 * DAY - 1)) < pd.Timedelta(hours=1)
+
+
+def test_gaps_do_not_break_it() -> None:
+    values = 0.3 + 0.5 * np.arange(7 * DAY) / (7 * DAY)
+    data = frame(values)
+    data = data.drop(index=range(2 * DAY, 3 * DAY + 100))  # a day and a bit missing
+    row = EnvelopeTrendForecaster().fit(data).predict().iloc[0]
+    assert row["p_4d"] > 0.5
+
+
+def test_many_series_in_one_batch_and_columns() -> None:
+    a = frame(np.linspace(0.3, 0.95, 7 * DAY), "a")
+    b = frame(np.full(7 * DAY, 0.2), "b")
+    result = EnvelopeTrendForecaster().fit(pd.concat([a, b])).predict()
+    assert list(result.columns) == list(FORECAST_COLUMNS)
+    assert result["series_id"].tolist() == ["a", "b"]
+    assert result["p_4d"].iloc[0] > 0.9
+    assert result["p_4d"].iloc[1] < 0.01
+    assert result["p_1h"].between(0, 1).all()
+
+
+def test_sklearn_contract() -> None:
+    model = EnvelopeTrendForecaster(runaway_fill=0.95)
+    copy = clone(model)
+    assert copy.get_params()["runaway_fill"] == 0.95
+    with pytest.raises(NotFittedError):
+        copy.predict()

@@ -1,0 +1,326 @@
+"""The executor on a real DuckDB store with an injected clock and a counting action."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autofix.actions.base import Action, Applied, Check, Facts, NoOp, Params, Plan, Step
+from autofix.actions.registry import ACTIONS
+from autofix.config import Settings, load_settings
+from autofix.errors import InputError
+from autofix.executor import Candidate, Decision, Executor
+from autofix.pipeline import LogDirTarget, Pipeline
+from autofix.store import MetricStore
+
+T0 = datetime(2026, 3, 2, 12, 0)
+
+
+class CounterParams(Params):
+    fail_verify: bool = False
+    noop: bool = False
+
+
+class Counter(Action[CounterParams, LogDirTarget]):
+    """Adds one to ``<root>/counter``; verify wants +1; rollback subtracts one."""
+
+    name = "test.counter"
+    summary = "test"
+    params_model = CounterParams
+    target_kinds = (LogDirTarget,)
+    rolls_back = True
+
+    @property
+    def file(self) -> Path:
+        return self.target.path / "counter"
+
+    def facts(self) -> Facts:
+        return {"n": int(self.file.read_text()) if self.file.exists() else 0}
+
+    def plan(self, facts: Facts) -> Plan:
+        return NoOp("nothing to count") if self.params.noop else [Step("add", "add one")]
+
+    def apply(self, steps: Sequence[Step]) -> Applied:
+        n = self.facts()["n"] + 1
+        self.file.write_text(str(n))
+        return Applied(f"now {n}", {"was": n - 1})
+
+    def verify(self, before: Facts, after: Facts) -> Check:
+        ok = after["n"] == before["n"] + 1 and not self.params.fail_verify
+        return Check(ok, f"n={after['n']}")
+
+    def rollback(self, undo: Any) -> str:
+        self.file.write_text(str(undo["was"]))
+        return f"back to {undo['was']}"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+REGISTRY = {**ACTIONS, Counter.name: Counter}
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[tuple[Executor, Clock, Path]]:
+    root = tmp_path / "root"
+    root.mkdir()
+    pipeline = Pipeline.model_validate(
+        {"targets": [{"name": "box", "kind": "logdir", "path": str(root), "group": "g"}]}
+    )
+    settings = _settings(tmp_path, fix_mode="auto")
+    clock = Clock()
+    with MetricStore(tmp_path / "a.duckdb") as store:
+        yield (
+            Executor(
+                store, pipeline, settings, clock=clock, sleep=lambda s: None, registry=REGISTRY
+            ),
+            clock,
+            root,
+        )
+
+
+def _settings(tmp_path: Path, **values: Any) -> Settings:
+    return load_settings(
+        environ={
+            "AUTOFIX_QUARANTINE_DIR": str(tmp_path / "q"),
+            "AUTOFIX_FIX_VERIFY_WAIT": "0s",
+            **{f"AUTOFIX_{k.upper()}": str(v) for k, v in values.items()},
+        }
+    )
+
+
+def _count(root: Path) -> int:
+    file = root / "counter"
+    return int(file.read_text()) if file.exists() else 0
+
+
+def test_auto_run_succeeds_and_records_running_first(env: tuple[Executor, Clock, Path]) -> None:
+    ex, _, root = env
+    record = ex.run("test.counter", "box")
+    assert record.state == "succeeded"
+    assert _count(root) == 1
+    assert [e["state"] for e in record.events] == ["running", "succeeded"]
+    assert record.plan == [{"op": "add", "detail": "add one", "args": {}}]
+    assert record.undo == {"was": 0}
+
+
+def test_dry_run_plans_only(env: tuple[Executor, Clock, Path]) -> None:
+    ex, _, root = env
+    record = ex.run("test.counter", "box", dry_run=True)
+    assert (record.state, _count(root)) == ("planned", 0)
+
+
+def test_noop(env: tuple[Executor, Clock, Path]) -> None:
+    ex, _, _root = env
+    record = ex.run("test.counter", "box", {"noop": True})
+    assert (record.state, record.output) == ("noop", "nothing to count")
+
+
+def test_failed_verify_rolls_back_and_escalates(env: tuple[Executor, Clock, Path]) -> None:
+    ex, _, root = env
+    record = ex.run("test.counter", "box", {"fail_verify": True})
+    assert record.state == "rolled_back"
+    assert _count(root) == 0
+    assert record.error is not None
+    assert "verify failed" in record.error
+    assert ex.audit.escalations(record.id)[0]["gate"] == "postcheck"
+
+
+def test_cooldown_refusal_is_recorded_then_lifts(env: tuple[Executor, Clock, Path]) -> None:
+    ex, clock, root = env
+    ex.run("test.counter", "box")
+    refused = ex.run("test.counter", "box")
+    assert (refused.state, refused.gate) == ("refused", "cooldown")
+    assert refused.reason is not None
+    assert "next allowed" in refused.reason
+    clock.now += timedelta(minutes=11)
+    assert ex.run("test.counter", "box").state == "succeeded"
+    assert _count(root) == 2
+
+
+def test_breaker_holds_after_failures(env: tuple[Executor, Clock, Path]) -> None:
+    ex, clock, _ = env
+    for _ in range(3):
+        ex.run("test.counter", "box", {"fail_verify": True})
+        clock.now += timedelta(hours=1)
+    record = ex.run("test.counter", "box")
+    assert (record.state, record.gate) == ("refused", "breaker")
+
+
+def test_undeclared_target_and_unknown_action(env: tuple[Executor, Clock, Path]) -> None:
+    ex, _, _ = env
+    record = ex.run("test.counter", "box; rm -rf /")
+    assert (record.state, record.gate) == ("refused", "allowlist")
+    assert ex.audit.get(record.id) is not None
+    with pytest.raises(InputError, match="unknown action"):
+        ex.run("nope.nothing", "box")
+
+
+def test_decision_stops_at_the_first_that_verifies(env: tuple[Executor, Clock, Path]) -> None:
+    ex, _, root = env
+    decision = Decision(
+        [
+            Candidate("test.counter", "box", {"fail_verify": True}),
+            Candidate("test.counter", "box"),
+            Candidate("test.counter", "box"),
+        ],
+        reason="disk fills in 3h",
+    )
+    ex.pipeline = Pipeline.model_validate(
+        {
+            "targets": [{"name": "box", "kind": "logdir", "path": str(root)}],
+            "gates": {"test.counter": {"cooldown": "0s", "backoff_base": "0s"}},
+        }
+    )
+    results = ex.run_decision(decision)
+    assert [r.state for r in results] == ["rolled_back", "succeeded"]
+    assert _count(root) == 1
+
+
+def test_approval_flow(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    pipeline = Pipeline.model_validate(
+        {"targets": [{"name": "box", "kind": "logdir", "path": str(root)}]}
+    )
+    clock = Clock()
+    with MetricStore(tmp_path / "a.duckdb") as store:
+        ex = Executor(
+            store,
+            pipeline,
+            _settings(tmp_path),
+            clock=clock,
+            sleep=lambda s: None,
+            registry=REGISTRY,
+        )
+        pending = ex.run("test.counter", "box")
+        assert pending.state == "pending_approval"
+        assert pending.plan
+        assert _count(root) == 0
+        done = ex.approve(pending.id, "ann")
+        assert (done.state, done.approved_by, _count(root)) == ("succeeded", "ann", 1)
+
+        clock.now += timedelta(hours=2)
+        second = ex.run("test.counter", "box")
+        assert ex.reject(second.id, "bob").error == "refused by approval: rejected by bob"
+        with pytest.raises(InputError, match="not pending"):
+            ex.approve(second.id, "ann")
+
+        clock.now += timedelta(hours=2)
+        third = ex.run("test.counter", "box")
+        clock.now += timedelta(hours=1, seconds=1)
+        expired = ex.approve(third.id, "ann")
+        assert (expired.state, expired.gate) == ("refused", "approval")
+        assert _count(root) == 1  # the expired approval never executed
+
+
+def test_recover_marks_running_interrupted_and_never_reapplies(
+    env: tuple[Executor, Clock, Path],
+) -> None:
+    ex, _, root = env
+    fix_id = ex.audit.create("test.counter", "box", None, {}, "t", {})
+    (root / "counter").write_text("1")  # it had applied when the process died
+    ex.audit.append(fix_id, "running", "apply", plan=[{"op": "add"}], facts={"n": 0})
+    [record] = ex.recover()
+    assert record.state == "interrupted"
+    assert [e["step"] for e in record.events] == ["apply", "recover", "verify"]
+    assert record.events[-1]["output"] == "n=1"
+    assert _count(root) == 1
+    assert ex.recover() == []
+
+
+def test_manual_rollback(env: tuple[Executor, Clock, Path]) -> None:
+    ex, _, root = env
+    record = ex.run("test.counter", "box")
+    rolled = ex.rollback(record.id, "ann")
+    assert (rolled.state, _count(root)) == ("rolled_back", 0)
+    with pytest.raises(InputError):
+        ex.rollback(rolled.id, "ann")
+
+
+# -- crash safety: a real executor process killed with SIGKILL in the middle of apply ----
+
+_SLOW = """
+import os, sys, time
+with open(sys.argv[1], "a") as f:
+    f.write(f"{os.getpid()}\\n")
+time.sleep(60)
+"""
+
+
+def test_sigkill_mid_apply_leaves_interrupted_not_reapplied(tmp_path: Path) -> None:
+    marker = tmp_path / "applied"
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        json.dumps(
+            {
+                "targets": [
+                    {
+                        "name": "slow",
+                        "kind": "command",
+                        "argv": [sys.executable, "-c", _SLOW, str(marker)],
+                        "check_argv": [sys.executable, "-c", "raise SystemExit(1)"],
+                        "timeout": "120s",
+                    }
+                ]
+            }
+        )
+    )
+    env = {
+        **os.environ,
+        "AUTOFIX_DB_PATH": str(tmp_path / "a.duckdb"),
+        "AUTOFIX_PIPELINE": str(pipeline),
+        "AUTOFIX_FIX_MODE": "auto",
+        "AUTOFIX_QUARANTINE_DIR": str(tmp_path / "q"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from autofix.cli import main; main()",
+         "fix", "run", "command.run", "--target", "slow", "--json"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not marker.exists() or not marker.read_text().strip():
+        assert time.monotonic() < deadline, "apply never started"
+        assert proc.poll() is None, "the executor exited before applying"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    child = int(marker.read_text().split()[0])
+    os.kill(child, signal.SIGKILL)  # the orphaned command: the executor died, not it
+
+    settings = load_settings(environ={k: v for k, v in env.items() if k.startswith("AUTOFIX_")})
+    from autofix.pipeline import load_pipeline
+
+    with MetricStore(settings.db_path) as store:
+        ex = Executor(store, load_pipeline(pipeline), settings)
+        [record] = ex.recover()
+        assert record.state == "interrupted"
+        steps = [(e["state"], e["step"]) for e in record.events]
+        assert steps == [
+            ("running", "apply"),
+            ("interrupted", "recover"),
+            ("interrupted", "verify"),
+        ]
+        assert record.plan
+        assert record.plan[0]["op"] == "run"
+        assert "check exit 1" in (record.events[-1]["error"] or "")
+        assert ex.audit.escalations(record.id)
+        assert ex.recover() == []
+    assert len(marker.read_text().split()) == 1  # applied once, never again
