@@ -18,8 +18,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/autofix collect --interval 5s --duration 30s
 	$(BIN)/autofix import data/samples
-	$(BIN)/autofix series --local
 	$(BIN)/autofix series --summary
+	$(BIN)/autofix train
+	$(BIN)/autofix predict
+	$(BIN)/autofix fix run files.rotate_logs --target system-logs --dry-run
 
 lint: $(STAMP)
 	$(BIN)/ruff check autofix tests benchmarks
@@ -35,6 +37,9 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/forecast.py
+	$(BIN)/python benchmarks/anomaly.py
+	$(BIN)/python benchmarks/executor.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

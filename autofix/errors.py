@@ -7,8 +7,10 @@ never a traceback. Third-party errors are wrapped ``from exc`` where they happen
     AutofixError                 exit 1 unless a subclass says otherwise
     ├── ConfigError              bad settings or pipelines file            exit 2
     ├── InputError               bad user input: a file, a flag, a body    exit 2
+    │   └── RefusedError         a fix refused before anything ran (gate)  exit 2
     ├── StoreError               DuckDB failed underneath us               exit 1
     │   └── StoreLockedError     another process owns the store file       exit 1
+    ├── ActionError              an action could not apply/verify/undo     exit 1
     └── CollectError             a collector failed (the loop turns it into
                                  a probe_up 0 sample; raised only to callers
                                  that collect one thing directly)          exit 1
@@ -33,6 +35,19 @@ class InputError(AutofixError):
     """User input is invalid; the message names the file, row and column."""
 
     exit_code = 2
+
+
+class RefusedError(InputError):
+    """A fix refused before anything ran: ``gate`` names the check, the message says why."""
+
+    def __init__(self, gate: str, reason: str) -> None:
+        super().__init__(reason)
+        self.gate = gate
+        self.reason = reason
+
+
+class ActionError(AutofixError):
+    """An action could not apply, verify or roll back; the message says which and why."""
 
 
 class StoreError(AutofixError):

@@ -27,21 +27,12 @@ from typing import Any
 
 import httpx
 
-from autofix.actions.base import (
-    Action,
-    ActionError,
-    Check,
-    Context,
-    NoOp,
-    RefusedError,
-    Runner,
-    run_argv,
-)
+from autofix.actions.base import Action, Check, Context, NoOp, Runner, run_argv
 from autofix.actions.files import purge_quarantine
 from autofix.actions.registry import ACTIONS, ActionType, get_action
 from autofix.audit import AuditLog, FixRecord
 from autofix.config import Settings
-from autofix.errors import AutofixError, InputError
+from autofix.errors import ActionError, AutofixError, InputError, RefusedError
 from autofix.gates import Policy, Request, approval_state, evaluate, resolve_policy
 from autofix.pipeline import Pipeline
 from autofix.store import MetricStore

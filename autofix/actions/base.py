@@ -24,22 +24,9 @@ from typing import Any, ClassVar, Generic, TypeVar, get_args
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from autofix.errors import AutofixError, InputError
+from autofix.errors import ActionError, RefusedError
 
 Facts = dict[str, Any]
-
-
-class ActionError(AutofixError):
-    """An action could not apply, verify or roll back; the message says which and why."""
-
-
-class RefusedError(InputError):
-    """A fix refused before anything ran: ``gate`` names the check, the message says why."""
-
-    def __init__(self, gate: str, reason: str) -> None:
-        super().__init__(reason)
-        self.gate = gate
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -13,18 +13,8 @@ from typing import Any, ClassVar
 
 from pydantic import ConfigDict
 
-from autofix.actions.base import (
-    Action,
-    ActionError,
-    Applied,
-    Check,
-    Facts,
-    NoOp,
-    Params,
-    Plan,
-    RefusedError,
-    Step,
-)
+from autofix.actions.base import Action, Applied, Check, Facts, NoOp, Params, Plan, Step
+from autofix.errors import ActionError, RefusedError
 from autofix.pipeline import CommandTarget
 
 _SLOT = re.compile(r"^\{([a-z][a-z0-9_]{0,31})\}$")

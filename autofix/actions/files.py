@@ -27,19 +27,9 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from autofix.actions.base import (
-    Action,
-    ActionError,
-    Applied,
-    Check,
-    Facts,
-    NoOp,
-    Params,
-    Plan,
-    RefusedError,
-    Step,
-)
+from autofix.actions.base import Action, Applied, Check, Facts, NoOp, Params, Plan, Step
 from autofix.config import Duration
+from autofix.errors import ActionError, RefusedError
 from autofix.pipeline import LogDirTarget
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -13,18 +13,8 @@ from typing import Any
 import httpx
 from pydantic import Field
 
-from autofix.actions.base import (
-    Action,
-    ActionError,
-    Applied,
-    Check,
-    Facts,
-    NoOp,
-    Params,
-    Plan,
-    RefusedError,
-    Step,
-)
+from autofix.actions.base import Action, Applied, Check, Facts, NoOp, Params, Plan, Step
+from autofix.errors import ActionError, RefusedError
 from autofix.pipeline import EndpointTarget
 
 Scalar = str | int | float | bool

@@ -15,19 +15,9 @@ import psycopg
 from psycopg import sql
 from pydantic import Field
 
-from autofix.actions.base import (
-    Action,
-    ActionError,
-    Applied,
-    Check,
-    Facts,
-    NoOp,
-    Params,
-    Plan,
-    RefusedError,
-    Step,
-)
+from autofix.actions.base import Action, Applied, Check, Facts, NoOp, Params, Plan, Step
 from autofix.config import Duration
+from autofix.errors import ActionError, RefusedError
 from autofix.pipeline import PostgresTarget
 
 _IDLE_STATES = ("idle", "idle in transaction", "idle in transaction (aborted)")

@@ -19,18 +19,9 @@ from typing import Any
 import psutil
 from pydantic import Field
 
-from autofix.actions.base import (
-    Action,
-    ActionError,
-    Applied,
-    Check,
-    Facts,
-    NoOp,
-    Params,
-    Plan,
-    Step,
-)
+from autofix.actions.base import Action, Applied, Check, Facts, NoOp, Params, Plan, Step
 from autofix.config import Duration
+from autofix.errors import ActionError
 from autofix.pipeline import ProcessTarget
 
 

@@ -17,18 +17,8 @@ from typing import Any
 import redis
 from pydantic import Field
 
-from autofix.actions.base import (
-    Action,
-    ActionError,
-    Applied,
-    Check,
-    Facts,
-    NoOp,
-    Params,
-    Plan,
-    RefusedError,
-    Step,
-)
+from autofix.actions.base import Action, Applied, Check, Facts, NoOp, Params, Plan, Step
+from autofix.errors import ActionError, RefusedError
 from autofix.pipeline import RedisTarget
 
 _MEMORY_FIELDS = ("used_memory", "used_memory_rss", "mem_fragmentation_ratio", "used_memory_peak")

@@ -16,18 +16,8 @@ from typing import Any
 import httpx
 from pydantic import Field
 
-from autofix.actions.base import (
-    Action,
-    ActionError,
-    Applied,
-    Check,
-    Context,
-    Facts,
-    NoOp,
-    Params,
-    Plan,
-    Step,
-)
+from autofix.actions.base import Action, Applied, Check, Context, Facts, NoOp, Params, Plan, Step
+from autofix.errors import ActionError
 from autofix.pipeline import SupervisorTarget, SystemdTarget
 
 _RUNNING = {"RUNNING"}
