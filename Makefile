@@ -18,6 +18,7 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/autofix collect --interval 5s --duration 30s
 	$(BIN)/autofix import data/samples
+	$(BIN)/autofix series --local
 	$(BIN)/autofix series --summary
 	$(BIN)/autofix train
 	$(BIN)/autofix predict

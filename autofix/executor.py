@@ -146,23 +146,10 @@ class Executor:
         )
         record = self._get(fix_id)
         policy = resolve_policy(self.settings, self.pipeline, action, target)
-        try:
-            bound = self._bind(record, policy)
-        except RefusedError as exc:
-            return self._refuse(record, exc.gate, exc.reason)
-        now = self.clock()
-        verdict = evaluate(
-            self._request(record, bound.downtime),
-            self.audit.history(now - policy.horizon),
-            policy,
-            now,
-        )
-        if not verdict.allowed:
-            return self._refuse(record, verdict.gate or "?", verdict.reason, verdict.escalate)
-        planned = self._plan(record, bound)
-        if planned is None:
-            return self._get(fix_id)
-        facts, steps = planned
+        admitted = self._admit(record, policy)
+        if isinstance(admitted, FixRecord):
+            return admitted
+        bound, (facts, steps) = admitted
         plan = [s.as_dict() for s in steps]
         if dry_run or policy.dry_run or policy.mode == "shadow":
             why = "dry run" if (dry_run or policy.dry_run) else "shadow mode"
@@ -228,22 +215,10 @@ class Executor:
         )
         if state != "approved":
             return self._refuse(record, "approval", why)
-        try:
-            bound = self._bind(record, policy)
-        except RefusedError as exc:
-            return self._refuse(record, exc.gate, exc.reason)
-        now = self.clock()
-        verdict = evaluate(
-            self._request(record, bound.downtime),
-            self.audit.history(now - policy.horizon),
-            policy,
-            now,
-        )
-        if not verdict.allowed:
-            return self._refuse(record, verdict.gate or "?", verdict.reason, verdict.escalate)
-        planned = self._plan(record, bound)  # pre-check again: is it still needed?
-        if planned is None:
-            return self._get(fix_id)
+        admitted = self._admit(record, policy)  # gates and pre-check again: still needed?
+        if isinstance(admitted, FixRecord):
+            return admitted
+        bound, planned = admitted
         return self._execute(record, bound, policy, planned[0], actor)
 
     def reject(self, fix_id: int, actor: str) -> FixRecord:
@@ -382,6 +357,28 @@ class Executor:
         if escalate:
             self.audit.escalate(record.id, record.action, record.target, gate, reason)
         return self._get(record.id)
+
+    def _admit(
+        self, record: FixRecord, policy: Policy
+    ) -> FixRecord | tuple[Action[Any, Any], tuple[dict[str, Any], list[Any]]]:
+        """Bind the action, run the gates, read facts and plan; a FixRecord means it stopped."""
+        try:
+            bound = self._bind(record, policy)
+        except RefusedError as exc:
+            return self._refuse(record, exc.gate, exc.reason)
+        now = self.clock()
+        verdict = evaluate(
+            self._request(record, bound.downtime),
+            self.audit.history(now - policy.horizon),
+            policy,
+            now,
+        )
+        if not verdict.allowed:
+            return self._refuse(record, verdict.gate or "?", verdict.reason, verdict.escalate)
+        planned = self._plan(record, bound)
+        if planned is None:
+            return self._get(record.id)
+        return bound, planned
 
     def _plan(
         self, record: FixRecord, bound: Action[Any, Any]

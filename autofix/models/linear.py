@@ -85,7 +85,24 @@ def _windowed_regression(frame: pd.DataFrame, lookback: timedelta) -> pd.DataFra
     )
 
 
-class PredictLinear(BaseEstimator, Forecaster):
+class _RollingBaseline(BaseEstimator, Forecaster):
+    """Shared by the baselines: they keep the frame and evaluate at every sample time."""
+
+    def fit(self, frame: pd.DataFrame) -> Self:
+        self.frame_ = check_long_frame(frame)
+        return self
+
+    def evaluate_all(self, threshold: float = 1.0) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def predict(self, threshold: float = 1.0) -> pd.DataFrame:
+        """The forecast at each series' last sample."""
+        every = self.evaluate_all(threshold)
+        last: pd.DataFrame = every.groupby("series_id", sort=True).tail(1)
+        return last.reset_index(drop=True)
+
+
+class PredictLinear(_RollingBaseline):
     """Prometheus ``predict_linear`` over ``lookback``: a deterministic ETA, no hedging.
 
     ``p_H`` is 1 when the line reaches the threshold within H, else 0 (that is what an
@@ -100,10 +117,6 @@ class PredictLinear(BaseEstimator, Forecaster):
     ) -> None:
         self.lookback = lookback
         self.max_eta = max_eta
-
-    def fit(self, frame: pd.DataFrame) -> Self:
-        self.frame_ = check_long_frame(frame)
-        return self
 
     def evaluate_all(self, threshold: float = 1.0) -> pd.DataFrame:
         """The forecast as it would have been made at every sample time."""
@@ -125,12 +138,8 @@ class PredictLinear(BaseEstimator, Forecaster):
             frame["series_id"].to_numpy(), origin, eta, eta_lo, eta_hi, p, self.name
         )
 
-    def predict(self, threshold: float = 1.0) -> pd.DataFrame:
-        every = self.evaluate_all(threshold)
-        return every.groupby("series_id", sort=True).tail(1).reset_index(drop=True)
 
-
-class NodeMixinRule(BaseEstimator, Forecaster):
+class NodeMixinRule(_RollingBaseline):
     """The node-mixin ``NodeFilesystemSpaceFillingUp`` alert, on fill ratios.
 
     A firing warning means "exhausts within 24 h" (``p_24h`` and ``p_4d`` are 1); a
@@ -155,10 +164,6 @@ class NodeMixinRule(BaseEstimator, Forecaster):
         self.critical_fill = critical_fill
         self.warning_horizon = warning_horizon
         self.critical_horizon = critical_horizon
-
-    def fit(self, frame: pd.DataFrame) -> Self:
-        self.frame_ = check_long_frame(frame)
-        return self
 
     def evaluate_all(self, threshold: float = 1.0) -> pd.DataFrame:
         """Alert state at every sample time, as a forecast frame."""
@@ -200,7 +205,3 @@ class NodeMixinRule(BaseEstimator, Forecaster):
         run_start = ts[np.flatnonzero(change)][run]
         held: np.ndarray = cond & (ts - run_start >= np.timedelta64(self.for_))
         return held
-
-    def predict(self, threshold: float = 1.0) -> pd.DataFrame:
-        every = self.evaluate_all(threshold)
-        return every.groupby("series_id", sort=True).tail(1).reset_index(drop=True)
