@@ -11,6 +11,8 @@ never a traceback. Third-party errors are wrapped ``from exc`` where they happen
     ├── StoreError               DuckDB failed underneath us               exit 1
     │   └── StoreLockedError     another process owns the store file       exit 1
     ├── ActionError              an action could not apply/verify/undo     exit 1
+    │   └── PartialApplyError    apply stopped midway; ``undo`` covers what
+    │                            it did, and the executor rolls that back  exit 1
     └── CollectError             a collector failed (the loop turns it into
                                  a probe_up 0 sample; raised only to callers
                                  that collect one thing directly)          exit 1
@@ -48,6 +50,14 @@ class RefusedError(InputError):
 
 class ActionError(AutofixError):
     """An action could not apply, verify or roll back; the message says which and why."""
+
+
+class PartialApplyError(ActionError):
+    """``apply`` failed after changing something; ``undo`` reverts what it changed."""
+
+    def __init__(self, message: str, undo: dict[str, object]) -> None:
+        super().__init__(message)
+        self.undo = undo
 
 
 class StoreError(AutofixError):

@@ -32,7 +32,7 @@ from autofix.actions.files import purge_quarantine
 from autofix.actions.registry import ACTIONS, ActionType, get_action
 from autofix.audit import AuditLog, FixRecord
 from autofix.config import Settings
-from autofix.errors import ActionError, AutofixError, InputError, RefusedError
+from autofix.errors import ActionError, AutofixError, InputError, PartialApplyError, RefusedError
 from autofix.gates import Policy, Request, approval_state, evaluate, resolve_policy
 from autofix.pipeline import Pipeline
 from autofix.store import MetricStore
@@ -441,6 +441,12 @@ class Executor:
         started = time.monotonic()
         try:
             applied = bound.apply(steps)
+        except PartialApplyError as exc:
+            # Half a fix is worse than none: undo what was done, then escalate.
+            failed = Check(False, f"apply stopped partway: {exc}")
+            return self._failed_verify(
+                record, bound, "", dict(exc.undo), failed, started, step="apply"
+            )
         except AutofixError as exc:
             self.audit.append(fix_id, "failed", "apply", error=str(exc), duration_ms=_ms(started))
             self.audit.escalate(fix_id, record.action, record.target, None, f"apply failed: {exc}")
@@ -483,9 +489,11 @@ class Executor:
         undo: dict[str, Any],
         check: Check,
         started: float,
+        step: str = "verify",
     ) -> FixRecord:
+        """Roll back what was done (when the action can), record it and escalate."""
         fix_id = record.id
-        error = f"verify failed: {check.reason}"
+        error = check.reason if step == "apply" else f"verify failed: {check.reason}"
         if bound.rolls_back and undo:
             try:
                 done = bound.rollback(undo)
@@ -512,13 +520,14 @@ class Executor:
             self.audit.append(
                 fix_id,
                 "failed",
-                "verify",
+                step,
                 output=output,
                 undo=undo or None,
                 error=error,
                 duration_ms=_ms(started),
             )
-        self.audit.escalate(fix_id, record.action, record.target, "postcheck", error)
+        gate = "postcheck" if step == "verify" else None
+        self.audit.escalate(fix_id, record.action, record.target, gate, error)
         return self._get(fix_id)
 
     def _verify_after_crash(self, record: FixRecord, policy: Policy) -> Check:

@@ -18,7 +18,7 @@ import pytest
 from autofix.actions.base import Action, Applied, Check, Facts, NoOp, Params, Plan, Step
 from autofix.actions.registry import ACTIONS
 from autofix.config import Settings, load_settings
-from autofix.errors import InputError
+from autofix.errors import InputError, PartialApplyError
 from autofix.executor import Candidate, Decision, Executor
 from autofix.pipeline import LogDirTarget, Pipeline
 from autofix.store import MetricStore
@@ -29,6 +29,7 @@ T0 = datetime(2026, 3, 2, 12, 0)
 class CounterParams(Params):
     fail_verify: bool = False
     noop: bool = False
+    fail_partway: bool = False
 
 
 class Counter(Action[CounterParams, LogDirTarget]):
@@ -53,6 +54,8 @@ class Counter(Action[CounterParams, LogDirTarget]):
     def apply(self, steps: Sequence[Step]) -> Applied:
         n = self.facts()["n"] + 1
         self.file.write_text(str(n))
+        if self.params.fail_partway:
+            raise PartialApplyError("second step broke", {"was": n - 1})
         return Applied(f"now {n}", {"was": n - 1})
 
     def verify(self, before: Facts, after: Facts) -> Check:
@@ -324,3 +327,17 @@ def test_sigkill_mid_apply_leaves_interrupted_not_reapplied(tmp_path: Path) -> N
         assert ex.audit.escalations(record.id)
         assert ex.recover() == []
     assert len(marker.read_text().split()) == 1  # applied once, never again
+
+
+def test_apply_failing_partway_is_rolled_back_and_escalated(
+    env: tuple[Executor, Clock, Path],
+) -> None:
+    ex, _, root = env
+    record = ex.run("test.counter", "box", {"fail_partway": "true"})
+    assert record.state == "rolled_back"
+    assert _count(root) == 0  # the half-done change was undone
+    assert [e["state"] for e in record.events] == ["running", "rolled_back"]
+    assert "apply stopped partway: second step broke" in (record.error or "")
+    escalations = ex.audit.escalations(record.id)
+    assert len(escalations) == 1
+    assert "partway" in escalations[0]["reason"]

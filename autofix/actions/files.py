@@ -29,7 +29,7 @@ from pydantic import Field, field_validator
 
 from autofix.actions.base import Action, Applied, Check, Facts, NoOp, Params, Plan, Step
 from autofix.config import Duration
-from autofix.errors import ActionError, RefusedError
+from autofix.errors import ActionError, PartialApplyError, RefusedError
 from autofix.pipeline import LogDirTarget
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -352,12 +352,12 @@ class CleanTemp(_FilesAction):
         ]
 
     def apply(self, steps: Sequence[Step]) -> Applied:
-        lines = []
+        lines: list[str] = []
         with self._quarantine() as q, open_dir(self.root, self.parts) as base:
             for step in steps:
                 rel = str(step.args["path"])
                 parts = safe_parts(rel)
-                with _subdir(base, parts[:-1]) as dfd:
+                with _partway(lines, len(steps), q), _subdir(base, parts[:-1]) as dfd:
                     q.move_in(dfd, parts[-1], _join(self.parts, rel), int(step.args["ino"]))
                 lines.append(f"quarantined {rel}")
         return Applied("\n".join(lines), {"quarantine": str(q.dir)})
@@ -405,12 +405,12 @@ class RotateLogs(_FilesAction):
         return steps
 
     def apply(self, steps: Sequence[Step]) -> Applied:
-        lines = []
+        lines: list[str] = []
         with self._quarantine() as q, open_dir(self.root, self.parts) as base:
             for step in steps:
                 rel = str(step.args["path"])
                 parts = safe_parts(rel)
-                with _subdir(base, parts[:-1]) as dfd:
+                with _partway(lines, len(steps), q), _subdir(base, parts[:-1]) as dfd:
                     extra: dict[str, Any] = {}
                     if step.op == "compress":
                         archive = safe_parts(str(step.args["archive"]))[-1]
@@ -423,6 +423,26 @@ class RotateLogs(_FilesAction):
                     )
                 lines.append(f"{step.op} {rel}")
         return Applied("\n".join(lines), {"quarantine": str(q.dir)})
+
+
+@contextmanager
+def _partway(done: Sequence[str], total: int, quarantine: Quarantine) -> Iterator[None]:
+    """Turn a failure after the first step into PartialApplyError with the undo so far.
+
+    The quarantine manifest is rewritten after every move, so it always describes exactly
+    what has been moved: rolling it back restores those files and nothing else.
+    """
+    try:
+        yield
+    except (ActionError, OSError) as exc:
+        reason = str(exc) if isinstance(exc, ActionError) else (exc.strerror or str(exc))
+        if not done:
+            if isinstance(exc, ActionError):
+                raise
+            raise ActionError(reason) from exc
+        raise PartialApplyError(
+            f"after {len(done)} of {total} steps: {reason}", {"quarantine": str(quarantine.dir)}
+        ) from exc
 
 
 def _gzip(dir_fd: int, name: str, archive: str, ino: int) -> int:

@@ -14,6 +14,7 @@ import pytest
 
 from autofix.actions.base import ActionError, Context, NoOp, RefusedError
 from autofix.actions.files import CleanTemp, RotateLogs, purge_quarantine, safe_parts
+from autofix.errors import PartialApplyError
 from autofix.pipeline import LogDirTarget
 
 DAY = 86400
@@ -212,3 +213,21 @@ def test_now_comes_from_the_injected_clock(dirs: tuple[Path, Path, Path]) -> Non
     when = datetime(2030, 1, 1)
     action = CleanTemp.bind(_target(root, quarantine), {}, Context(clock=lambda: when))
     assert action.facts()["now"] == when.replace(tzinfo=UTC).timestamp()
+
+
+def test_failure_partway_reports_what_to_undo(dirs: tuple[Path, Path, Path]) -> None:
+    root, quarantine, _ = dirs
+    _old(root / "a.tmp", b"first", 3)
+    _old(root / "b.tmp", b"second", 3)
+    before_tree = _tree(root)
+    action = CleanTemp.bind(_target(root, quarantine), {"older_than": "1d"}, Context(fix_id=4))
+    steps = action.plan(action.facts())
+    assert not isinstance(steps, NoOp)
+    # b.tmp vanishes after planning: a.tmp has been moved by the time apply gets to it.
+    (root / "b.tmp").unlink()
+    with pytest.raises(PartialApplyError, match="after 1 of 2 steps") as info:
+        action.apply(steps)
+    assert not (root / "a.tmp").exists()
+    assert action.rollback(info.value.undo).startswith("restored 1 file(s)")
+    assert (root / "a.tmp").read_bytes() == b"first"
+    assert set(_tree(root)) == set(before_tree) - {"b.tmp"}
