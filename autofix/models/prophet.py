@@ -52,16 +52,26 @@ _LONGEST_HORIZON = max(HORIZONS.values())
 _Z80 = 1.2815515655446004  # 10th/90th percentiles of a normal: an 80 % interval
 
 
-@functools.cache
-def _prophet_class() -> type[Prophet]:
-    """Import Prophet with its and cmdstanpy's logging silenced (once per process)."""
+def _quiet_loggers() -> None:
     # prophet.plot logs "Importing plotly failed" at ERROR on import; cmdstanpy installs
     # its own stderr handler unless the logger already has one, then logs every chain.
     # Failures still reach users: the adapter logs each fallback with its reason.
     logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
     cmdstanpy_logger = logging.getLogger("cmdstanpy")
-    cmdstanpy_logger.addHandler(logging.NullHandler())
+    if not any(isinstance(h, logging.NullHandler) for h in cmdstanpy_logger.handlers):
+        cmdstanpy_logger.addHandler(logging.NullHandler())
     cmdstanpy_logger.setLevel(logging.CRITICAL)
+
+
+# At import, not only before our own `import prophet`: fitted models coming back from
+# joblib workers import prophet while being unpickled, in a process that never fitted.
+_quiet_loggers()
+
+
+@functools.cache
+def _prophet_class() -> type[Prophet]:
+    """Import Prophet with its and cmdstanpy's logging silenced (once per process)."""
+    _quiet_loggers()
     from prophet import Prophet
 
     # prophet.forecaster sets its logger to INFO at import ("Disabling yearly
