@@ -102,7 +102,12 @@ def _parse_times(text: pd.Series) -> pd.Series:
     stripped = text.str.strip()
     epoch = pd.to_numeric(stripped, errors="coerce")
     iso = pd.to_datetime(stripped.where(epoch.isna()), utc=True, errors="coerce", format="ISO8601")
-    from_epoch = pd.to_datetime(epoch, unit="s", utc=True, errors="coerce")
+    # Only plausible epochs go through the unit conversion: pandas' vectorised cast
+    # raises FloatingPointError on some NaN-filled inputs and overflows on huge ones.
+    plausible = epoch.notna() & (epoch.abs() < 1e11)
+    from_epoch = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+    if plausible.any():
+        from_epoch[plausible] = pd.to_datetime(epoch[plausible], unit="s", utc=True)
     return iso.fillna(from_epoch).dt.tz_localize(None)
 
 

@@ -64,7 +64,7 @@ def read_value_csv(path: Path) -> pd.DataFrame:
         if column not in raw.columns:
             raise InputError(f"{path}: missing column {column!r} (need timestamp,value)")
     ts = pd.to_datetime(raw["timestamp"], errors="coerce", utc=True, format="mixed")
-    numeric = raw["timestamp"].str.fullmatch(r"\s*-?\d+(\.\d+)?\s*")
+    numeric = raw["timestamp"].str.fullmatch(r"\s*-?\d{1,11}(\.\d+)?\s*")
     if numeric.any():
         ts[numeric] = pd.to_datetime(
             raw.loc[numeric, "timestamp"].astype(float), unit="s", utc=True
