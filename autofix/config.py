@@ -320,3 +320,12 @@ def describe(settings: Settings, environ: Mapping[str, str] | None = None) -> li
             source = "default"
         rows.append(SettingSource(name, getattr(settings, name), source, field.description or ""))
     return rows
+
+
+def disable_library_telemetry() -> None:
+    """Tell third-party libraries not to phone home (mlflow reads this at import).
+
+    autofix never talks to the network on its own; this is the one place that writes
+    the process environment, next to the one place that reads it.
+    """
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"

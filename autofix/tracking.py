@@ -21,7 +21,6 @@ import contextlib
 import functools
 import logging
 import math
-import os
 import shutil
 import tempfile
 import warnings
@@ -34,6 +33,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from autofix import __version__
+from autofix.config import disable_library_telemetry
 from autofix.errors import AutofixError
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def _mlflow() -> ModuleType:
     """Import mlflow once, with telemetry off and its logging at WARNING."""
     # mlflow sends usage telemetry over HTTP unless told not to; autofix never talks to
     # the network from here. The variable is read when mlflow decides, so set it first.
-    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    disable_library_telemetry()
     with _quiet_warnings():
         import mlflow
         import mlflow.sklearn
