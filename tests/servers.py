@@ -231,7 +231,7 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request: object, client_address: object) -> None:
         # A probe that timed out has hung up on the slow endpoint; that is the point.
-        pass
+        return
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -389,7 +389,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, *args):
-        pass
+        return
 
 server = HTTPServer(("127.0.0.1", port), Handler)
 with open(pidfile, "w") as f:
@@ -457,12 +457,13 @@ stopsignal = TERM
                 raise RuntimeError(
                     f"supervisord exited: {log.read_text()[-1000:] if log.exists() else ''}"
                 )
-            try:
-                with xmlrpc.client.ServerProxy(url) as rpc:
-                    if rpc.supervisor.getProcessInfo("demo")["statename"] == "RUNNING":
-                        break
-            except (OSError, xmlrpc.client.Fault):
-                pass
+            # Not up yet (refused, or a fault while it starts): poll again below.
+            with (
+                contextlib.suppress(OSError, xmlrpc.client.Fault),
+                xmlrpc.client.ServerProxy(url) as rpc,
+            ):
+                if rpc.supervisor.getProcessInfo("demo")["statename"] == "RUNNING":
+                    break
             if time.monotonic() > deadline:
                 raise RuntimeError("supervisord did not start the demo program")
             time.sleep(0.1)
@@ -501,7 +502,7 @@ class _StateHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:
-        pass
+        return
 
 
 class _StateServer(ThreadingHTTPServer):
