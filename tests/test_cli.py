@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.clirun import run_autofix
+
 ROOT = Path(__file__).parents[1]
-AUTOFIX = shutil.which("autofix", path=str(Path(sys.executable).parent)) or "autofix"
 
 
 def run(
     args: list[str], env: dict[str, str], check: int | None = 0
 ) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [AUTOFIX, *args], env=env, capture_output=True, text=True, timeout=120, cwd=env["HOME"]
-    )
-    if check is not None:
-        assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
-    return proc
+    return run_autofix(args, env, check)
 
 
 @pytest.fixture

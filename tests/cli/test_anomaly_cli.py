@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +12,11 @@ import pandas as pd
 import pytest
 
 from autofix.models.anomaly import RobustScorer, RollingZScore
-
-AUTOFIX = shutil.which("autofix", path=str(Path(sys.executable).parent)) or "autofix"
+from tests.clirun import run_autofix
 
 
 def run(args: list[str], env: dict[str, str], check: int = 0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [AUTOFIX, *args], env=env, capture_output=True, text=True, timeout=120, cwd=env["HOME"]
-    )
-    assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
-    return proc
+    return run_autofix(args, env, check)
 
 
 @pytest.fixture

@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.clirun import run_autofix
+
 ROOT = Path(__file__).parents[2]
-AUTOFIX = shutil.which("autofix", path=str(Path(sys.executable).parent)) or "autofix"
 
 
 def run(args: list[str], env: dict[str, str], check: int = 0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [AUTOFIX, *args], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
-    )
-    assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
-    return proc
+    return run_autofix(args, env, check, cwd=ROOT, timeout=300)
 
 
 @pytest.fixture
