@@ -151,9 +151,14 @@ class FlushDb(_RedisAction):
     def verify(self, before: Facts, after: Facts) -> Check:
         if after["dbsize"] != 0:
             return Check(False, f"{after['dbsize']} key(s) still there")
-        if after["used_memory"] >= before["used_memory"]:
-            return Check(False, "used_memory did not drop")
-        return Check(True, f"used_memory {before['used_memory']:.0f} -> {after['used_memory']:.0f}")
+        return _memory_dropped(before, after)
+
+
+def _memory_dropped(before: Facts, after: Facts) -> Check:
+    """The common post-check of the Redis actions: used_memory went down."""
+    if after["used_memory"] >= before["used_memory"]:
+        return Check(False, "used_memory did not drop")
+    return Check(True, f"used_memory {before['used_memory']:.0f} -> {after['used_memory']:.0f}")
 
 
 class DeleteKeysParams(_RedisParams):
@@ -224,9 +229,7 @@ class DeleteKeys(_RedisAction):
     def verify(self, before: Facts, after: Facts) -> Check:
         if after["matching"] != 0:
             return Check(False, f"{after['matching']} matching key(s) remain")
-        if after["used_memory"] >= before["used_memory"]:
-            return Check(False, "used_memory did not drop")
-        return Check(True, f"used_memory {before['used_memory']:.0f} -> {after['used_memory']:.0f}")
+        return _memory_dropped(before, after)
 
 
 class MemoryPurgeParams(Params):
