@@ -22,7 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from autofix.errors import ConfigError
@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     )
     pipeline: Path = Field(
         Path("pipelines/local.yaml"),
-        description="Pipelines file with the targets to watch (and later jobs and rules).",
+        description="Pipelines file: the targets to watch, the jobs and the rules.",
     )
     hostname: str = Field(
         default_factory=socket.gethostname,
@@ -221,6 +221,50 @@ class Settings(BaseSettings):
     )
     quarantine_ttl: Duration = Field(
         timedelta(days=7), description="Age after which quarantined files are purged."
+    )
+    # -- the service: jobs, KPIs, reports, notifications
+    predict_lookback: Duration = Field(
+        timedelta(days=7), description="History each prediction pass forecasts from."
+    )
+    report_dir: Path = Field(
+        Path("data/reports"), description="Where the report job writes the HTML report and charts."
+    )
+    kpi_manual_mttr: Duration = Field(
+        timedelta(minutes=30),
+        description="Mean time to recover by hand before autofix: the baseline the MTTR "
+        "reduction KPI is measured against.",
+    )
+    maintenance_horizon: Duration = Field(
+        timedelta(days=7),
+        description="How far ahead preventive maintenance is planned into windows.",
+    )
+    notify_slack_url: str | None = Field(
+        None, description="Slack incoming-webhook URL for escalations, approvals and reports."
+    )
+    notify_webhook_url: str | None = Field(
+        None, description="Generic webhook URL that receives each notification as JSON."
+    )
+    notify_smtp_host: str | None = Field(
+        None, description="SMTP server for e-mail notifications (unset: no e-mail)."
+    )
+    notify_smtp_port: int = Field(25, ge=1, le=65535, description="SMTP server port.")
+    notify_smtp_starttls: bool = Field(False, description="Upgrade the SMTP session with STARTTLS.")
+    notify_smtp_user: str | None = Field(None, description="SMTP login name (unset: no login).")
+    notify_smtp_password: SecretStr | None = Field(None, description="SMTP password.")
+    notify_smtp_from: str = Field(
+        "autofix@localhost", description="Sender address of notification e-mails."
+    )
+    notify_smtp_to: str = Field(
+        "", description="Comma-separated recipient addresses of notification e-mails."
+    )
+    notify_retries: int = Field(
+        5, ge=0, description="Retries of a failed notification (exponential backoff)."
+    )
+    notify_backoff: Duration = Field(
+        timedelta(seconds=1), description="First retry wait of a failed notification; doubles."
+    )
+    notify_timeout: Duration = Field(
+        timedelta(seconds=5), description="Timeout of one notification delivery attempt."
     )
 
     @classmethod

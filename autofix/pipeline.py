@@ -1,15 +1,19 @@
 """The pipelines file: the user's declarative configuration (YAML).
 
-This module holds the ``targets`` section, the things autofix watches (and, later, acts
-on). Loading validates the whole file; an error names the file and the path of the bad
-field, e.g. ``pipelines/local.yaml: targets[2].url: Input should be a valid URL``.
+Three sections: ``targets`` (what autofix watches and may act on, each with an optional
+``recovery`` for the self-healing loop), ``jobs`` (when each scheduled job runs) and
+``rules`` (a condition on predictions or on the latest samples → ordered candidate
+actions, a mode and gate overrides). Loading validates the whole file; an error names
+the file and the path of the bad field, e.g.
+``pipelines/local.yaml: targets[2].url: Input should be a valid URL``.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -62,6 +66,38 @@ class GateOverrides(BaseModel):
     timeout: _Duration | None = None
 
 
+class ActionSpec(BaseModel):
+    """One candidate fix: an action, the target it runs on and its parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: str = Field(pattern=_ACTION, description="Action name, e.g. service.restart.")
+    target: str | None = Field(
+        None,
+        pattern=_NAME,
+        description="Declared target to act on; unset: the target the condition is about "
+        "(the series' `target` label, or the target being recovered).",
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Action parameters.")
+
+
+class Recovery(BaseModel):
+    """How the self-healing loop recovers a target whose health check fails."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    after: int = Field(
+        2, ge=1, le=100, description="Consecutive failed health checks before acting."
+    )
+    actions: list[ActionSpec] = Field(
+        min_length=1, description="Candidate fixes in the order they are tried."
+    )
+    mode: Literal["off", "shadow", "approve", "auto"] | None = Field(
+        None, description="Mode of these fixes (unset: gates, then AUTOFIX_FIX_MODE)."
+    )
+    gates: GateOverrides | None = None
+
+
 class _Target(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -73,6 +109,10 @@ class _Target(BaseModel):
         "that fits the kind.",
     )
     gates: GateOverrides | None = Field(None, description="Gate settings for this target.")
+    health: bool = Field(True, description="Health-check this target in the self-healing loop.")
+    recovery: Recovery | None = Field(
+        None, description="What the self-healing loop does when the health check keeps failing."
+    )
 
 
 class HttpTarget(_Target):
@@ -262,25 +302,270 @@ _KINDS = {
 }
 
 
+# -- jobs --------------------------------------------------------------------------------
+
+JOB_NAMES = (
+    "collect",
+    "remediate",
+    "health",
+    "train",
+    "maintenance",
+    "report",
+    "retention",
+    "kpi",
+    "snapshot",
+)
+JobName = Literal[
+    "collect",
+    "remediate",
+    "health",
+    "train",
+    "maintenance",
+    "report",
+    "retention",
+    "kpi",
+    "snapshot",
+]
+
+
+class JobSpec(BaseModel):
+    """When one job runs: every fixed interval, or on a crontab line (UTC)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    every: _Duration | None = Field(None, description="Run at this interval.")
+    cron: str | None = Field(None, description="Crontab line, e.g. '30 3 * * *' (UTC).")
+    enabled: bool = Field(True, description="False: never scheduled (`autofix run` still works).")
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> JobSpec:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError("give exactly one of every, cron")
+        if self.every is not None and self.every <= timedelta(0):
+            raise ValueError("every must be positive")
+        if self.cron is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(self.cron, timezone="UTC")
+            except ValueError as exc:
+                raise ValueError(f"bad crontab line {self.cron!r}: {exc}") from None
+        return self
+
+
+DEFAULT_JOBS: dict[str, JobSpec] = {
+    "collect": JobSpec(every=timedelta(seconds=15)),
+    "remediate": JobSpec(every=timedelta(minutes=1)),
+    "health": JobSpec(every=timedelta(seconds=30)),
+    "train": JobSpec(cron="30 3 * * *"),
+    "maintenance": JobSpec(every=timedelta(hours=1)),
+    "report": JobSpec(cron="0 6 * * *"),
+    "retention": JobSpec(cron="15 4 * * *"),
+    "kpi": JobSpec(cron="45 23 * * *"),
+    "snapshot": JobSpec(every=timedelta(minutes=5)),
+}
+
+
+# -- rules -------------------------------------------------------------------------------
+
+_METRIC = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+
+
+class _When(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    metric: str = Field(pattern=_METRIC, description="Metric name the condition reads.")
+    match: dict[str, str] = Field(
+        default_factory=dict, description="Label values a series must have (exact match)."
+    )
+
+
+class ThresholdWhen(_When):
+    """The latest samples cross a threshold, and have for ``for``."""
+
+    type: Literal["threshold"]
+    above: float | None = Field(None, description="True when the value is above this.")
+    below: float | None = Field(None, description="True when the value is below this.")
+    of_capacity: bool = Field(
+        False, description="Compare value / capacity (a share) instead of the raw value."
+    )
+    hold: _Duration = Field(
+        timedelta(0), alias="for", description="How long it must hold before it counts."
+    )
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> ThresholdWhen:
+        if (self.above is None) == (self.below is None):
+            raise ValueError("give exactly one of above, below")
+        return self
+
+
+class ExhaustionWhen(_When):
+    """A forecast: P(the series reaches its capacity within ``within``) ≥ ``probability``."""
+
+    type: Literal["exhaustion"]
+    within: Literal["1h", "4h", "24h", "4d"] = Field(description="Forecast horizon.")
+    probability: float = Field(0.8, gt=0, le=1, description="Least probability that counts.")
+
+
+class AnomalyWhen(_When):
+    """The anomaly score of a (latency) series is at least ``score`` for ``for``."""
+
+    type: Literal["anomaly"]
+    score: float = Field(0.9, gt=0, le=1, description="Least anomaly score that counts.")
+    hold: _Duration = Field(timedelta(0), alias="for", description="How long it must hold.")
+
+
+class BaselineWhen(_When):
+    """Performance against its own past: baseline median / recent median of a latency."""
+
+    type: Literal["baseline"]
+    window: _Duration = Field(timedelta(minutes=15), description="Recent window.")
+    baseline: _Duration = Field(
+        timedelta(hours=24), description="Baseline window, ending where the recent one starts."
+    )
+    performance_below: float = Field(
+        0.8, gt=0, lt=1, description="True when baseline / recent latency is below this."
+    )
+    min_samples: int = Field(5, ge=1, description="Fewer samples in either window: no verdict.")
+
+
+Condition = Annotated[
+    ThresholdWhen | ExhaustionWhen | AnomalyWhen | BaselineWhen, Field(discriminator="type")
+]
+_CONDITION_TYPES = {"threshold", "exhaustion", "anomaly", "baseline"}
+
+
+class Rule(BaseModel):
+    """A condition → ordered candidate fixes, with a mode and gate overrides."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=_NAME, description="Unique rule name (recorded with decisions).")
+    description: str = Field("", description="What the rule is for.")
+    when: Condition
+    actions: list[ActionSpec] = Field(
+        default_factory=list,
+        description="Candidate fixes, tried in order until one verifies; empty: the "
+        "decision is a request for manual intervention.",
+    )
+    mode: Literal["off", "shadow", "approve", "auto"] | None = Field(
+        None, description="Mode of this rule's fixes (unset: gates, then AUTOFIX_FIX_MODE)."
+    )
+    gates: GateOverrides | None = Field(None, description="Gate settings for this rule's fixes.")
+    horizon: _Duration | None = Field(
+        None,
+        description="When a shadow decision is scored (was the problem real?); default: "
+        "the forecast horizon, else 15m.",
+    )
+    repeat: _Duration = Field(
+        timedelta(minutes=15),
+        description="Least time between two decisions of this rule on the same subject.",
+    )
+
+    @property
+    def score_after(self) -> timedelta:
+        """How long after a decision its outcome can be scored."""
+        if self.horizon is not None:
+            return self.horizon
+        if isinstance(self.when, ExhaustionWhen):
+            from autofix.models.base import HORIZONS
+
+            return HORIZONS[self.when.within]
+        return timedelta(minutes=15)
+
+
+# -- preventive maintenance --------------------------------------------------------------
+
+
+class MaintenanceSpec(BaseModel):
+    """What preventive maintenance looks for and where it may run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    windows: str | None = Field(
+        None,
+        description="UTC maintenance windows, e.g. 'sun 02:00-04:00' (unset: "
+        "AUTOFIX_FIX_MAINTENANCE_WINDOWS).",
+    )
+    patch_target: str | None = Field(
+        None,
+        pattern=_NAME,
+        description="A `command` target that installs security updates; unset: upgradable "
+        "security packages are reported as a need but nothing installs them.",
+    )
+    upgradable_argv: list[str] = Field(
+        default_factory=lambda: ["apt", "list", "--upgradable"],
+        min_length=1,
+        description="Command that lists upgradable packages (apt's format).",
+    )
+    log_growth_per_day: float = Field(
+        100e6, gt=0, description="Log growth (bytes/day) above which rotation is needed."
+    )
+    dead_tuple_ratio: float = Field(
+        0.1, gt=0, le=1, description="Dead/live tuple share above which a table needs VACUUM."
+    )
+
+
 class Pipeline(BaseModel):
     """A whole pipelines file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     targets: list[Target] = Field(default_factory=list)
-    gates: dict[Annotated[str, Field(pattern=_ACTION)], GateOverrides] = Field(
-        default_factory=dict,
-        description="Gate settings per fix action (until rules carry their own).",
+    jobs: dict[JobName, JobSpec] = Field(
+        default_factory=dict, description="Schedules; a job not named keeps its default."
     )
+    rules: list[Rule] = Field(default_factory=list)
+    gates: dict[Annotated[str, Field(pattern=_ACTION)], GateOverrides] = Field(
+        default_factory=dict, description="Gate settings per fix action."
+    )
+    maintenance: MaintenanceSpec = Field(default_factory=MaintenanceSpec)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> Pipeline:
+    def _cross_check(self) -> Pipeline:
+        from autofix.actions.registry import ACTIONS  # actions import this module
+
         seen: set[str] = set()
         for index, target in enumerate(self.targets):
             if target.name in seen:
                 raise ValueError(f"targets[{index}].name: duplicate target {target.name!r}")
             seen.add(target.name)
+        specs: list[tuple[str, ActionSpec]] = []
+        for index, target in enumerate(self.targets):
+            if target.recovery is not None:
+                for j, spec in enumerate(target.recovery.actions):
+                    specs.append((f"targets[{index}].recovery.actions[{j}]", spec))
+        rule_names: set[str] = set()
+        for index, rule in enumerate(self.rules):
+            if rule.name in rule_names:
+                raise ValueError(f"rules[{index}].name: duplicate rule {rule.name!r}")
+            rule_names.add(rule.name)
+            for j, spec in enumerate(rule.actions):
+                specs.append((f"rules[{index}].actions[{j}]", spec))
+        for where, spec in specs:
+            if spec.action not in ACTIONS:
+                raise ValueError(f"{where}.action: unknown action {spec.action!r}")
+            if spec.target is not None and spec.target not in seen:
+                raise ValueError(f"{where}.target: no target named {spec.target!r}")
+        patch = self.maintenance.patch_target
+        if patch is not None and patch not in seen:
+            raise ValueError(f"maintenance.patch_target: no target named {patch!r}")
+        for action in self.gates:
+            if action not in ACTIONS:
+                raise ValueError(f"gates.{action}: unknown action {action!r}")
         return self
+
+    def job(self, name: str) -> JobSpec:
+        """The schedule of job ``name``: the file's, else the default."""
+        for job, spec in self.jobs.items():
+            if job == name:
+                return spec
+        return DEFAULT_JOBS[name]
+
+    def rule(self, name: str) -> Rule | None:
+        """The rule called ``name``, or None."""
+        return next((r for r in self.rules if r.name == name), None)
 
     def target(self, name: str) -> Target | None:
         """The target called ``name``, or None."""
@@ -292,7 +577,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in _KINDS:
+        elif part in _KINDS or part in _CONDITION_TYPES:
             continue  # the discriminator tag pydantic inserts; not a path the user wrote
         else:
             out += f".{part}" if out else str(part)
@@ -322,4 +607,8 @@ def load_pipeline(path: Path) -> Pipeline:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = _location(tuple(first["loc"]))
-        raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        # A cross-check names its own field path: "targets[1].name: duplicate ...".
+        if where == "(top level)" and re.match(r"^[a-z]+(\[\d+\]|\.[A-Za-z_.]+)", message):
+            raise ConfigError(f"{path}: {message}") from None
+        raise ConfigError(f"{path}: {where}: {message}") from None

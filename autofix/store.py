@@ -139,6 +139,84 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
             model_version VARCHAR NOT NULL
         )""",
     ),
+    # The service (autofix.jobs, policy, maintenance, kpi): decisions of the policy and
+    # their scored outcomes, operator labels, job runs, preventive maintenance, anomaly
+    # scores and KPI snapshots. Append-only like the audit log.
+    4: (
+        """CREATE TABLE decisions (
+            decision_id VARCHAR PRIMARY KEY,
+            ts TIMESTAMP NOT NULL,
+            detected_at TIMESTAMP NOT NULL,
+            rule VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,
+            subject VARCHAR NOT NULL,
+            series_id BIGINT,
+            target VARCHAR,
+            mode VARCHAR NOT NULL,
+            score_at TIMESTAMP NOT NULL,
+            reason VARCHAR NOT NULL,
+            inputs VARCHAR NOT NULL
+        )""",
+        """CREATE TABLE decision_outcomes (
+            decision_id VARCHAR NOT NULL,
+            scored_at TIMESTAMP NOT NULL,
+            real BOOLEAN NOT NULL,
+            reason VARCHAR NOT NULL
+        )""",
+        """CREATE TABLE fix_labels (
+            fix_id BIGINT NOT NULL,
+            ts TIMESTAMP NOT NULL,
+            false_fix BOOLEAN NOT NULL,
+            actor VARCHAR NOT NULL,
+            comment VARCHAR
+        )""",
+        """CREATE TABLE job_runs (
+            job VARCHAR NOT NULL,
+            started_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP NOT NULL,
+            duration_ms DOUBLE NOT NULL,
+            ok BOOLEAN NOT NULL,
+            error VARCHAR,
+            summary VARCHAR
+        )""",
+        "CREATE SEQUENCE maintenance_id_seq START 1",
+        """CREATE TABLE maintenance_tasks (
+            task_id BIGINT PRIMARY KEY,
+            created_at TIMESTAMP NOT NULL,
+            need VARCHAR NOT NULL,
+            target VARCHAR NOT NULL,
+            action VARCHAR NOT NULL,
+            params VARCHAR NOT NULL,
+            urgency VARCHAR NOT NULL,
+            reason VARCHAR NOT NULL,
+            estimated_s DOUBLE NOT NULL,
+            downtime BOOLEAN NOT NULL,
+            due_by TIMESTAMP NOT NULL,
+            window_start TIMESTAMP NOT NULL,
+            window_end TIMESTAMP NOT NULL
+        )""",
+        """CREATE TABLE maintenance_events (
+            task_id BIGINT NOT NULL,
+            ts TIMESTAMP NOT NULL,
+            state VARCHAR NOT NULL,
+            fix_id BIGINT,
+            reason VARCHAR
+        )""",
+        """CREATE TABLE anomaly_scores (
+            made_at TIMESTAMP NOT NULL,
+            series_id BIGINT NOT NULL,
+            ts TIMESTAMP NOT NULL,
+            value DOUBLE NOT NULL,
+            score DOUBLE NOT NULL,
+            model VARCHAR NOT NULL
+        )""",
+        """CREATE TABLE kpi_snapshots (
+            ts TIMESTAMP NOT NULL,
+            name VARCHAR NOT NULL,
+            value DOUBLE
+        )""",
+    ),
 }
 
 SCHEMA_VERSION = max(_MIGRATIONS)
@@ -551,7 +629,9 @@ class MetricStore:
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
         """Run a read query and return a DataFrame (for notebooks and reports)."""
         try:
-            return self._con.execute(sql, params or []).df()
+            # One connection serves every thread of the service: reads take the lock too.
+            with self._write_lock:
+                return self._con.execute(sql, params or []).df()
         except duckdb.Error as exc:
             raise StoreError(f"{self.path}: query failed: {exc}") from exc
 
