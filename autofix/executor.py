@@ -10,7 +10,8 @@ arguments, so tests drive a real store and real servers with a fake clock.
 
 >>> from autofix.store import MetricStore
 >>> from autofix.config import load_settings
->>> from autofix.pipeline import Pipeline
+>>> from autofix.pipeline import GateOverrides, Pipeline
+from autofix.policy import Candidate, Decision
 >>> ex = Executor(MetricStore(":memory:"), Pipeline(), load_settings(environ={}))
 >>> ex.run("files.clean_temp", "nowhere").state
 'refused'
@@ -20,8 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,8 @@ from autofix.audit import AuditLog, FixRecord
 from autofix.config import Settings
 from autofix.errors import ActionError, AutofixError, InputError, PartialApplyError, RefusedError
 from autofix.gates import Policy, Request, approval_state, evaluate, resolve_policy
-from autofix.pipeline import Pipeline
+from autofix.pipeline import GateOverrides, Pipeline
+from autofix.policy import Candidate, Decision
 from autofix.store import MetricStore
 
 log = logging.getLogger(__name__)
@@ -43,25 +44,6 @@ log = logging.getLogger(__name__)
 def utcnow() -> datetime:
     """Naive UTC, like every timestamp in the store."""
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One action a decision proposes, in the order it should be tried."""
-
-    action: str
-    target: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the policy decided: ordered candidates and why (the inputs go to the audit)."""
-
-    candidates: Sequence[Candidate]
-    reason: str = ""
-    id: str | None = None
-    inputs: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Executor:
@@ -112,6 +94,12 @@ class Executor:
             )
         return cls.bind(target, record.params, self._context(record.id, policy))
 
+    def _policy(self, record: FixRecord) -> Policy:
+        """Settings, then action and target gates, then the rule's (kept with the fix)."""
+        policy = resolve_policy(self.settings, self.pipeline, record.action, record.target)
+        kept = (record.inputs or {}).get("gates")
+        return policy.override(GateOverrides.model_validate(kept)) if kept else policy
+
     def _request(self, record: FixRecord, downtime: bool) -> Request:
         members = tuple(
             t.name for t in self.pipeline.targets if record.group and t.group == record.group
@@ -131,21 +119,29 @@ class Executor:
         requested_by: str | None = None,
         inputs: Mapping[str, Any] | None = None,
         decision_id: str | None = None,
+        gates: GateOverrides | None = None,
     ) -> FixRecord:
-        """Gate, plan and (when allowed) apply one action; returns the final record."""
+        """Gate, plan and (when allowed) apply one action; returns the final record.
+
+        ``gates`` are a rule's overrides (mode, cooldown, …); they apply after the
+        action's and the target's and are kept with the fix for approve and rollback.
+        """
         get_action(action, self.registry)  # an unknown action is bad input, not a fix
         found = self.pipeline.target(target)
+        extra: dict[str, Any] = {"dry_run": dry_run}
+        if gates is not None:
+            extra["gates"] = gates.model_dump(mode="json", exclude_none=True)
         fix_id = self.audit.create(
             action,
             target,
             found.group if found is not None else None,
             dict(params or {}),
             requested_by or self.actor,
-            {**(inputs or {}), "dry_run": dry_run},
+            {**(inputs or {}), **extra},
             decision_id,
         )
         record = self._get(fix_id)
-        policy = resolve_policy(self.settings, self.pipeline, action, target)
+        policy = self._policy(record)
         admitted = self._admit(record, policy)
         if isinstance(admitted, FixRecord):
             return admitted
@@ -189,6 +185,7 @@ class Executor:
                 requested_by=requested_by,
                 inputs={"decision": decision.reason, **decision.inputs},
                 decision_id=decision.id,
+                gates=candidate.gates,
             )
             results.append(record)
             if record.state in {"succeeded", "pending_approval", "planned", "noop"}:
@@ -207,7 +204,7 @@ class Executor:
     def approve(self, fix_id: int, actor: str) -> FixRecord:
         """Approve a pending fix and run it now, unless its approval window has ended."""
         record = self._pending(fix_id)
-        policy = resolve_policy(self.settings, self.pipeline, record.action, record.target)
+        policy = self._policy(record)
         pending_at = self._pending_since(record)
         self.audit.record_approval(fix_id, "approved", actor, pending_at + policy.approval_ttl)
         state, why = approval_state(
@@ -224,7 +221,7 @@ class Executor:
     def reject(self, fix_id: int, actor: str) -> FixRecord:
         """Reject a pending fix: it is refused and never runs."""
         record = self._pending(fix_id)
-        policy = resolve_policy(self.settings, self.pipeline, record.action, record.target)
+        policy = self._policy(record)
         self.audit.record_approval(
             fix_id, "rejected", actor, self._pending_since(record) + policy.approval_ttl
         )
@@ -235,7 +232,7 @@ class Executor:
         record = self._get(fix_id)
         if record.state not in {"succeeded", "failed", "interrupted"} or not record.undo:
             raise InputError(f"fix {fix_id} is {record.state} with nothing recorded to undo")
-        policy = resolve_policy(self.settings, self.pipeline, record.action, record.target)
+        policy = self._policy(record)
         try:
             bound = self._bind(record, policy)
         except RefusedError as exc:
@@ -293,7 +290,7 @@ class Executor:
                 "recover",
                 reason="the process applying it stopped before it finished; not re-applied",
             )
-            policy = resolve_policy(self.settings, self.pipeline, record.action, record.target)
+            policy = self._policy(record)
             check = self._verify_after_crash(record, policy)
             self.audit.append(
                 record.id,

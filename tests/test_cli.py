@@ -175,7 +175,10 @@ def test_reading_while_another_process_writes(env: dict[str, str], tmp_path: Pat
 
 def test_run_retention(env: dict[str, str]) -> None:
     run(["import", str(ROOT / "data" / "samples" / "gaps.parquet")], env)
-    result = json.loads(run(["run", "retention", "--json"], env).stdout)
+    run_record = json.loads(run(["run", "retention", "--json"], env).stdout)
+    assert run_record["job"] == "retention"
+    assert run_record["ok"] is True
+    result = run_record["summary"]
     # The sample history is older than 14 days: it is rolled up, then dropped from raw.
     assert result["raw_deleted"] > 0
     assert result["buckets_written"] >= result["raw_deleted"] // 2

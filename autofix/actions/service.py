@@ -130,11 +130,23 @@ class _Backend:
         if self.target.health_url is None:
             return None, "no health check"
         try:
-            with self.ctx.http(timeout=5) as client:
+            with self.ctx.http(timeout=min(5.0, self.ctx.timeout)) as client:
                 reply = client.get(self.target.health_url)
         except httpx.HTTPError as exc:
             return False, f"{type(exc).__name__}: {exc}"
         return reply.is_success, f"HTTP {reply.status_code}"
+
+
+def service_health(target: SupervisorTarget | SystemdTarget, ctx: Context) -> tuple[bool, str]:
+    """Running, and its health check (when it has one) answering: the self-healing check."""
+    backend = _Backend(target, ctx)
+    state = backend.state()
+    if state["state"] not in _RUNNING:
+        return False, f"state {state['state']} ({state['detail']})"
+    healthy, detail = backend.health()
+    if healthy is False:
+        return False, f"health check failed: {detail}"
+    return True, f"running as pid {state['pid']}, {detail}"
 
 
 class ServiceParams(Params):

@@ -9,8 +9,13 @@ import sys
 
 from autofix.cli import anomaly as _anomaly  # noqa: F401  (registers its commands)
 from autofix.cli import fix as _fix  # noqa: F401  (registers its commands)
+from autofix.cli import maintenance as _maintenance  # noqa: F401  (registers its commands)
 from autofix.cli import metrics as _metrics  # noqa: F401  (registers its commands)
 from autofix.cli import models as _models  # noqa: F401
+from autofix.cli import notify as _notify  # noqa: F401
+from autofix.cli import prometheus as _prometheus  # noqa: F401
+from autofix.cli import serve as _serve  # noqa: F401
+from autofix.cli import service as _service  # noqa: F401  (registers its commands)
 from autofix.cli._app import app, err
 from autofix.errors import AutofixError
 

@@ -332,35 +332,6 @@ def export(
     out.print(f"snapshot written to {parquet}: {rows['series']} series, {rows['samples']} samples")
 
 
-# -- jobs --------------------------------------------------------------------------------
-
-JOBS = ("retention",)
-
-
-@app.command("run")
-def run_job(
-    job: Annotated[str, typer.Argument(help=f"Job to run once: {', '.join(JOBS)}.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-) -> None:
-    """Run one job once (for cron, a Kubernetes CronJob or Airflow)."""
-    if job not in JOBS:
-        raise InputError(f"unknown job {job!r} (known: {', '.join(JOBS)})")
-    current = settings()
-    with writer(current) as store:
-        result = store.apply_retention(
-            datetime.now(UTC), current.raw_retention, current.rollup_retention
-        )
-    data = {k: str(v) if isinstance(v, datetime) else v for k, v in vars(result).items()}
-    if as_json:
-        print_json(data)
-    else:
-        out.print(
-            f"retention: raw kept from {data['raw_cutoff']}, {result.raw_deleted} raw samples "
-            f"deleted, {result.buckets_written} 5-minute buckets written, "
-            f"{result.rollups_deleted} rollups deleted"
-        )
-
-
 # -- scenarios ---------------------------------------------------------------------------
 
 

@@ -20,14 +20,12 @@ from autofix.config import parse_duration
 from autofix.errors import InputError
 from autofix.models.base import HORIZONS, to_fill_ratio
 from autofix.models.registry import FORECASTERS, make_forecaster
+from autofix.training import REGISTERED_MODEL
 
 models_app = typer.Typer(
     help="Trained model versions in the local MLflow store.", no_args_is_help=True
 )
 app.add_typer(models_app, name="models")
-
-#: The registered MLflow model the champion alias lives on.
-REGISTERED_MODEL = "exhaustion-forecaster"
 
 
 def _iso(value: Any) -> str | None:
@@ -203,16 +201,15 @@ def predict(
 
 def _champion_or_default(models_dir: Path) -> tuple[Any, str, str]:
     from autofix.tracking import Tracker
+    from autofix.training import champion_or_default
 
-    tracker = Tracker(models_dir)
-    if tracker.champion(REGISTERED_MODEL) is None:
+    if Tracker(models_dir).champion(REGISTERED_MODEL) is None:
         err.print(
             "autofix: no champion model yet (run `autofix train`); using the default model",
             highlight=False,
         )
         return make_forecaster("default"), "default", "untracked"
-    estimator, version = tracker.load_champion(REGISTERED_MODEL)
-    return estimator, str(getattr(estimator, "name", "default")), str(version)
+    return champion_or_default(models_dir)
 
 
 def print_riskiest(latest: pd.DataFrame, top: int) -> None:
@@ -308,46 +305,19 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Backtest the default forecaster, log it to MLflow, promote it if the gate passes."""
-    from autofix.backtest.forecast import backtest as run_backtest
-    from autofix.backtest.forecast import load_scenarios
-    from autofix.backtest.plots import forecast_plots
-    from autofix.tracking import Tracker
+    from autofix.training import train_and_register
 
     current = settings()
-    series = load_scenarios(scenarios)
-    estimator = make_forecaster("default")
-    with err.status("backtesting the default forecaster"):
-        results, forecasts = run_backtest({"default": partial(make_forecaster, "default")}, series)
-    metrics = results["default"]
-    plots_dir = current.models_dir / "plots"
-    plots = forecast_plots(forecasts["default"], series, plots_dir)
-    tracker = Tracker(current.models_dir)
-    with err.status("logging to MLflow"):
-        run = tracker.log_training_run(
-            model_name=REGISTERED_MODEL,
-            estimator=estimator,
-            params={k: str(v) for k, v in estimator.get_params().items()},
-            metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
-            plots=plots,
-            tags={"scenarios": str(scenarios), "model": "default"},
-        )
-        decision = tracker.promote_if_better(REGISTERED_MODEL, run.version)
-    result = {
-        "model": REGISTERED_MODEL,
-        "version": run.version,
-        "run_id": run.run_id,
-        "promoted": decision.promoted,
-        "reason": decision.reason,
-        "false_fix_rate": metrics["false_fix_rate"],
-        "recall_24h": metrics["recall_24h"],
-    }
+    with err.status("backtesting the default forecaster and logging it to MLflow"):
+        result = train_and_register(current.models_dir, scenarios)
     if as_json:
-        print_json(result)
+        print_json(result.as_dict())
         return
-    verdict = "[green]promoted to champion[/]" if decision.promoted else "[yellow]not promoted[/]"
+    verdict = "[green]promoted to champion[/]" if result.promoted else "[yellow]not promoted[/]"
     out.print(
-        f"{REGISTERED_MODEL} v{run.version}: false_fix_rate {metrics['false_fix_rate']:.4f}, "
-        f"recall_24h {metrics['recall_24h']:.3f} — {verdict}: {decision.reason}"
+        f"{result.model} v{result.version}: false_fix_rate "
+        f"{result.metrics['false_fix_rate']:.4f}, recall_24h "
+        f"{result.metrics['recall_24h']:.3f} — {verdict}: {result.reason}"
     )
 
 

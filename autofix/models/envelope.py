@@ -21,6 +21,7 @@ predict in seconds.
 
 from __future__ import annotations
 
+import warnings
 from datetime import timedelta
 from typing import Self
 
@@ -96,7 +97,10 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         peaks[~np.isfinite(peaks)] = np.nan
         changes = peaks[:, :-1] - peaks[:, 1:]  # growth from one block to the next, per block
         counts = np.sum(np.isfinite(changes), axis=1)
-        with np.errstate(all="ignore"):
+        # A series with one block of history has no change at all: its spread is NaN
+        # (handled below), which numpy reports as a RuntimeWarning, not an error.
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             median = np.nanmedian(np.where(counts[:, None] > 0, changes, 0.0), axis=1)
             recent = np.fmin(changes[:, 0], changes[:, 1])
             spread = 1.4826 * np.nanmedian(np.abs(changes - median[:, None]), axis=1)

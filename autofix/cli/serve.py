@@ -1,0 +1,166 @@
+"""``autofix serve`` (the scheduled jobs), ``autofix run JOB`` (one job once), ``autofix jobs``."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from autofix.cli._app import app, out, print_json, reader, settings, writer
+from autofix.config import Settings, parse_duration
+from autofix.errors import ActionError, InputError
+from autofix.pipeline import JOB_NAMES, load_pipeline
+
+
+def _notifier(current: Settings) -> Any | None:
+    """The notifier when a channel is configured (delivery runs on its own thread)."""
+    if not (current.notify_slack_url or current.notify_webhook_url or current.notify_smtp_host):
+        return None
+    from autofix.notify import Notifier
+
+    notifier = Notifier.from_settings(current)
+    if not notifier.channels:
+        return None
+    notifier.start()
+    return notifier
+
+
+@contextmanager
+def _service(current: Settings) -> Iterator[Any]:
+    from autofix.jobs import Service
+
+    pipeline = load_pipeline(current.pipeline)
+    with writer(current) as store:
+        service = Service(current, pipeline, store, notifier=_notifier(current))
+        try:
+            yield service
+        finally:
+            service.close()
+
+
+def _parse_jobs(text: str | None) -> set[str] | None:
+    if text is None:
+        return None
+    chosen = {name.strip() for name in text.split(",") if name.strip()}
+    unknown = sorted(chosen - set(JOB_NAMES))
+    if unknown:
+        raise InputError(f"--jobs: unknown job {unknown[0]!r} (known: {', '.join(JOB_NAMES)})")
+    return chosen
+
+
+@app.command("run")
+def run_job(
+    job: Annotated[str, typer.Argument(help=f"Job to run once: {', '.join(JOB_NAMES)}.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Run one job once (for cron, a Kubernetes CronJob or Airflow); exit 1 if it fails."""
+    if job not in JOB_NAMES:
+        raise InputError(f"unknown job {job!r} (known: {', '.join(JOB_NAMES)})")
+    with _service(settings()) as service:
+        if job in {"remediate", "health"}:
+            service.executor.recover()
+        result = service.run_job(job)
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        state = "[green]ok[/]" if result.ok else "[red]failed[/]"
+        summary = ", ".join(f"{k} {v}" for k, v in result.summary.items())
+        out.print(f"{job}: {state} in {result.duration_ms / 1000:.2f}s  {summary}")
+    if not result.ok:
+        raise ActionError(f"job {job} failed: {result.error}")
+
+
+@app.command()
+def serve(
+    duration: Annotated[
+        str | None,
+        typer.Option("--duration", help="Stop after this long (default: until signalled)."),
+    ] = None,
+    jobs: Annotated[
+        str | None, typer.Option("--jobs", help="Comma-separated jobs to schedule (default all).")
+    ] = None,
+) -> None:
+    """Run the scheduled jobs: collect, remediate, health, train, maintenance, report, …"""
+    from autofix.jobs import build_scheduler
+
+    current = settings()
+    only = _parse_jobs(jobs)
+    try:
+        until = parse_duration(duration).total_seconds() if duration else None
+    except ValueError as exc:
+        raise InputError(f"--duration: {exc}") from None
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with _service(current) as service:
+            recovered = service.executor.recover()
+            if recovered:
+                out.print(f"marked {len(recovered)} interrupted fix(es) from a previous run")
+            scheduler = build_scheduler(service, only)
+            scheduler.start()
+            out.print(f"autofix serving {current.db_path} with {current.pipeline}")
+            for scheduled in scheduler.get_jobs():
+                out.print(f"  {scheduled.id:<12} {scheduled.trigger}")
+            started = time.monotonic()
+            try:
+                while not stop.wait(0.5):
+                    if until is not None and time.monotonic() - started >= until:
+                        break
+            finally:
+                scheduler.shutdown(wait=True)
+            failed = {k: v for k, v in service.failures.items() if v}
+            out.print(
+                f"stopped: {sum(service.runs.values())} job runs, "
+                f"{sum(failed.values())} failed{' ' + str(failed) if failed else ''}"
+            )
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@app.command("jobs")
+def jobs_status(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per job.")] = False,
+) -> None:
+    """Job runs recorded in the store: count, failures, last run and durations."""
+    current = settings()
+    with reader(current) as store:
+        frame = store.query(
+            """SELECT job, count(*) AS runs, count(*) FILTER (WHERE NOT ok) AS failures,
+                      max(started_at) AS last_run, arg_max(ok, started_at) AS last_ok,
+                      arg_max(error, started_at) AS last_error,
+                      quantile_cont(duration_ms, 0.5) AS p50_ms,
+                      quantile_cont(duration_ms, 0.95) AS p95_ms
+               FROM job_runs GROUP BY job ORDER BY job"""
+        )
+    rows = frame.to_dict("records")
+    if as_json:
+        for row in rows:
+            print_json(row)
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("job", "runs", "failures", "last run (UTC)", "last", "p50", "p95"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            str(row["job"]),
+            str(row["runs"]),
+            str(row["failures"]),
+            str(row["last_run"])[:19],
+            "ok" if row["last_ok"] else f"failed: {row['last_error']}",
+            f"{row['p50_ms'] / 1000:.2f}s",
+            f"{row['p95_ms'] / 1000:.2f}s",
+        )
+    out.print(table)

@@ -1,0 +1,678 @@
+"""The jobs behind ``autofix serve`` and ``autofix run JOB``, and their scheduler.
+
+``Service`` owns the one writable store of the process and runs each job as a method:
+
+- ``collect``: one collection cycle of this host and the pipeline's targets;
+- ``remediate``: predict (the MLflow champion over the store) → anomaly scores of
+  latency series → the policy over the rules → decisions recorded → fixes through the
+  executor's gates; shadow and dry-run decisions whose horizon has passed are scored;
+- ``health``: the self-healing loop — every checked target's health; a target failing
+  ``recovery.after`` checks in a row gets its recovery actions through the executor
+  (a failed verify rolls back and escalates there);
+- ``train``, ``maintenance``, ``report``, ``retention``, ``kpi``, ``snapshot``.
+
+Every run is recorded in ``job_runs`` with its duration; a failing job is logged and
+counted and never stops the scheduler. APScheduler runs the jobs (one instance of each
+at a time, missed runs coalesced into one). New escalations and approvals go to the
+notifier, which never blocks a job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pandas as pd
+
+from autofix.actions.base import Runner, run_argv
+from autofix.config import Settings
+from autofix.errors import AutofixError
+from autofix.executor import Executor
+from autofix.gates import resolve_policy
+from autofix.health import HealthResult, check_all
+from autofix.models.anomaly import RobustScorer
+from autofix.pipeline import JOB_NAMES, BaselineWhen, Pipeline, Rule, Target
+from autofix.policy import (
+    Candidate,
+    Decision,
+    Observations,
+    RuleDecision,
+    decide,
+    lookback,
+    rule_gates,
+    score_outcome,
+)
+from autofix.store import MetricStore
+
+log = logging.getLogger(__name__)
+
+#: Latency metrics the remediate job scores for anomalies.
+LATENCY_SUFFIX = "_duration_seconds"
+#: History an anomaly scorer warms up on before scoring the newest points.
+SCORE_LOOKBACK = timedelta(hours=24)
+_SCORER = "robust"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One run of one job."""
+
+    job: str
+    ok: bool
+    started_at: datetime
+    duration_ms: float
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "ok": self.ok,
+            "started_at": self.started_at.isoformat(),
+            "duration_ms": round(self.duration_ms, 1),
+            "summary": dict(self.summary),
+            "error": self.error,
+        }
+
+
+@dataclass
+class _Streak:
+    failures: int = 0
+    since: datetime | None = None
+    acted: bool = False
+
+
+class Service:
+    """Every job of the service over one writable store."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        store: MetricStore,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+        runner: Runner = run_argv,
+        http_transport: httpx.BaseTransport | None = None,
+        notifier: Any | None = None,
+        scenarios: str = "data/samples",
+    ) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.store = store
+        self.clock = clock
+        self.runner = runner
+        self.http_transport = http_transport
+        self.scenarios = scenarios
+        self.executor = Executor(
+            store,
+            pipeline,
+            settings,
+            clock=clock,
+            sleep=sleep,
+            runner=runner,
+            http_transport=http_transport,
+        )
+        self.notifier = notifier
+        self.failures: Counter[str] = Counter()
+        self.runs: Counter[str] = Counter()
+        self.last_run: dict[str, JobRun] = {}
+        self._collectors: list[Any] | None = None
+        self._model: tuple[Any, str, str] | None = None
+        self._streaks: dict[str, _Streak] = {}
+        self._recent = self._load_recent()
+        self._notified_escalations = self._count("escalations")
+        self._notified_pending: set[int] = set()
+        self._lock = threading.Lock()
+        self.jobs: dict[str, Callable[[], dict[str, Any]]] = {
+            "collect": self.collect,
+            "remediate": self.remediate,
+            "health": self.health,
+            "train": self.train,
+            "maintenance": self.maintenance,
+            "report": self.report,
+            "retention": self.retention,
+            "kpi": self.kpi,
+            "snapshot": self.snapshot,
+        }
+        assert set(self.jobs) == set(JOB_NAMES)
+
+    # -- running jobs --------------------------------------------------------------------
+
+    def run_job(self, name: str) -> JobRun:
+        """Run one job now; record it in ``job_runs``; never raises for a failing job."""
+        job = self.jobs[name]
+        started_at, started = self.clock(), time.perf_counter()
+        try:
+            summary, error = job(), None
+        except Exception as exc:  # a failing job is logged and counted, never fatal
+            summary = {}
+            error = " ".join(str(exc).split()) or type(exc).__name__
+            if not isinstance(exc, AutofixError):
+                error = f"{type(exc).__name__}: {error}"
+                log.exception("job %s failed", name)
+            else:
+                log.error("job %s failed: %s", name, error)
+        run = JobRun(
+            name, error is None, started_at, (time.perf_counter() - started) * 1000, summary, error
+        )
+        with self._lock:
+            self.runs[name] += 1
+            if error is not None:
+                self.failures[name] += 1
+            self.last_run[name] = run
+        try:
+            self._record_run(run)
+            self._notify_new()
+        except AutofixError as exc:
+            log.error("recording job %s: %s", name, exc)
+        return run
+
+    def _record_run(self, run: JobRun) -> None:
+        with self.store._write_lock:
+            self.store._run(
+                "INSERT INTO job_runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    run.job,
+                    run.started_at,
+                    run.started_at + timedelta(milliseconds=run.duration_ms),
+                    run.duration_ms,
+                    run.ok,
+                    run.error,
+                    json.dumps(run.summary, default=str),
+                ],
+            )
+
+    def close(self) -> None:
+        if self._collectors is not None:
+            from autofix.collect.registry import close_collectors
+
+            close_collectors(self._collectors)
+        if self.notifier is not None:
+            self.notifier.close(timeout=5)
+
+    # -- collect ----------------------------------------------------------------------
+
+    def collect(self) -> dict[str, Any]:
+        from autofix.collect.base import CycleRunner
+        from autofix.collect.registry import build_collectors
+
+        if self._collectors is None:
+            self._collectors = build_collectors(self.pipeline, self.settings)
+        runner = CycleRunner(
+            self._collectors, self.settings.hostname, self.settings.collect_timeout.total_seconds()
+        )
+        cycle = runner.run_once()
+        written = self.store.write(cycle.frame)
+        return {"samples": len(cycle.frame), "stored": written.stored, "errors": cycle.errors}
+
+    # -- remediate ----------------------------------------------------------------------
+
+    def model(self, refresh: bool = False) -> tuple[Any, str, str]:
+        """The forecaster predictions are made with (the champion, cached)."""
+        if self._model is None or refresh:
+            from autofix.training import champion_or_default
+
+            self._model = champion_or_default(self.settings.models_dir)
+        return self._model
+
+    def predict(self, now: datetime) -> int:
+        from autofix.predict import predict_store
+
+        estimator, name, version = self.model()
+        run = predict_store(
+            self.store,
+            estimator,
+            model_name=name,
+            model_version=version,
+            now=now,
+            lookback=self.settings.predict_lookback,
+        )
+        return run.written
+
+    def score_anomalies(self, now: datetime) -> pd.DataFrame:
+        """Score the latency series causally; store the new points' scores; return recent."""
+        history = self.store.query(
+            f"""SELECT s.series_id, s.host, s.metric, s.labels, x.ts, x.value
+                FROM samples x JOIN series s USING (series_id)
+                WHERE suffix(s.metric, '{LATENCY_SUFFIX}') AND x.ts > ? AND x.ts <= ?
+                ORDER BY s.series_id, x.ts""",
+            [now - SCORE_LOOKBACK, now],
+        )
+        if history.empty:
+            return history.assign(score=pd.Series(dtype="float64"))
+        history["score"] = RobustScorer().fit_score(history[["series_id", "ts", "value"]])
+        done = self.store.query(
+            "SELECT series_id, max(ts) AS until FROM anomaly_scores GROUP BY series_id"
+        ).set_index("series_id")["until"]
+        until = history["series_id"].map(done)
+        new = history[until.isna() | (history["ts"] > until)]
+        if not new.empty:
+            rows = new[["series_id", "ts", "value", "score"]].copy()
+            rows.insert(0, "made_at", now)
+            rows["model"] = _SCORER
+            with self.store._write_lock:
+                self.store._con.register("_scores", rows)
+                try:
+                    self.store._run(
+                        "INSERT INTO anomaly_scores SELECT made_at, series_id, ts, value, "
+                        "score, model FROM _scores"
+                    )
+                finally:
+                    self.store._con.unregister("_scores")
+        return history
+
+    def observe(self, now: datetime, rules: list[Rule] | None = None) -> Observations:
+        """What the policy sees at ``now``: recent samples, predictions, anomaly scores."""
+        rules = self.pipeline.rules if rules is None else rules
+        metrics = sorted({r.when.metric for r in rules})
+        samples = self.store.query(
+            """SELECT s.series_id, s.host, s.metric, s.labels, s.capacity, x.ts, x.value
+               FROM samples x JOIN series s USING (series_id)
+               WHERE list_contains(?, s.metric) AND x.ts > ? AND x.ts <= ?
+               ORDER BY s.series_id, x.ts""",
+            [metrics, now - lookback(rules), now],
+        )
+        return Observations(samples, self.store.latest_predictions(), pd.DataFrame())
+
+    def remediate(self) -> dict[str, Any]:
+        now = self.clock()
+        predicted = self.predict(now)
+        scores = self.score_anomalies(now)
+        obs = dataclasses.replace(self.observe(now), scores=scores)
+        decisions = decide(
+            self.pipeline.rules, self.pipeline, obs, now, self._recent, self.settings.fix_mode
+        )
+        states: Counter[str] = Counter()
+        for rd in decisions:
+            rd = dataclasses.replace(rd, mode=self._effective_mode(rd.decision, rd.mode))
+            for record in self._act(rd, now):
+                states[record.state] += 1
+        scored = self.score_decisions(now)
+        return {
+            "predictions": predicted,
+            "scored_points": len(scores),
+            "decisions": len(decisions),
+            "fixes": dict(states),
+            "outcomes_scored": scored,
+        }
+
+    def _effective_mode(self, decision: Decision, fallback: str) -> str:
+        """The mode the executor will apply to the first candidate (dry run wins)."""
+        if not decision.candidates:
+            return fallback
+        first = decision.candidates[0]
+        policy = resolve_policy(self.settings, self.pipeline, first.action, first.target)
+        policy = policy.override(first.gates)
+        return "dry_run" if policy.dry_run else policy.mode
+
+    def _act(self, rd: RuleDecision, now: datetime) -> list[Any]:
+        """Record the decision, then run it (or escalate when nothing can be tried)."""
+        self._record_decision(rd, now)
+        self._recent[rd.key] = now
+        if not rd.decision.candidates:
+            if rd.mode not in {"shadow", "off", "dry_run"}:
+                self.executor.audit.escalate(
+                    None, "-", rd.target or rd.subject, None, f"manual intervention: {rd.reason}"
+                )
+            return []
+        return self.executor.run_decision(rd.decision, requested_by=f"rule:{rd.rule}")
+
+    def _record_decision(self, rd: RuleDecision, now: datetime, source: str = "policy") -> None:
+        with self.store._write_lock:
+            self.store._run(
+                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    rd.decision.id,
+                    now,
+                    rd.detected_at,
+                    rd.rule,
+                    rd.kind,
+                    source,
+                    rd.subject,
+                    rd.series_id,
+                    rd.target,
+                    rd.mode,
+                    rd.score_at,
+                    rd.reason,
+                    json.dumps(dict(rd.inputs), default=str),
+                ],
+            )
+
+    def _load_recent(self) -> dict[str, datetime]:
+        frame = self.store.query(
+            "SELECT rule, subject, max(ts) AS ts FROM decisions GROUP BY rule, subject"
+        )
+        return {
+            f"{row['rule']}|{row['subject']}": pd.Timestamp(row["ts"]).to_pydatetime()
+            for row in frame.to_dict("records")
+        }
+
+    def score_decisions(self, now: datetime) -> int:
+        """Score shadow and dry-run decisions whose horizon has passed."""
+        due = self.store.query(
+            """SELECT d.decision_id, d.ts, d.rule, d.series_id, d.score_at
+               FROM decisions d ANTI JOIN decision_outcomes o USING (decision_id)
+               WHERE d.mode IN ('shadow', 'dry_run') AND d.score_at <= ?
+                 AND d.series_id IS NOT NULL""",
+            [now],
+        )
+        scored = 0
+        for row in due.to_dict("records"):
+            rule = self.pipeline.rule(str(row["rule"]))
+            if rule is None:
+                continue
+            decided_at = pd.Timestamp(row["ts"]).to_pydatetime()
+            score_at = pd.Timestamp(row["score_at"]).to_pydatetime()
+            after = self._after(rule, int(row["series_id"]), decided_at, score_at)
+            verdict = score_outcome(rule, decided_at, after)
+            if verdict is None:
+                # Nothing to judge by: wait an hour for late samples, then count it as
+                # real (a silent series is not evidence that the fix was unneeded).
+                if now - score_at < timedelta(hours=1):
+                    continue
+                verdict = (True, "no samples after the decision: counted as real")
+            with self.store._write_lock:
+                self.store._run(
+                    "INSERT INTO decision_outcomes VALUES (?, ?, ?, ?)",
+                    [row["decision_id"], now, verdict[0], verdict[1]],
+                )
+            scored += 1
+        return scored
+
+    def _after(self, rule: Rule, series_id: int, start: datetime, end: datetime) -> pd.DataFrame:
+        if rule.when.type == "anomaly":
+            return self.store.query(
+                """SELECT a.ts, a.value, a.score, s.metric, s.capacity FROM anomaly_scores a
+                   JOIN series s USING (series_id)
+                   WHERE a.series_id = ? AND a.ts > ? AND a.ts <= ? ORDER BY a.ts""",
+                [series_id, start, end],
+            )
+        after = self.store.query(
+            """SELECT x.ts, x.value, s.metric, s.capacity FROM samples x
+               JOIN series s USING (series_id)
+               WHERE x.series_id = ? AND x.ts > ? AND x.ts <= ? ORDER BY x.ts""",
+            [series_id, start, end],
+        )
+        if isinstance(rule.when, BaselineWhen):
+            split = start - rule.when.window
+            past = self.store.query(
+                "SELECT median(value) AS m FROM samples WHERE series_id = ? AND ts < ? AND ts >= ?",
+                [series_id, split, split - rule.when.baseline],
+            )
+            after.attrs["baseline_median"] = float(past["m"].iloc[0])
+        return after
+
+    # -- health (self-healing) -------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        now = self.clock()
+        results = check_all(
+            self.pipeline,
+            self.settings.probe_timeout.total_seconds(),
+            runner=self.runner,
+            http_transport=self.http_transport,
+        )
+        self._write_health(results, now)
+        acted = []
+        for result in results:
+            target = self.pipeline.target(result.target)
+            if target is None:
+                continue
+            streak = self._streaks.setdefault(result.target, _Streak())
+            if result.ok:
+                self._streaks[result.target] = _Streak()
+                continue
+            streak.failures += 1
+            streak.since = streak.since or now
+            after = target.recovery.after if target.recovery is not None else 2
+            if streak.failures < after or streak.acted:
+                continue
+            streak.acted = True
+            acted.append(self._recover(target, result, streak, now))
+        return {
+            "checked": len(results),
+            "unhealthy": [r.target for r in results if not r.ok],
+            "recoveries": acted,
+        }
+
+    def _write_health(self, results: list[HealthResult], now: datetime) -> None:
+        if not results:
+            return
+        rows = []
+        for r in results:
+            labels = json.dumps({"target": r.target}, separators=(",", ":"))
+            rows.append(
+                (
+                    now,
+                    self.settings.hostname,
+                    "autofix_health_up",
+                    labels,
+                    1.0 if r.ok else 0.0,
+                    "",
+                    None,
+                )
+            )
+            rows.append(
+                (
+                    now,
+                    self.settings.hostname,
+                    "autofix_health_check_seconds",
+                    labels,
+                    r.seconds,
+                    "seconds",
+                    None,
+                )
+            )
+        frame = pd.DataFrame(
+            rows, columns=["ts", "host", "metric", "labels", "value", "unit", "capacity"]
+        )
+        frame["capacity"] = frame["capacity"].astype("float64")
+        self.store.write(frame)
+
+    def _recover(
+        self, target: Target, result: HealthResult, streak: _Streak, now: datetime
+    ) -> dict[str, Any]:
+        detected = streak.since or now
+        reason = f"{target.name} unhealthy for {streak.failures} checks: {result.detail}"
+        decision_id = f"recovery:{target.name}:{now:%Y%m%dT%H%M%S}"
+        recovery = target.recovery
+        candidates = []
+        if recovery is not None:
+            gates = rule_gates(recovery.mode, recovery.gates)
+            candidates = [
+                Candidate(spec.action, spec.target or target.name, dict(spec.params), gates)
+                for spec in recovery.actions
+            ]
+        decision = Decision(
+            candidates,
+            reason=reason,
+            id=decision_id,
+            inputs={"detected_at": detected.isoformat(), "health": result.detail},
+        )
+        mode = self._effective_mode(decision, self.settings.fix_mode)
+        rd = RuleDecision(
+            rule=f"recovery:{target.name}",
+            kind="health",
+            subject=f"target:{target.name}",
+            series_id=None,
+            target=target.name,
+            mode=mode,
+            detected_at=detected,
+            score_at=now + timedelta(minutes=15),
+            reason=reason,
+            inputs=decision.inputs,
+            decision=decision,
+        )
+        self._record_decision(rd, now, source="health")
+        if not candidates:
+            self.executor.audit.escalate(
+                None, "-", target.name, None, f"no recovery configured: {reason}"
+            )
+            return {"target": target.name, "fixes": [], "escalated": True}
+        records = self.executor.run_decision(decision, requested_by="self-heal")
+        return {"target": target.name, "fixes": [(r.id, r.action, r.state) for r in records]}
+
+    # -- the other jobs ----------------------------------------------------------------
+
+    def train(self) -> dict[str, Any]:
+        from pathlib import Path
+
+        from autofix.training import train_and_register
+
+        result = train_and_register(self.settings.models_dir, Path(self.scenarios))
+        if result.promoted:
+            self.model(refresh=True)
+        return result.as_dict()
+
+    def maintenance(self) -> dict[str, Any]:
+        from autofix.maintenance import Maintenance
+
+        now = self.clock()
+        planner = Maintenance(
+            self.store,
+            self.pipeline,
+            self.settings,
+            self.executor,
+            clock=self.clock,
+            runner=self.runner,
+        )
+        planned = planner.plan_and_record(now)
+        executed = planner.execute_due(now)
+        return {"planned": len(planned), "executed": len(executed)}
+
+    def kpi(self) -> dict[str, Any]:
+        from autofix.kpi import compute_kpis, snapshot_kpis
+        from autofix.tracking import Tracker
+
+        now = self.clock()
+        kpis = compute_kpis(self.store, now, manual_mttr=self.settings.kpi_manual_mttr)
+        snapshot_kpis(self.store, kpis, now)
+        values = {
+            k: float(v)
+            for k, v in kpis.as_dict().items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        Tracker(self.settings.models_dir).log_metrics_run("kpi", values)
+        return values
+
+    def report(self) -> dict[str, Any]:
+        from autofix.kpi import compute_kpis
+        from autofix.report import write_report
+
+        now = self.clock()
+        out_dir = self.settings.report_dir / f"{now:%Y-%m-%d}"
+        path = write_report(self.store, out_dir, now, manual_mttr=self.settings.kpi_manual_mttr)
+        if self.notifier is not None:
+            from autofix.notify import report as report_note
+
+            kpis = compute_kpis(self.store, now, manual_mttr=self.settings.kpi_manual_mttr)
+            self.notifier.notify(report_note(str(path), kpis.as_dict()))
+        return {"report": str(path)}
+
+    def retention(self) -> dict[str, Any]:
+        result = self.store.apply_retention(
+            self.clock(), self.settings.raw_retention, self.settings.rollup_retention
+        )
+        return {k: str(v) if isinstance(v, datetime) else v for k, v in vars(result).items()}
+
+    def snapshot(self) -> dict[str, Any]:
+        manifest = self.store.export_parquet(self.settings.snapshot_dir)
+        return {"dir": str(self.settings.snapshot_dir), "rows": manifest["rows"]}
+
+    # -- notifications ----------------------------------------------------------------
+
+    def _count(self, table: str) -> int:
+        return int(self.store.query(f"SELECT count(*) AS n FROM {table}")["n"].iloc[0])
+
+    def _notify_new(self) -> None:
+        """Escalations and pending approvals that appeared since the last job."""
+        if self.notifier is None:
+            return
+        from autofix.notify import approval, escalation
+
+        fresh = self.store.query(
+            "SELECT * FROM escalations ORDER BY ts OFFSET ?", [self._notified_escalations]
+        )
+        self._notified_escalations += len(fresh)
+        for row in fresh.to_dict("records"):
+            fix_id = None if pd.isna(row["fix_id"]) else int(row["fix_id"])
+            gate = None if pd.isna(row["gate"]) else str(row["gate"])
+            self.notifier.notify(
+                escalation(fix_id, str(row["action"]), str(row["target"]), gate, str(row["reason"]))
+            )
+        for record in self.executor.audit.list(limit=100, state="pending_approval"):
+            if record.id in self._notified_pending:
+                continue
+            self._notified_pending.add(record.id)
+            policy = self.executor._policy(record)
+            self.notifier.notify(
+                approval(
+                    record.id,
+                    record.action,
+                    record.target,
+                    record.requested_at + policy.approval_ttl,
+                )
+            )
+
+
+# -- the scheduler -----------------------------------------------------------------------
+
+
+def build_scheduler(service: Service, only: set[str] | None = None) -> Any:
+    """An APScheduler BackgroundScheduler with every enabled job of the pipeline.
+
+    One instance of a job at a time; a run missed while the previous one was still going
+    is coalesced into a single late run; failures are recorded by ``run_job``.
+    """
+    from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    scheduler = BackgroundScheduler(
+        executors={"default": ThreadPoolExecutor(max_workers=4)},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
+        timezone="UTC",
+    )
+    for name in JOB_NAMES:
+        spec = service.pipeline.job(name)
+        if not spec.enabled or (only is not None and name not in only):
+            continue
+        trigger: Any
+        if spec.every is not None:
+            trigger = IntervalTrigger(seconds=spec.every.total_seconds(), timezone="UTC")
+            first = datetime.now(UTC)  # interval jobs start at once
+        else:
+            assert spec.cron is not None
+            trigger = CronTrigger.from_crontab(spec.cron, timezone="UTC")
+            first = None
+        scheduler.add_job(
+            service.run_job, trigger, args=[name], id=name, name=name, next_run_time=first
+        )
+
+    def skipped(event: JobEvent) -> None:
+        log.warning("job %s skipped: the previous run is still going", event.job_id)
+        with service._lock:
+            service.failures[f"{event.job_id}_skipped"] += 1
+
+    scheduler.add_listener(skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+    return scheduler
+
+
+__all__ = ["JobRun", "Service", "build_scheduler", "utcnow"]
