@@ -18,7 +18,7 @@ from typing import Any
 
 import duckdb
 
-from autofix.errors import StoreError
+from autofix.errors import InputError, StoreError
 from autofix.gates import ApprovalRecord, PastFix
 from autofix.store import MetricStore
 
@@ -200,6 +200,28 @@ class AuditLog:
             [fix_id, self.clock(), action, target, gate, self._clip(reason)],
         )
 
+    def label(
+        self, fix_id: int, false_fix: bool, actor: str, comment: str | None = None
+    ) -> FixRecord:
+        """Record an operator's verdict on a fix: false (the problem was not real) or correct.
+
+        Only fixes that were applied or planned (dry run, shadow) can be labelled; the
+        latest label of a fix is the one the false-fix KPI counts.
+        """
+        record = self.get(fix_id)
+        if record is None:
+            raise InputError(f"no fix with id {fix_id}")
+        if not any(e["state"] in {"running", "planned"} for e in record.events):
+            raise InputError(
+                f"fix {fix_id} is {record.state} and was never applied or planned; "
+                "only applied or planned fixes can be labelled"
+            )
+        self._exec(
+            "INSERT INTO fix_labels VALUES (?, ?, ?, ?, ?)",
+            [fix_id, self.clock(), false_fix, actor, comment],
+        )
+        return record
+
     # -- reading -----------------------------------------------------------------------
 
     def approvals(self, fix_id: int) -> list[ApprovalRecord]:
@@ -215,6 +237,16 @@ class AuditLog:
             params,
         )
         keys = ("fix_id", "ts", "action", "target", "gate", "reason")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def labels(self, fix_id: int) -> list[dict[str, Any]]:
+        """The operator labels of a fix, oldest first (the last one counts)."""
+        rows = self._exec(
+            "SELECT ts, false_fix, actor, comment FROM fix_labels WHERE fix_id = ? "
+            "ORDER BY ts, rowid",
+            [fix_id],
+        )
+        keys = ("ts", "false_fix", "actor", "comment")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def history(self, since: datetime) -> list[PastFix]:

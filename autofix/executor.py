@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -31,7 +31,7 @@ from autofix.actions.base import Action, Check, Context, NoOp, Runner, run_argv
 from autofix.actions.files import purge_quarantine
 from autofix.actions.registry import ACTIONS, ActionType, get_action
 from autofix.audit import AuditLog, FixRecord
-from autofix.config import Settings
+from autofix.config import Settings, format_duration
 from autofix.errors import ActionError, AutofixError, InputError, PartialApplyError, RefusedError
 from autofix.gates import Policy, Request, approval_state, evaluate, resolve_policy
 from autofix.pipeline import GateOverrides, Pipeline
@@ -130,7 +130,10 @@ class Executor:
         found = self.pipeline.target(target)
         extra: dict[str, Any] = {"dry_run": dry_run}
         if gates is not None:
-            extra["gates"] = gates.model_dump(mode="json", exclude_none=True)
+            extra["gates"] = {
+                k: format_duration(v) if isinstance(v, timedelta) else v
+                for k, v in gates.model_dump(exclude_none=True).items()
+            }
         fix_id = self.audit.create(
             action,
             target,

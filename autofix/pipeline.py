@@ -184,6 +184,12 @@ class LogDirTarget(_Target):
     quarantine: Path | None = Field(
         None, description="Quarantine for files actions (default AUTOFIX_QUARANTINE_DIR)."
     )
+    capacity: float | None = Field(
+        None,
+        gt=0,
+        description="Bytes the directory may use (a quota): the capacity of "
+        "autofix_dir_size_bytes. Unset: the filesystem's size when the path is a mount point.",
+    )
 
 
 _PROGRAM = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"

@@ -103,7 +103,7 @@ class LogDirCollector:
         now = self.clock()
         labels = {"target": self.name, "path": str(self.target.path)}
         samples = [
-            Sample("autofix_dir_size_bytes", usage.size_bytes, labels, "bytes"),
+            Sample("autofix_dir_size_bytes", usage.size_bytes, labels, "bytes", self._capacity()),
             Sample("autofix_dir_files", usage.files, labels, "count"),
             Sample("autofix_dir_walk_errors", usage.errors, labels, "count"),
         ]
@@ -118,3 +118,15 @@ class LogDirCollector:
                 )
         self._previous = (now, usage.size_bytes)
         return samples
+
+    def _capacity(self) -> float | None:
+        """The configured quota, else the filesystem's size when the path is its mount."""
+        if self.target.capacity is not None:
+            return float(self.target.capacity)
+        try:
+            if os.path.ismount(self.target.path):
+                st = os.statvfs(self.target.path)
+                return float(st.f_blocks * st.f_frsize) or None
+        except OSError:
+            return None
+        return None

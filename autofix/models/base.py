@@ -53,6 +53,7 @@ _EXHAUSTIBLE_SUFFIXES = (
     "_working_set_bytes",
     "_resident_memory_bytes",
     "_open_fds",
+    "_dir_size_bytes",  # a directory against its quota (logdir targets with a capacity)
 )
 
 
