@@ -178,8 +178,8 @@ class Service:
         try:
             self._record_run(run)
             self._notify_new()
-        except AutofixError as exc:
-            log.error("recording job %s: %s", name, exc)
+        except Exception as exc:  # bookkeeping must not take the scheduler down either
+            log.error("recording job %s: %s", name, " ".join(str(exc).split()))
         return run
 
     def _record_run(self, run: JobRun) -> None:
@@ -265,15 +265,7 @@ class Service:
             rows = new[["series_id", "ts", "value", "score"]].copy()
             rows.insert(0, "made_at", now)
             rows["model"] = _SCORER
-            with self.store._write_lock:
-                self.store._con.register("_scores", rows)
-                try:
-                    self.store._run(
-                        "INSERT INTO anomaly_scores SELECT made_at, series_id, ts, value, "
-                        "score, model FROM _scores"
-                    )
-                finally:
-                    self.store._con.unregister("_scores")
+            self.store.append("anomaly_scores", rows)
         return history
 
     def observe(self, now: datetime, rules: list[Rule] | None = None) -> Observations:

@@ -220,6 +220,8 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
 }
 
 SCHEMA_VERSION = max(_MIGRATIONS)
+# Tables the service appends whole frames to (``MetricStore.append``).
+_APPENDABLE = frozenset({"anomaly_scores", "kpi_snapshots", "job_runs"})
 
 # Why a row is refused. Checked in this order; the first that applies is counted.
 _REJECT_SQL = """
@@ -407,13 +409,16 @@ class MetricStore:
 
     def _run(self, sql: str, params: Sequence[Any] | None = None) -> list[Any]:
         # Consume every result: DuckDB refuses new work while a result is unfinished.
-        return self._con.execute(sql, params or []).fetchall()
+        # One connection serves every thread of the service; DuckDB refuses (rather than
+        # queues) a call while another is running on it, so every call holds the lock.
+        with self._write_lock:
+            return self._con.execute(sql, params or []).fetchall()
 
     # -- schema ------------------------------------------------------------------------
 
     def schema_version(self) -> int:
         try:
-            row = _first(self._con.execute("SELECT max(version) FROM schema_version").fetchall())
+            row = _first(self._run("SELECT max(version) FROM schema_version"))
         except duckdb.CatalogException:
             return 0
         return int(row[0]) if row and row[0] is not None else 0
@@ -685,11 +690,11 @@ class MetricStore:
         """Rejected rows by reason since the store was created."""
         if self._snapshot is not None:
             return {}
-        rows = self._con.execute("SELECT reason, count FROM rejected_samples").fetchall()
+        rows = self._run("SELECT reason, count FROM rejected_samples")
         return {str(reason): int(count) for reason, count in rows}
 
     def count_samples(self) -> int:
-        row = _first(self._con.execute("SELECT count(*) FROM samples").fetchall())
+        row = _first(self._run("SELECT count(*) FROM samples"))
         return int(row[0]) if row else 0
 
     def fill_history(
@@ -781,6 +786,24 @@ class MetricStore:
                 )
             finally:
                 self._con.unregister("_predictions")
+        return len(frame)
+
+    def append(self, table: str, frame: pd.DataFrame) -> int:
+        """Append ``frame`` (columns in the table's order) to one of the service's tables."""
+        self._require_writable()
+        if table not in _APPENDABLE:
+            raise ValueError(f"not an appendable table: {table!r}")
+        if frame.empty:
+            return 0
+        arrow = pa.Table.from_pandas(frame, preserve_index=False)
+        with self._write_lock:
+            self._con.register("_append", arrow)
+            try:
+                self._run(f"INSERT INTO {table} SELECT * FROM _append")
+            except duckdb.Error as exc:
+                raise StoreError(f"{self.path}: append to {table} failed: {exc}") from exc
+            finally:
+                self._con.unregister("_append")
         return len(frame)
 
     def latest_predictions(self) -> pd.DataFrame:

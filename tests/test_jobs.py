@@ -1,0 +1,378 @@
+"""The Service's jobs, the scheduler and the `serve` / `run` / `jobs` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from autofix.config import load_settings
+from autofix.errors import StoreError
+from autofix.jobs import Service, build_scheduler
+from autofix.pipeline import Pipeline
+from autofix.store import MetricStore
+from tests.clirun import AUTOFIX, run_autofix
+
+T0 = datetime(2026, 3, 1, 12, 0, 0)
+
+
+class Clock:
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _pipeline(root: Path, rules: list[dict[str, Any]] | None = None) -> Pipeline:
+    return Pipeline.model_validate(
+        {
+            "targets": [
+                {"name": "spool", "kind": "logdir", "path": str(root), "capacity": 1000},
+            ],
+            "rules": rules or [],
+        }
+    )
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[Service, Clock, Path]]:
+    root = tmp_path / "spool"
+    root.mkdir()
+    settings = load_settings(
+        environ={
+            "AUTOFIX_DB_PATH": str(tmp_path / "a.duckdb"),
+            "AUTOFIX_MODELS_DIR": str(tmp_path / "models"),
+            "AUTOFIX_QUARANTINE_DIR": str(tmp_path / "q"),
+            "AUTOFIX_SNAPSHOT_DIR": str(tmp_path / "snap"),
+            "AUTOFIX_FIX_MODE": "auto",
+            "AUTOFIX_FIX_VERIFY_WAIT": "0s",
+        }
+    )
+    rules = [
+        {
+            "name": "spool-full",
+            "when": {
+                "type": "threshold",
+                "metric": "autofix_dir_size_bytes",
+                "match": {"target": "spool"},
+                "of_capacity": True,
+                "above": 0.5,
+            },
+            "actions": [{"action": "files.clean_temp", "params": {"older_than": "1h"}}],
+        },
+        {
+            "name": "spool-full-shadow",
+            "when": {
+                "type": "threshold",
+                "metric": "autofix_dir_size_bytes",
+                "match": {"target": "spool"},
+                "of_capacity": True,
+                "above": 0.5,
+            },
+            "actions": [{"action": "files.rotate_logs"}],
+            "mode": "shadow",
+            "horizon": "10m",
+        },
+    ]
+    clock = Clock()
+    store = MetricStore(settings.db_path)
+    svc = Service(settings, _pipeline(root, rules), store, clock=clock)
+    try:
+        yield svc, clock, root
+    finally:
+        svc.close()
+        store.close()
+
+
+def _size_sample(svc: Service, ts: datetime, size: float) -> None:
+    frame = pd.DataFrame(
+        {
+            "ts": [ts],
+            "host": ["h"],
+            "metric": ["autofix_dir_size_bytes"],
+            "labels": ['{"target":"spool"}'],
+            "value": [size],
+            "unit": ["bytes"],
+            "capacity": [1000.0],
+        }
+    )
+    svc.store.write(frame)
+
+
+def test_remediate_decides_records_and_fixes(service: tuple[Service, Clock, Path]) -> None:
+    svc, clock, root = service
+    old = root / "old.tmp"
+    old.write_bytes(b"x" * 800)
+    stamp = (T0 - timedelta(days=1)).replace(tzinfo=UTC).timestamp()  # old on the fake clock
+    os.utime(old, (stamp, stamp))
+    _size_sample(svc, clock.now - timedelta(seconds=10), 800)
+    run = svc.run_job("remediate")
+    assert run.ok, run.error
+    assert run.summary["decisions"] == 2
+    assert not old.exists()
+    decisions = svc.store.query(
+        "SELECT rule, mode, source, detected_at FROM decisions ORDER BY rule"
+    )
+    assert decisions["rule"].tolist() == ["spool-full", "spool-full-shadow"]
+    assert decisions["mode"].tolist() == ["auto", "shadow"]
+    assert set(decisions["source"]) == {"policy"}
+    fixes = {r.action: r for r in svc.executor.audit.list()}
+    assert fixes["files.clean_temp"].state == "succeeded"
+    assert fixes["files.clean_temp"].requested_by == "rule:spool-full"
+    assert fixes["files.rotate_logs"].state in {"planned", "noop"}
+    # Within `repeat` the same subject is not decided again.
+    clock.now += timedelta(minutes=1)
+    _size_sample(svc, clock.now - timedelta(seconds=5), 800)
+    assert svc.run_job("remediate").summary["decisions"] == 0
+
+
+def test_shadow_decisions_are_scored_after_their_horizon(
+    service: tuple[Service, Clock, Path],
+) -> None:
+    svc, clock, _ = service
+    _size_sample(svc, clock.now - timedelta(seconds=10), 800)
+    svc.run_job("remediate")
+    # The spool empties on its own: the shadow decision was not needed.
+    for minutes in range(1, 11):
+        _size_sample(svc, clock.now + timedelta(minutes=minutes), 100)
+    clock.now += timedelta(minutes=5)
+    assert svc.score_decisions(clock.now) == 0  # horizon not over yet
+    clock.now += timedelta(minutes=6)
+    assert svc.score_decisions(clock.now) == 1
+    outcome = svc.store.query(
+        "SELECT d.rule, o.real, o.reason FROM decision_outcomes o JOIN decisions d "
+        "USING (decision_id)"
+    )
+    assert outcome["rule"].tolist() == ["spool-full-shadow"]
+    assert outcome["real"].tolist() == [False]
+    from autofix.kpi import compute_kpis
+
+    kpis = compute_kpis(svc.store, clock.now).as_dict()
+    assert kpis["false_fix_rate_shadow"] == 1.0
+    assert kpis["scored_decisions"] == 1
+
+
+def test_a_failing_job_is_recorded_counted_and_not_fatal(
+    service: tuple[Service, Clock, Path],
+) -> None:
+    svc, _, _ = service
+
+    def broken() -> dict[str, Any]:
+        raise StoreError("disk on fire")
+
+    svc.jobs["retention"] = broken
+    run = svc.run_job("retention")
+    assert not run.ok
+    assert run.error == "disk on fire"
+    assert svc.failures["retention"] == 1
+    rows = svc.store.query("SELECT job, ok, error, duration_ms FROM job_runs")
+    assert rows.to_dict("records")[0]["error"] == "disk on fire"
+    assert bool(rows["ok"].iloc[0]) is False
+    assert svc.run_job("collect").ok  # the next job runs as usual
+
+
+def test_health_job_records_health_and_escalates_without_recovery(tmp_path: Path) -> None:
+    settings = load_settings(
+        environ={"AUTOFIX_DB_PATH": str(tmp_path / "a.duckdb"), "AUTOFIX_PROBE_TIMEOUT": "500ms"}
+    )
+    pipeline = Pipeline.model_validate(
+        {"targets": [{"name": "gone", "kind": "tcp", "host": "127.0.0.1", "port": 1}]}
+    )
+    clock = Clock()
+    with MetricStore(settings.db_path) as store:
+        svc = Service(settings, pipeline, store, clock=clock)
+        first = svc.run_job("health")
+        assert first.summary["unhealthy"] == ["gone"]
+        assert first.summary["recoveries"] == []  # one failure is not enough (after: 2)
+        clock.now += timedelta(seconds=30)
+        second = svc.run_job("health")
+        assert second.summary["recoveries"][0]["escalated"] is True
+        clock.now += timedelta(seconds=30)
+        assert svc.run_job("health").summary["recoveries"] == []  # once per outage
+        escalations = svc.executor.audit.escalations()
+        assert len(escalations) == 1
+        assert "no recovery configured" in escalations[0]["reason"]
+        health = store.query(
+            "SELECT value FROM samples JOIN series USING (series_id) "
+            "WHERE metric = 'autofix_health_up'"
+        )
+        assert health["value"].tolist() == [0.0, 0.0, 0.0]
+        decision = store.query("SELECT source, detected_at FROM decisions")
+        assert decision["source"].tolist() == ["health"]
+        assert decision["detected_at"].iloc[0] == pd.Timestamp(T0)
+        svc.close()
+
+
+def test_scheduler_runs_one_instance_and_coalesces(service: tuple[Service, Clock, Path]) -> None:
+    svc, _, _ = service
+    started = threading.Event()
+    running = 0
+    peak = 0
+    calls = 0
+    lock = threading.Lock()
+
+    def slow() -> dict[str, Any]:
+        nonlocal running, peak, calls
+        with lock:
+            running += 1
+            calls += 1
+            peak = max(peak, running)
+        started.set()
+        time.sleep(1.2)
+        with lock:
+            running -= 1
+        return {}
+
+    svc.jobs["collect"] = slow
+    svc.pipeline = svc.pipeline.model_copy(
+        update={
+            "jobs": {
+                "collect": svc.pipeline.job("collect").model_copy(
+                    update={"every": timedelta(milliseconds=200)}
+                )
+            }
+        }
+    )
+    scheduler = build_scheduler(svc, only={"collect"})
+    scheduler.start()
+    try:
+        assert started.wait(10)
+        time.sleep(2.5)
+    finally:
+        scheduler.shutdown(wait=True)
+    assert peak == 1
+    assert 2 <= calls <= 3  # 200 ms ticks over ~2.5 s, but never overlapping
+    assert svc.failures["collect_skipped"] >= 1
+
+
+def _env(tmp_path: Path, pipeline: Path) -> dict[str, str]:
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "AUTOFIX_DB_PATH": str(tmp_path / "data" / "a.duckdb"),
+        "AUTOFIX_MODELS_DIR": str(tmp_path / "models"),
+        "AUTOFIX_SNAPSHOT_DIR": str(tmp_path / "snap"),
+        "AUTOFIX_PIPELINE": str(pipeline),
+        "AUTOFIX_LOG_LEVEL": "WARNING",
+    }
+
+
+def _pipeline_file(tmp_path: Path) -> Path:
+    file = tmp_path / "p.yaml"
+    (tmp_path / "logs").mkdir()
+    file.write_text(
+        "jobs:\n"
+        "  collect: {every: 1s}\n"
+        "  snapshot: {every: 1s}\n"
+        "targets:\n"
+        f"  - {{name: logs, kind: logdir, path: '{tmp_path / 'logs'}'}}\n"
+    )
+    return file
+
+
+def test_run_job_cli(tmp_path: Path) -> None:
+    env = _env(tmp_path, _pipeline_file(tmp_path))
+    record = json.loads(run_autofix(["run", "collect", "--json"], env).stdout)
+    assert record["job"] == "collect"
+    assert record["ok"] is True
+    assert record["summary"]["stored"] > 0
+    proc = run_autofix(["run", "nosuchjob"], env, check=2)
+    assert "unknown job 'nosuchjob'" in proc.stderr
+    status = run_autofix(["jobs", "--json"], env).stdout.splitlines()
+    assert json.loads(status[0])["job"] == "collect"
+
+
+def test_serve_runs_jobs_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    env = _env(tmp_path, _pipeline_file(tmp_path))
+    proc = subprocess.Popen(
+        [AUTOFIX, "serve", "--jobs", "collect,snapshot"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "snap" / "manifest.json").exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "serve wrote no snapshot"
+            time.sleep(0.2)
+        # While serve holds the store, a reader gets the snapshot, never a lock error.
+        listing = run_autofix(["series", "--json"], env)
+        assert "autofix_dir_size_bytes" in listing.stdout
+        time.sleep(1.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped:" in out
+    assert "Traceback" not in err
+    runs = json.loads(run_autofix(["jobs", "--json"], env).stdout.splitlines()[0])
+    assert runs["runs"] >= 2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("jobs: {collect: {every: 0s}}\n", "jobs.collect: every must be positive"),
+        ("jobs: {collect: {cron: 'not a cron'}}\n", "jobs.collect: bad crontab line"),
+        ("jobs: {sometimes: {every: 1m}}\n", "jobs.sometimes"),
+        (
+            "rules:\n  - {name: r, when: {type: threshold, metric: m}, actions: []}\n",
+            "rules[0].when: give exactly one of above, below",
+        ),
+        (
+            "rules:\n  - {name: r, when: {type: exhaustion, metric: m, within: 2h}}\n",
+            "rules[0].when.within",
+        ),
+        (
+            "rules:\n  - {name: r, when: {type: telepathy}}\n",
+            "rules[0].when",
+        ),
+        (
+            "rules:\n  - {name: r, when: {type: threshold, metric: m, above: 1},"
+            " actions: [{action: files.nuke}]}\n",
+            "rules[0].actions[0].action: unknown action 'files.nuke'",
+        ),
+        (
+            "rules:\n  - {name: r, when: {type: threshold, metric: m, above: 1},"
+            " actions: [{action: files.clean_temp, target: nowhere}]}\n",
+            "rules[0].actions[0].target: no target named 'nowhere'",
+        ),
+        (
+            "rules:\n  - {name: r, when: {type: threshold, metric: m, above: 1}}\n"
+            "  - {name: r, when: {type: threshold, metric: m, above: 2}}\n",
+            "rules[1].name: duplicate rule 'r'",
+        ),
+        (
+            "targets:\n  - {name: t, kind: tcp, host: h, port: 1, recovery: {actions: []}}\n",
+            "targets[0].recovery.actions",
+        ),
+        ("maintenance: {patch_target: apt}\n", "maintenance.patch_target: no target named 'apt'"),
+        ("rules:\n  - name: r\n    when: {type: threshold, metric: m, above: [1\n", "invalid YAML"),
+    ],
+)
+def test_malformed_pipelines_give_one_line_and_exit_2(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    proc = run_autofix(["run", "collect"], _env(tmp_path, bad), check=2)
+    line = proc.stderr.strip()
+    assert "\n" not in line, line
+    assert line.startswith(f"autofix: error: {bad}:"), line
+    assert message in line, line
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "data" / "a.duckdb").exists()  # nothing opened, nothing written
