@@ -14,15 +14,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job end to end on the embedded defaults (DuckDB in data/, pipelines/local.yaml).
+# The main job end to end on this host with the embedded defaults (DuckDB in data/,
+# MLflow in models/, pipelines/local.yaml): collect, import the sample history, train,
+# predict + decide + fix in dry run (rules in shadow mode), plan maintenance, KPIs,
+# a status summary and the HTML report.
 run: $(STAMP)
 	$(BIN)/autofix collect --interval 5s --duration 30s
 	$(BIN)/autofix import data/samples
-	$(BIN)/autofix series --local
 	$(BIN)/autofix series --summary
 	$(BIN)/autofix train
-	$(BIN)/autofix predict
-	$(BIN)/autofix fix run files.rotate_logs --target system-logs --dry-run
+	AUTOFIX_DRY_RUN=true $(BIN)/autofix run remediate
+	AUTOFIX_DRY_RUN=true $(BIN)/autofix run maintenance
+	$(BIN)/autofix run kpi
+	$(BIN)/autofix status
+	$(BIN)/autofix report --out data/reports/latest
 
 lint: $(STAMP)
 	$(BIN)/ruff check autofix tests benchmarks

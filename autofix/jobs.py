@@ -40,13 +40,15 @@ from autofix.executor import Executor
 from autofix.gates import resolve_policy
 from autofix.health import HealthResult, check_all
 from autofix.models.anomaly import RobustScorer
-from autofix.pipeline import JOB_NAMES, BaselineWhen, Pipeline, Rule, Target
+from autofix.pipeline import JOB_NAMES, AlertWhen, BaselineWhen, Pipeline, Rule, Target
 from autofix.policy import (
+    Alert,
     Candidate,
     Decision,
     Observations,
     RuleDecision,
     decide,
+    judge_alerts,
     lookback,
     rule_gates,
     score_outcome,
@@ -271,7 +273,7 @@ class Service:
     def observe(self, now: datetime, rules: list[Rule] | None = None) -> Observations:
         """What the policy sees at ``now``: recent samples, predictions, anomaly scores."""
         rules = self.pipeline.rules if rules is None else rules
-        metrics = sorted({r.when.metric for r in rules})
+        metrics = sorted({r.when.metric for r in rules if not isinstance(r.when, AlertWhen)})
         samples = self.store.query(
             """SELECT s.series_id, s.host, s.metric, s.labels, s.capacity, x.ts, x.value
                FROM samples x JOIN series s USING (series_id)
@@ -312,9 +314,16 @@ class Service:
         policy = policy.override(first.gates)
         return "dry_run" if policy.dry_run else policy.mode
 
-    def _act(self, rd: RuleDecision, now: datetime) -> list[Any]:
+    def _act(
+        self,
+        rd: RuleDecision,
+        now: datetime,
+        *,
+        source: str = "policy",
+        requested_by: str | None = None,
+    ) -> list[Any]:
         """Record the decision, then run it (or escalate when nothing can be tried)."""
-        self._record_decision(rd, now)
+        self._record_decision(rd, now, source=source)
         self._recent[rd.key] = now
         if not rd.decision.candidates:
             if rd.mode not in {"shadow", "off", "dry_run"}:
@@ -322,7 +331,43 @@ class Service:
                     None, "-", rd.target or rd.subject, None, f"manual intervention: {rd.reason}"
                 )
             return []
-        return self.executor.run_decision(rd.decision, requested_by=f"rule:{rd.rule}")
+        return self.executor.run_decision(
+            rd.decision, requested_by=requested_by or f"rule:{rd.rule}"
+        )
+
+    def handle_alerts(
+        self, alerts: list[Alert], *, actor: str = "alertmanager"
+    ) -> list[dict[str, Any]]:
+        """Alertmanager alerts → ``type: alert`` rules → decisions, recorded and run (as remediate).
+
+        One entry per verdict of ``policy.judge_alerts``; only ``decided`` ones write
+        (a decision with source ``alert``, its fixes requested by ``actor``).
+        """
+        now = self.clock()
+        verdicts = judge_alerts(
+            self.pipeline.rules, self.pipeline, alerts, now, self._recent, self.settings.fix_mode
+        )
+        out = []
+        for verdict in verdicts:
+            entry: dict[str, Any] = {
+                "alertname": verdict.alert.name,
+                "fingerprint": verdict.alert.fingerprint,
+                "rule": verdict.rule,
+                "outcome": verdict.outcome,
+                "reason": verdict.reason,
+                "decision_id": None,
+                "mode": None,
+                "target": None,
+                "fixes": [],
+            }
+            if verdict.decision is not None:
+                rd = verdict.decision
+                rd = dataclasses.replace(rd, mode=self._effective_mode(rd.decision, rd.mode))
+                records = self._act(rd, now, source="alert", requested_by=actor)
+                entry.update(decision_id=rd.decision.id, mode=rd.mode, target=rd.target)
+                entry["fixes"] = [r.as_dict() for r in records]
+            out.append(entry)
+        return out
 
     def _record_decision(self, rd: RuleDecision, now: datetime, source: str = "policy") -> None:
         with self.store._write_lock:
@@ -659,7 +704,7 @@ def build_scheduler(service: Service, only: set[str] | None = None) -> Any:
         )
 
     def skipped(event: JobEvent) -> None:
-        log.warning("job %s skipped: the previous run is still going", event.job_id)
+        log.debug("job %s skipped: the previous run is still going", event.job_id)
         with service._lock:
             service.failures[f"{event.job_id}_skipped"] += 1
 

@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ import pandas as pd
 from autofix.models.base import direction_for, to_fill_ratio
 from autofix.pipeline import (
     ActionSpec,
+    AlertWhen,
     AnomalyWhen,
     BaselineWhen,
     ExhaustionWhen,
@@ -169,6 +170,8 @@ def _evaluate(rule: Rule, obs: Observations, now: datetime) -> list[_Hit]:
         return _exhaustion(when, obs.predictions, now)
     if isinstance(when, AnomalyWhen):
         return _anomaly(when, obs.scores, now)
+    if isinstance(when, AlertWhen):
+        return []  # decided by decide_alerts, when Alertmanager posts one
     return _baseline(when, obs.samples, now)
 
 
@@ -252,8 +255,13 @@ def _exhaustion(when: ExhaustionWhen, predictions: pd.DataFrame, now: datetime) 
     rows = select(predictions, when.metric, when.match)
     for row in rows.to_dict("records"):
         made_at = pd.Timestamp(row["made_at"]).to_pydatetime()
+        origin = pd.Timestamp(row["origin"]).to_pydatetime()
         probability = float(row[column])
-        if now - made_at > PREDICTION_MAX_AGE or probability < when.probability:
+        # Old predictions, and forecasts of series that stopped reporting (their origin,
+        # the last sample, is old), decide nothing.
+        if now - made_at > PREDICTION_MAX_AGE or now - origin > PREDICTION_MAX_AGE:
+            continue
+        if probability < when.probability:
             continue
         eta = "" if pd.isna(row["eta"]) else f", ETA {pd.Timestamp(row['eta']):%Y-%m-%d %H:%M}"
         hits.append(
@@ -402,6 +410,165 @@ def _decision(
     )
 
 
+# -- Alertmanager alerts -----------------------------------------------------------------
+
+#: The alert label that picks the target of a rule action that names none.
+TARGET_LABEL = "target"
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert of an Alertmanager notification. Every field is untrusted text."""
+
+    status: str  # "firing" or "resolved"
+    labels: Mapping[str, str]
+    starts_at: datetime | None = None
+    fingerprint: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.labels.get("alertname", "")
+
+
+@dataclass(frozen=True)
+class AlertVerdict:
+    """What one alert did under one rule: a decision, or why not.
+
+    ``outcome``: ``decided``; ``ignored`` (resolved, no rule, rule off); ``repeat`` (the
+    rule decided on this subject less than ``repeat`` ago); ``refused`` (the ``target``
+    label names no declared target: nothing is recorded, nothing runs).
+    """
+
+    alert: Alert
+    rule: str | None
+    outcome: Literal["decided", "ignored", "refused", "repeat"]
+    reason: str
+    decision: RuleDecision | None = None
+
+
+def _quote(text: str, limit: int = 64) -> str:
+    """Untrusted text shown in a reason: repr (no control characters), cut short."""
+    return repr(text[:limit]) + ("…" if len(text) > limit else "")
+
+
+def judge_alerts(
+    rules: Sequence[Rule],
+    pipeline: Pipeline,
+    alerts: Sequence[Alert],
+    now: datetime,
+    recent: Mapping[str, datetime] | None = None,
+    default_mode: str = "approve",
+) -> list[AlertVerdict]:
+    """A verdict per (firing alert, matching ``type: alert`` rule), or one saying why none.
+
+    A rule matches when ``alertname`` and every ``match`` pair equal the alert's labels.
+    The ``target`` label only selects a target the pipelines file declares; when present
+    and undeclared, the alert is refused outright. Parameters come from the rule only.
+    """
+    recent = dict(recent or {})
+    alert_rules = [r for r in rules if isinstance(r.when, AlertWhen)]
+    out: list[AlertVerdict] = []
+    for alert in alerts:
+        if alert.status != "firing":
+            out.append(AlertVerdict(alert, None, "ignored", "resolved: decides nothing"))
+            continue
+        matched = [r for r in alert_rules if _alert_matches(r, alert.labels)]
+        if not matched:
+            why = f"no rule for alert {_quote(alert.name)}"
+            out.append(AlertVerdict(alert, None, "ignored", why))
+            continue
+        labelled = alert.labels.get(TARGET_LABEL)
+        if labelled is not None and pipeline.target(labelled) is None:
+            why = f"target label {_quote(labelled)} is not a declared target: nothing done"
+            out.extend(AlertVerdict(alert, r.name, "refused", why) for r in matched)
+            continue
+        for rule in matched:
+            if rule.mode == "off":
+                out.append(AlertVerdict(alert, rule.name, "ignored", "the rule is off"))
+                continue
+            rd = _alert_decision(rule, pipeline, alert, labelled, now, default_mode)
+            last = recent.get(rd.key)
+            # ``last >= now``: decided at this very moment already (a repeat of 0, a batch).
+            if last is not None and (now - last < rule.repeat or last >= now):
+                why = (
+                    f"{rule.name} decided on {rd.subject} at {last:%H:%M:%S}; repeat {rule.repeat}"
+                )
+                out.append(AlertVerdict(alert, rule.name, "repeat", why))
+                continue
+            recent[rd.key] = now
+            out.append(AlertVerdict(alert, rule.name, "decided", rd.reason, rd))
+    return out
+
+
+def decide_alerts(
+    rules: Sequence[Rule],
+    pipeline: Pipeline,
+    alerts: Sequence[Alert],
+    now: datetime,
+    recent: Mapping[str, datetime] | None = None,
+    default_mode: str = "approve",
+) -> list[RuleDecision]:
+    """The decisions of ``judge_alerts`` (resolved alerts decide nothing)."""
+    verdicts = judge_alerts(rules, pipeline, alerts, now, recent, default_mode)
+    return [v.decision for v in verdicts if v.decision is not None]
+
+
+def _alert_matches(rule: Rule, labels: Mapping[str, str]) -> bool:
+    when = rule.when
+    assert isinstance(when, AlertWhen)
+    if labels.get("alertname") != when.alertname:
+        return False
+    return all(labels.get(k) == v for k, v in when.match.items())
+
+
+def _alert_decision(
+    rule: Rule,
+    pipeline: Pipeline,
+    alert: Alert,
+    labelled: str | None,
+    now: datetime,
+    default_mode: str,
+) -> RuleDecision:
+    when = rule.when
+    assert isinstance(when, AlertWhen)
+    gates = rule_gates(rule.mode, rule.gates)
+    candidates, skipped = _candidates(rule.actions, pipeline, labelled, gates)
+    started = alert.starts_at
+    detected = min(started, now) if started is not None else now
+    reason = f"alert {when.alertname} firing since {detected:%Y-%m-%d %H:%M:%S}"
+    if labelled is not None:
+        reason += f" on {labelled}"
+    if skipped:
+        reason += "; skipped " + "; ".join(skipped)
+    if not candidates:
+        reason += "; no fix to try: manual intervention needed"
+    subject = f"alert:{when.alertname}:{labelled or '-'}"
+    inputs = {
+        "rule": rule.name,
+        "alertname": when.alertname,
+        "target": labelled,
+        "labels": dict(alert.labels),
+        "fingerprint": alert.fingerprint,
+        "detected_at": detected.isoformat(),
+    }
+    decision_id = f"{rule.name}:{subject}:{now:%Y%m%dT%H%M%S.%f}"
+    return RuleDecision(
+        rule=rule.name,
+        kind="alert",
+        subject=subject,
+        series_id=None,
+        target=candidates[0].target if candidates else labelled,
+        mode=rule.mode or default_mode,
+        detected_at=detected,
+        score_at=now + rule.score_after,
+        reason=reason,
+        inputs=inputs,
+        decision=Decision(
+            candidates, reason=f"{rule.name}: {reason}", id=decision_id, inputs=inputs
+        ),
+    )
+
+
 # -- scoring shadow decisions ------------------------------------------------------------
 
 
@@ -446,6 +613,8 @@ def score_outcome(
         performance = baseline / recent if recent > 0 else np.inf
         real = performance < when.performance_below
         return real, f"performance {performance:.2f} at the end of the horizon"
+    if isinstance(when, AlertWhen):
+        return None  # an alert decision has no series to score
     scores = after["score"].to_numpy("float64") if "score" in after else None
     if scores is None:
         return None
@@ -454,12 +623,17 @@ def score_outcome(
 
 
 __all__ = [
+    "TARGET_LABEL",
+    "Alert",
+    "AlertVerdict",
     "Candidate",
     "Decision",
     "Observations",
     "RuleDecision",
     "decide",
+    "decide_alerts",
     "decision_key",
+    "judge_alerts",
     "lookback",
     "rule_gates",
     "score_outcome",

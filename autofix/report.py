@@ -305,8 +305,8 @@ code { font-size: 90%; }
 <h1>autofix report</h1>
 <p>At {{ now | ts }} UTC over the last {{ window }}; store <code>{{ source }}</code>.</p>
 {% if snapshot %}
-<p class="note">This store is a Parquet snapshot of the metrics only: fixes, decisions,
-maintenance and KPI snapshots are not in it, so those sections have no data.</p>
+<p class="note">Read from the Parquet snapshot (the store is held by a running service):
+it shows the store as of the snapshot's last export.</p>
 {% endif %}
 
 <h2>KPIs</h2>

@@ -220,6 +220,27 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
 }
 
 SCHEMA_VERSION = max(_MIGRATIONS)
+# What a Parquet snapshot holds, with the order each file is written in: the metrics,
+# and the audit and service tables so KPIs, reports and notebooks work from it too.
+_SNAPSHOT_TABLES: tuple[tuple[str, str], ...] = (
+    ("series", "series_id"),
+    ("samples", "series_id, ts"),
+    ("series_capacity", "series_id, ts"),
+    ("samples_5m", "series_id, bucket"),
+    ("predictions", "made_at, series_id"),
+    ("fixes", "fix_id"),
+    ("fix_events", "fix_id, seq"),
+    ("approvals", "fix_id, ts"),
+    ("escalations", "ts"),
+    ("decisions", "ts"),
+    ("decision_outcomes", "scored_at"),
+    ("fix_labels", "fix_id, ts"),
+    ("job_runs", "started_at"),
+    ("maintenance_tasks", "task_id"),
+    ("maintenance_events", "task_id, ts"),
+    ("anomaly_scores", "series_id, ts"),
+    ("kpi_snapshots", "ts"),
+)
 # Tables the service appends whole frames to (``MetricStore.append``).
 _APPENDABLE = frozenset({"anomaly_scores", "kpi_snapshots", "job_runs"})
 
@@ -371,9 +392,17 @@ class MetricStore:
         store._write_lock = threading.RLock()
         store._snapshot = directory
         store._con = duckdb.connect(":memory:")
-        for table in ("series", "samples", "series_capacity", "samples_5m"):
+        for table, _ in _SNAPSHOT_TABLES:
             file = directory / f"{table}.parquet"
-            store._run(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({_sql_string(file)})")
+            if not file.exists():  # a snapshot from an older autofix: metrics only
+                continue
+            # rowid as in the live tables (readers break timestamp ties with it); the
+            # files are written in time order, so it keeps that order.
+            store._run(
+                f"CREATE VIEW {table} AS SELECT * EXCLUDE (file_row_number), "
+                f"file_row_number AS rowid "
+                f"FROM read_parquet({_sql_string(file)}, file_row_number = true)"
+            )
         version = json.loads(manifest.read_text())["schema_version"]
         store._run(f"CREATE VIEW schema_version AS SELECT {int(version)} AS version")
         return store
@@ -893,12 +922,7 @@ class MetricStore:
                 # One read transaction so all four files show the same moment.
                 self._run("BEGIN TRANSACTION")
                 try:
-                    for table, order in (
-                        ("series", "series_id"),
-                        ("samples", "series_id, ts"),
-                        ("series_capacity", "series_id, ts"),
-                        ("samples_5m", "series_id, bucket"),
-                    ):
+                    for table, order in _SNAPSHOT_TABLES:
                         file = staging / f"{table}.parquet"
                         self._run(
                             f"COPY (SELECT * FROM {table} ORDER BY {order}) TO {_sql_string(file)} "

@@ -188,6 +188,14 @@ def test_exhaustion_reads_fresh_predictions_only() -> None:
             {**base, "series_id": 1, "made_at": NOW, "p_4h": 0.9},
             {**base, "series_id": 2, "made_at": NOW, "p_4h": 0.5},
             {**base, "series_id": 3, "made_at": NOW - timedelta(hours=3), "p_4h": 0.99},
+            # A series that stopped reporting two days ago: its forecast is about the past.
+            {
+                **base,
+                "series_id": 4,
+                "made_at": NOW,
+                "origin": NOW - timedelta(days=2),
+                "p_4h": 0.99,
+            },
         ]
     )
     made = decide(p.rules, p, Observations(pd.DataFrame(), frame, pd.DataFrame()), NOW)

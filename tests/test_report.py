@@ -220,9 +220,10 @@ def test_read_only_and_snapshot_stores(tmp_path: Path, populated: MetricStore) -
     assert "web-1" in html
     with MetricStore.open_snapshot(tmp_path / "snap") as snapshot:
         html, images = _check_html(write_report(snapshot, tmp_path / "snap-report", T0))
-    assert "Parquet snapshot of the metrics only" in html
-    assert "No predictions yet" in html
-    assert images == []
+    # The snapshot carries the audit and service tables: the same report, marked as such.
+    assert "Read from the Parquet snapshot" in html
+    assert "web-1" in html
+    assert sorted(images) == sorted(CHARTS)
 
 
 def test_cli_report(tmp_path: Path) -> None:

@@ -87,8 +87,11 @@ def serve(
     jobs: Annotated[
         str | None, typer.Option("--jobs", help="Comma-separated jobs to schedule (default all).")
     ] = None,
+    no_api: Annotated[
+        bool, typer.Option("--no-api", help="Run no HTTP API (as AUTOFIX_API_PORT=0).")
+    ] = False,
 ) -> None:
-    """Run the scheduled jobs: collect, remediate, health, train, maintenance, report, …"""
+    """Run the scheduled jobs (collect, remediate, health, train, …) and the HTTP API."""
     from autofix.jobs import build_scheduler
 
     current = settings()
@@ -109,8 +112,18 @@ def serve(
             if recovered:
                 out.print(f"marked {len(recovered)} interrupted fix(es) from a previous run")
             scheduler = build_scheduler(service, only)
+            api = None
+            if current.api_port and not no_api:
+                from autofix.api import create_app
+                from autofix.api.server import ApiServer
+
+                app = create_app(current, service.store, service=service, scheduler=scheduler)
+                api = ApiServer(app, current.api_host, current.api_port)
+                api.start()
             scheduler.start()
             out.print(f"autofix serving {current.db_path} with {current.pipeline}")
+            if api is not None:
+                out.print(f"  API on {api.url} (OpenAPI: {api.url}/openapi.json)")
             for scheduled in scheduler.get_jobs():
                 out.print(f"  {scheduled.id:<12} {scheduled.trigger}")
             started = time.monotonic()
@@ -119,6 +132,8 @@ def serve(
                     if until is not None and time.monotonic() - started >= until:
                         break
             finally:
+                if api is not None:
+                    api.stop()  # no new operator actions, in-flight requests finish
                 scheduler.shutdown(wait=True)
             failed = {k: v for k, v in service.failures.items() if v}
             out.print(
@@ -164,3 +179,60 @@ def jobs_status(
             f"{row['p95_ms'] / 1000:.2f}s",
         )
     out.print(table)
+
+
+@app.command()
+def status(
+    top: Annotated[int, typer.Option("--top", help="Rows per table.")] = 10,
+    since: Annotated[str, typer.Option("--since", help="Decisions of this last span.")] = "24h",
+) -> None:
+    """What the service sees and did: riskiest series, recent decisions and fixes, KPIs."""
+    from datetime import UTC, datetime
+
+    from autofix.cli.models import print_riskiest
+    from autofix.kpi import compute_kpis
+
+    current = settings()
+    try:
+        span = parse_duration(since)
+    except ValueError as exc:
+        raise InputError(f"--since: {exc}") from None
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with reader(current) as store:
+        latest = store.latest_predictions()
+        decisions = store.query(
+            """SELECT d.ts, d.rule, d.mode, d.target, d.reason,
+                      (SELECT arg_max(e.state, e.seq) FROM fixes f JOIN fix_events e
+                         USING (fix_id) WHERE f.decision_id = d.decision_id) AS fix_state
+               FROM decisions d WHERE d.ts >= ? ORDER BY d.ts DESC LIMIT ?""",
+            [now - span, top],
+        )
+        kpis = compute_kpis(store, now, manual_mttr=current.kpi_manual_mttr)
+    if latest.empty:
+        out.print("no predictions yet (run `autofix run remediate`)")
+    else:
+        print_riskiest(latest, top)
+    table = Table(
+        title=f"decisions in the last {since} ({len(decisions)} shown)", box=box.SIMPLE_HEAD
+    )
+    for column in ("when (UTC)", "rule", "mode", "target", "fix", "why"):
+        table.add_column(column, overflow="fold")
+    for row in decisions.to_dict("records"):
+        table.add_row(
+            str(row["ts"])[:19],
+            str(row["rule"]),
+            str(row["mode"]),
+            str(row["target"] or "-"),
+            str(row["fix_state"] or "-"),
+            str(row["reason"])[:120],
+        )
+    out.print(table if len(decisions) else f"no decisions in the last {since}")
+    rate = kpis.auto_fix_success_rate
+    ffr = kpis.false_fix_rate
+    out.print(
+        f"KPIs (30d): success rate {'n/a' if rate is None else f'{rate:.0%}'}, "
+        f"false-fix rate {'n/a' if ffr is None else f'{ffr:.2%}'} "
+        f"({kpis.scored_decisions} shadow decisions scored, {kpis.labelled_fixes} labelled), "
+        f"escalations {kpis.escalations}, pending approvals {kpis.pending_approvals}",
+        highlight=False,
+    )

@@ -50,7 +50,7 @@ def kpi(
     span = _window(window)
     current = settings()
     with reader(current) as store:
-        if store.snapshot is not None:
+        if store.snapshot is not None and not (store.snapshot / "fixes.parquet").exists():
             # The snapshot holds metrics only: KPIs from it would all read "no data".
             raise StoreError(
                 f"{current.db_path} is in use by another process and its snapshot has no "
