@@ -376,3 +376,84 @@ def test_malformed_pipelines_give_one_line_and_exit_2(
     assert message in line, line
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "data" / "a.duckdb").exists()  # nothing opened, nothing written
+
+
+def test_escalations_and_reports_are_notified_through_the_service(tmp_path: Path) -> None:
+    from autofix.notify import Notifier, WebhookChannel
+    from tests.test_notify import sink_server
+
+    settings = load_settings(
+        environ={
+            "AUTOFIX_DB_PATH": str(tmp_path / "a.duckdb"),
+            "AUTOFIX_MODELS_DIR": str(tmp_path / "models"),
+            "AUTOFIX_REPORT_DIR": str(tmp_path / "reports"),
+            "AUTOFIX_PROBE_TIMEOUT": "500ms",
+        }
+    )
+    pipeline = Pipeline.model_validate(
+        {"targets": [{"name": "gone", "kind": "tcp", "host": "127.0.0.1", "port": 1}]}
+    )
+    clock = Clock()
+    with sink_server() as sink, MetricStore(settings.db_path) as store:
+        notifier = Notifier([WebhookChannel(sink.url)], retries=0)
+        svc = Service(settings, pipeline, store, clock=clock, notifier=notifier)
+        svc.run_job("health")
+        clock.now += timedelta(seconds=30)
+        svc.run_job("health")  # second failure: escalated, and a human is told
+        (hit,) = sink.wait_for(1)
+        assert hit.json()["kind"] == "escalation"
+        assert "gone" in json.dumps(hit.json())
+        report = svc.run_job("report")
+        assert report.ok, report.error
+        assert Path(report.summary["report"]).is_file()
+        hits = sink.wait_for(2)
+        assert hits[1].json()["kind"] == "report"
+        svc.close()
+
+
+def test_kpi_job_snapshots_and_logs_to_mlflow(service: tuple[Service, Clock, Path]) -> None:
+    from autofix.tracking import Tracker
+
+    svc, _, _ = service
+    run = svc.run_job("kpi")
+    assert run.ok, run.error
+    assert "escalations" in run.summary
+    snapshots = svc.store.query("SELECT DISTINCT name FROM kpi_snapshots")
+    assert "escalations" in set(snapshots["name"])
+    import mlflow
+
+    tracker = Tracker(svc.settings.models_dir)
+    assert tracker.models_dir == svc.settings.models_dir
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{svc.settings.models_dir}/mlflow.db")
+    experiment = client.get_experiment_by_name("autofix-kpi")
+    assert experiment is not None
+    (logged,) = client.search_runs([experiment.experiment_id])
+    assert logged.data.metrics["escalations"] == 0.0
+
+
+def test_maintenance_job_plans_and_runs_due_work(service: tuple[Service, Clock, Path]) -> None:
+    svc, clock, root = service
+    log = root / "app.log"
+    log.write_text("line\n" * 1000)
+    stamp = (T0 - timedelta(days=2)).replace(tzinfo=UTC).timestamp()
+    os.utime(log, (stamp, stamp))
+    # Logs growing at 2 GB/day (20x the limit) on the spool: rotation is needed now.
+    frame = pd.DataFrame(
+        {
+            "ts": [clock.now - timedelta(minutes=1)],
+            "host": [svc.settings.hostname],  # maintenance acts on this host's own series
+            "metric": ["autofix_dir_growth_bytes_per_day"],
+            "labels": ['{"target":"spool"}'],
+            "value": [2e9],
+            "unit": ["bytes_per_day"],
+            "capacity": [float("nan")],
+        }
+    )
+    svc.store.write(frame)
+    run = svc.run_job("maintenance")
+    assert run.ok, run.error
+    tasks = svc.store.query("SELECT need, target, action FROM maintenance_tasks")
+    assert ("log_rotation", "spool", "files.rotate_logs") in set(tasks.itertuples(index=False))
+    assert run.summary["executed"] >= 1
+    assert (root / "app.log.gz").exists()  # rotated by the executor, not just planned
+    assert not log.exists()
