@@ -265,6 +265,7 @@ def _env(tmp_path: Path, pipeline: Path) -> dict[str, str]:
         "AUTOFIX_SNAPSHOT_DIR": str(tmp_path / "snap"),
         "AUTOFIX_PIPELINE": str(pipeline),
         "AUTOFIX_LOG_LEVEL": "WARNING",
+        "AUTOFIX_API_PORT": "0",  # no HTTP API in these tests
     }
 
 
