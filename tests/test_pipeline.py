@@ -60,3 +60,30 @@ def test_bad_pipeline_names_file_and_field(tmp_path: Path, text: str, message: s
 def test_missing_pipeline(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_pipeline(tmp_path / "none.yaml")
+
+
+def test_shipped_news_delivery_pipeline_has_the_seed_and_predictive_rules() -> None:
+    pipeline = load_pipeline(ROOT / "pipelines" / "news-delivery.yaml")
+    kinds = {rule.name: rule.when.type for rule in pipeline.rules}
+    for reactive in (
+        "cpu-high",
+        "memory-high",
+        "disk-high",
+        "service-unresponsive",
+        "db-connection-failed",
+    ):
+        assert kinds[reactive] == "threshold"
+    assert kinds["disk-exhaustion-4h"] == "exhaustion"
+    assert kinds["memory-exhaustion"] == "exhaustion"
+    assert kinds["query-slowdown"] == "anomaly"
+    assert kinds["query-performance"] == "baseline"
+    assert kinds["log-growth"] == "threshold"
+    assert kinds["security-patches"] == "threshold"
+    web = pipeline.target("web")
+    assert web is not None
+    assert web.recovery is not None
+    # Every rule has an ordered fix to try, and every named target is declared.
+    for rule in pipeline.rules:
+        assert rule.actions, rule.name
+    local = load_pipeline(ROOT / "pipelines" / "local.yaml")
+    assert {rule.mode for rule in local.rules} == {"shadow"}
