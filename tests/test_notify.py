@@ -27,6 +27,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword
 
 import autofix.notify
+import autofix.notify.channels
+import autofix.notify.messages
+import autofix.notify.notifier
 from autofix.config import Settings, load_settings
 from autofix.errors import ConfigError
 from autofix.notify import (
@@ -581,7 +584,13 @@ def test_helpers_and_module_examples() -> None:
     )
     with pytest.raises(ValueError, match="http"):
         Notification("test", "t", link="javascript:alert(1)")
-    assert doctest.testmod(autofix.notify).failed == 0
+    for module in (
+        autofix.notify,
+        autofix.notify.channels,
+        autofix.notify.messages,
+        autofix.notify.notifier,
+    ):
+        assert doctest.testmod(module).failed == 0, module.__name__
 
 
 # --- the CLI ------------------------------------------------------------------------
