@@ -590,7 +590,38 @@ class Service:
         )
         planned = planner.plan_and_record(now)
         executed = planner.execute_due(now)
-        return {"planned": len(planned), "executed": len(executed)}
+        upgradable = self._record_upgradable(now)
+        return {"planned": len(planned), "executed": len(executed), "upgradable": upgradable}
+
+    def _record_upgradable(self, now: datetime) -> dict[str, int] | None:
+        """``autofix_upgradable_packages{kind=security|all}``: what rules about patches read."""
+        from autofix.errors import ActionError
+        from autofix.maintenance import parse_upgradable
+
+        argv = self.pipeline.maintenance.upgradable_argv
+        try:
+            done = self.runner(argv, 120.0)
+        except ActionError as exc:
+            log.info("cannot list upgradable packages: %s", exc)
+            return None
+        if done.returncode != 0:
+            log.info("%s exited %d", argv[0], done.returncode)
+            return None
+        packages = parse_upgradable(done.stdout)
+        counts = {"security": sum(p.security for p in packages), "all": len(packages)}
+        frame = pd.DataFrame(
+            {
+                "ts": [now, now],
+                "host": [self.settings.hostname] * 2,
+                "metric": ["autofix_upgradable_packages"] * 2,
+                "labels": ['{"kind":"security"}', '{"kind":"all"}'],
+                "value": [float(counts["security"]), float(counts["all"])],
+                "unit": ["count", "count"],
+                "capacity": [float("nan")] * 2,
+            }
+        )
+        self.store.write(frame)
+        return counts
 
     def kpi(self) -> dict[str, Any]:
         from autofix.kpi import compute_kpis, snapshot_kpis

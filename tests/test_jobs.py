@@ -8,7 +8,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from autofix.actions.base import CommandResult, run_argv
 from autofix.config import load_settings
 from autofix.errors import StoreError
 from autofix.jobs import Service, build_scheduler
@@ -451,10 +452,29 @@ def test_maintenance_job_plans_and_runs_due_work(service: tuple[Service, Clock, 
         }
     )
     svc.store.write(frame)
+    listing = (
+        "Listing...\n"
+        "openssl/stable-security 3.0.15-1~deb12u1 amd64 [upgradable from: 3.0.14-1~deb12u2]\n"
+        "tzdata/stable-updates 2025b-0+deb12u1 all [upgradable from: 2025a-0+deb12u1]\n"
+    )
+
+    def runner(argv: Sequence[str], timeout: float) -> CommandResult:
+        if list(argv) == ["apt", "list", "--upgradable"]:  # recorded: no apt needed here
+            return CommandResult(tuple(argv), 0, listing, "")
+        return run_argv(argv, timeout)
+
+    svc.runner = runner
     run = svc.run_job("maintenance")
     assert run.ok, run.error
+    assert run.summary["upgradable"] == {"security": 1, "all": 2}
     tasks = svc.store.query("SELECT need, target, action FROM maintenance_tasks")
     assert ("log_rotation", "spool", "files.rotate_logs") in set(tasks.itertuples(index=False))
     assert run.summary["executed"] >= 1
+    upgradable = svc.store.query(
+        "SELECT labels, value FROM samples JOIN series USING (series_id) "
+        "WHERE metric = 'autofix_upgradable_packages'"
+    )
+    values = dict(zip(upgradable["labels"], upgradable["value"], strict=True))
+    assert values == {'{"kind":"security"}': 1.0, '{"kind":"all"}': 2.0}
     assert (root / "app.log.gz").exists()  # rotated by the executor, not just planned
     assert not log.exists()
