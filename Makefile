@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install run test lint typecheck unit bench clean notebooks
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,8 @@ run: $(STAMP)
 	$(BIN)/autofix report --out data/reports/latest
 
 lint: $(STAMP)
-	$(BIN)/ruff check autofix tests benchmarks
-	$(BIN)/ruff format --check autofix tests benchmarks
+	$(BIN)/ruff check autofix tests benchmarks notebooks
+	$(BIN)/ruff format --check autofix tests benchmarks notebooks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -46,6 +46,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/forecast.py
 	$(BIN)/python benchmarks/anomaly.py
 	$(BIN)/python benchmarks/executor.py
+
+# JupyterLab on notebooks/ with this project's .venv (kernel "Python 3" is .venv's python).
+notebooks: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -22,7 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from autofix.errors import ConfigError
@@ -33,6 +33,7 @@ DEFAULT_CONFIG_FILE = Path("autofix.toml")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_API_USER = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
 
 
 def parse_duration(value: object) -> timedelta:
@@ -91,6 +92,11 @@ class Settings(BaseSettings):
     models_dir: Path = Field(
         Path("models"),
         description="Where trained models and the local MLflow store live.",
+    )
+    notebook_size: Literal["small", "full"] = Field(
+        "full",
+        description="Data the notebooks in notebooks/ run on: `small` (a week of scenarios, "
+        "for the test suite) or `full`.",
     )
     pipeline: Path = Field(
         Path("pipelines/local.yaml"),
@@ -266,6 +272,40 @@ class Settings(BaseSettings):
     notify_timeout: Duration = Field(
         timedelta(seconds=5), description="Timeout of one notification delivery attempt."
     )
+    # -- the HTTP API that `autofix serve` runs beside the jobs
+    api_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    api_port: int = Field(8787, ge=0, le=65535, description="Port of the HTTP API; 0 runs no API.")
+    api_tokens: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer tokens of the API as comma-separated name:role:token entries "
+        "(role viewer or operator, token at least 16 characters); empty: every /api/v1 "
+        "request is refused.",
+    )
+    api_metrics_auth: bool = Field(
+        False, description="Require a viewer token for GET /metrics (else it is open)."
+    )
+    api_max_body: int = Field(
+        1_048_576, ge=1024, description="Largest request body in bytes the API accepts (413)."
+    )
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _check_tokens(cls, value: SecretStr) -> SecretStr:
+        # Messages name the entry, never echo a token.
+        names: set[str] = set()
+        entries = [e.strip() for e in value.get_secret_value().split(",") if e.strip()]
+        for index, entry in enumerate(entries, 1):
+            name, role, token = [*entry.split(":", 2), "", ""][:3]
+            if not re.fullmatch(_API_USER, name):
+                raise ValueError(f"entry {index}: give name:role:token, name like {_API_USER}")
+            if role not in ("viewer", "operator"):
+                raise ValueError(f"{name}: role must be viewer or operator, not {role!r}")
+            if not re.fullmatch(r"[!-~]{16,}", token):
+                raise ValueError(f"{name}: token must be 16 or more printable ASCII, no spaces")
+            if name in names:
+                raise ValueError(f"{name}: duplicate token name")
+            names.add(name)
+        return value
 
     @classmethod
     def settings_customise_sources(

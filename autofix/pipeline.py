@@ -436,10 +436,29 @@ class BaselineWhen(_When):
     min_samples: int = Field(5, ge=1, description="Fewer samples in either window: no verdict.")
 
 
+class AlertWhen(BaseModel):
+    """A firing Alertmanager alert (``POST /api/v1/alerts/alertmanager``) named ``alertname``.
+
+    The alert's ``target`` label picks the target when an action names none, and only
+    when it equals a declared target's name; labels never fill parameters.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["alert"]
+    alertname: str = Field(
+        pattern=r"^[A-Za-z0-9_:.-]{1,128}$", description="The alert's alertname label."
+    )
+    match: dict[str, str] = Field(
+        default_factory=dict, description="Other label values the alert must have (exact match)."
+    )
+
+
 Condition = Annotated[
-    ThresholdWhen | ExhaustionWhen | AnomalyWhen | BaselineWhen, Field(discriminator="type")
+    ThresholdWhen | ExhaustionWhen | AnomalyWhen | BaselineWhen | AlertWhen,
+    Field(discriminator="type"),
 ]
-_CONDITION_TYPES = {"threshold", "exhaustion", "anomaly", "baseline"}
+_CONDITION_TYPES = {"threshold", "exhaustion", "anomaly", "baseline", "alert"}
 
 
 class Rule(BaseModel):
