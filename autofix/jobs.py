@@ -6,15 +6,15 @@
 - ``remediate``: predict (the MLflow champion over the store) → anomaly scores of
   latency series → the policy over the rules → decisions recorded → fixes through the
   executor's gates; shadow and dry-run decisions whose horizon has passed are scored;
-- ``health``: the self-healing loop — every checked target's health; a target failing
-  ``recovery.after`` checks in a row gets its recovery actions through the executor
-  (a failed verify rolls back and escalates there);
+- ``health``: the self-healing loop (``autofix.selfheal``): every checked target's
+  health; a target failing ``recovery.after`` checks in a row gets its recovery actions
+  through the executor (a failed verify rolls back and escalates there);
 - ``train``, ``maintenance``, ``report``, ``retention``, ``kpi``, ``snapshot``.
 
 Every run is recorded in ``job_runs`` with its duration; a failing job is logged and
-counted and never stops the scheduler. APScheduler runs the jobs (one instance of each
-at a time, missed runs coalesced into one). New escalations and approvals go to the
-notifier, which never blocks a job.
+counted and never stops the scheduler. APScheduler runs the jobs (``autofix.scheduler``:
+one instance of each at a time, missed runs coalesced into one). New escalations and
+approvals go to the notifier, which never blocks a job.
 """
 
 from __future__ import annotations
@@ -38,21 +38,20 @@ from autofix.config import Settings
 from autofix.errors import AutofixError
 from autofix.executor import Executor
 from autofix.gates import resolve_policy
-from autofix.health import HealthResult, check_all
 from autofix.models.anomaly import RobustScorer
-from autofix.pipeline import JOB_NAMES, AlertWhen, BaselineWhen, Pipeline, Rule, Target
+from autofix.pipeline import JOB_NAMES, AlertWhen, BaselineWhen, Pipeline, Rule
 from autofix.policy import (
     Alert,
-    Candidate,
     Decision,
     Observations,
     RuleDecision,
     decide,
     judge_alerts,
     lookback,
-    rule_gates,
     score_outcome,
 )
+from autofix.scheduler import build_scheduler
+from autofix.selfheal import SelfHealer
 from autofix.store import MetricStore
 
 log = logging.getLogger(__name__)
@@ -88,13 +87,6 @@ class JobRun:
             "summary": dict(self.summary),
             "error": self.error,
         }
-
-
-@dataclass
-class _Streak:
-    failures: int = 0
-    since: datetime | None = None
-    acted: bool = False
 
 
 class Service:
@@ -135,7 +127,7 @@ class Service:
         self.last_run: dict[str, JobRun] = {}
         self._collectors: list[Any] | None = None
         self._model: tuple[Any, str, str] | None = None
-        self._streaks: dict[str, _Streak] = {}
+        self._healer = SelfHealer(self)
         self._recent = self._load_recent()
         self._notified_escalations = self._count("escalations")
         self._notified_pending: set[int] = set()
@@ -457,112 +449,7 @@ class Service:
     # -- health (self-healing) -------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        now = self.clock()
-        results = check_all(
-            self.pipeline,
-            self.settings.probe_timeout.total_seconds(),
-            runner=self.runner,
-            http_transport=self.http_transport,
-        )
-        self._write_health(results, now)
-        acted = []
-        for result in results:
-            target = self.pipeline.target(result.target)
-            if target is None:
-                continue
-            streak = self._streaks.setdefault(result.target, _Streak())
-            if result.ok:
-                self._streaks[result.target] = _Streak()
-                continue
-            streak.failures += 1
-            streak.since = streak.since or now
-            after = target.recovery.after if target.recovery is not None else 2
-            if streak.failures < after or streak.acted:
-                continue
-            streak.acted = True
-            acted.append(self._recover(target, result, streak, now))
-        return {
-            "checked": len(results),
-            "unhealthy": [r.target for r in results if not r.ok],
-            "recoveries": acted,
-        }
-
-    def _write_health(self, results: list[HealthResult], now: datetime) -> None:
-        if not results:
-            return
-        rows = []
-        for r in results:
-            labels = json.dumps({"target": r.target}, separators=(",", ":"))
-            rows.append(
-                (
-                    now,
-                    self.settings.hostname,
-                    "autofix_health_up",
-                    labels,
-                    1.0 if r.ok else 0.0,
-                    "",
-                    None,
-                )
-            )
-            rows.append(
-                (
-                    now,
-                    self.settings.hostname,
-                    "autofix_health_check_seconds",
-                    labels,
-                    r.seconds,
-                    "seconds",
-                    None,
-                )
-            )
-        frame = pd.DataFrame(
-            rows, columns=["ts", "host", "metric", "labels", "value", "unit", "capacity"]
-        )
-        frame["capacity"] = frame["capacity"].astype("float64")
-        self.store.write(frame)
-
-    def _recover(
-        self, target: Target, result: HealthResult, streak: _Streak, now: datetime
-    ) -> dict[str, Any]:
-        detected = streak.since or now
-        reason = f"{target.name} unhealthy for {streak.failures} checks: {result.detail}"
-        decision_id = f"recovery:{target.name}:{now:%Y%m%dT%H%M%S}"
-        recovery = target.recovery
-        candidates = []
-        if recovery is not None:
-            gates = rule_gates(recovery.mode, recovery.gates)
-            candidates = [
-                Candidate(spec.action, spec.target or target.name, dict(spec.params), gates)
-                for spec in recovery.actions
-            ]
-        decision = Decision(
-            candidates,
-            reason=reason,
-            id=decision_id,
-            inputs={"detected_at": detected.isoformat(), "health": result.detail},
-        )
-        mode = self._effective_mode(decision, self.settings.fix_mode)
-        rd = RuleDecision(
-            rule=f"recovery:{target.name}",
-            kind="health",
-            subject=f"target:{target.name}",
-            series_id=None,
-            target=target.name,
-            mode=mode,
-            detected_at=detected,
-            score_at=now + timedelta(minutes=15),
-            reason=reason,
-            inputs=decision.inputs,
-            decision=decision,
-        )
-        self._record_decision(rd, now, source="health")
-        if not candidates:
-            self.executor.audit.escalate(
-                None, "-", target.name, None, f"no recovery configured: {reason}"
-            )
-            return {"target": target.name, "fixes": [], "escalated": True}
-        records = self.executor.run_decision(decision, requested_by="self-heal")
-        return {"target": target.name, "fixes": [(r.id, r.action, r.state) for r in records]}
+        return self._healer.run()
 
     # -- the other jobs ----------------------------------------------------------------
 
@@ -696,51 +583,6 @@ class Service:
                     record.requested_at + policy.approval_ttl,
                 )
             )
-
-
-# -- the scheduler -----------------------------------------------------------------------
-
-
-def build_scheduler(service: Service, only: set[str] | None = None) -> Any:
-    """An APScheduler BackgroundScheduler with every enabled job of the pipeline.
-
-    One instance of a job at a time; a run missed while the previous one was still going
-    is coalesced into a single late run; failures are recorded by ``run_job``.
-    """
-    from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
-    from apscheduler.executors.pool import ThreadPoolExecutor
-    from apscheduler.schedulers.background import BackgroundScheduler
-    from apscheduler.triggers.cron import CronTrigger
-    from apscheduler.triggers.interval import IntervalTrigger
-
-    scheduler = BackgroundScheduler(
-        executors={"default": ThreadPoolExecutor(max_workers=4)},
-        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
-        timezone="UTC",
-    )
-    for name in JOB_NAMES:
-        spec = service.pipeline.job(name)
-        if not spec.enabled or (only is not None and name not in only):
-            continue
-        trigger: Any
-        if spec.every is not None:
-            trigger = IntervalTrigger(seconds=spec.every.total_seconds(), timezone="UTC")
-            first = datetime.now(UTC)  # interval jobs start at once
-        else:
-            assert spec.cron is not None
-            trigger = CronTrigger.from_crontab(spec.cron, timezone="UTC")
-            first = None
-        scheduler.add_job(
-            service.run_job, trigger, args=[name], id=name, name=name, next_run_time=first
-        )
-
-    def skipped(event: JobEvent) -> None:
-        log.debug("job %s skipped: the previous run is still going", event.job_id)
-        with service._lock:
-            service.failures[f"{event.job_id}_skipped"] += 1
-
-    scheduler.add_listener(skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
-    return scheduler
 
 
 __all__ = ["JobRun", "Service", "build_scheduler", "utcnow"]

@@ -1,0 +1,150 @@
+"""The self-healing loop: health checks → recovery through the executor → escalation.
+
+Every ``health`` job checks each target that has a check (``autofix.health``) and stores
+the results as ``autofix_health_up`` / ``autofix_health_check_seconds`` samples. A target
+failing ``recovery.after`` checks in a row gets its recovery actions through the executor
+and all its gates, once per outage (a failed verify rolls back and escalates there); a
+target without ``recovery`` is escalated once per outage.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from autofix.health import HealthResult, check_all
+from autofix.pipeline import Target
+from autofix.policy import Candidate, Decision, RuleDecision, rule_gates
+
+if TYPE_CHECKING:
+    from autofix.jobs import Service
+
+
+@dataclass
+class _Streak:
+    failures: int = 0
+    since: datetime | None = None
+    acted: bool = False
+
+
+class SelfHealer:
+    """Health streaks per target, and the recovery decisions they lead to."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.streaks: dict[str, _Streak] = {}
+
+    def run(self) -> dict[str, Any]:
+        now = self.service.clock()
+        results = check_all(
+            self.service.pipeline,
+            self.service.settings.probe_timeout.total_seconds(),
+            runner=self.service.runner,
+            http_transport=self.service.http_transport,
+        )
+        self._write_health(results, now)
+        acted = []
+        for result in results:
+            target = self.service.pipeline.target(result.target)
+            if target is None:
+                continue
+            streak = self.streaks.setdefault(result.target, _Streak())
+            if result.ok:
+                self.streaks[result.target] = _Streak()
+                continue
+            streak.failures += 1
+            streak.since = streak.since or now
+            after = target.recovery.after if target.recovery is not None else 2
+            if streak.failures < after or streak.acted:
+                continue
+            streak.acted = True
+            acted.append(self._recover(target, result, streak, now))
+        return {
+            "checked": len(results),
+            "unhealthy": [r.target for r in results if not r.ok],
+            "recoveries": acted,
+        }
+
+    def _write_health(self, results: list[HealthResult], now: datetime) -> None:
+        if not results:
+            return
+        rows = []
+        for r in results:
+            labels = json.dumps({"target": r.target}, separators=(",", ":"))
+            rows.append(
+                (
+                    now,
+                    self.service.settings.hostname,
+                    "autofix_health_up",
+                    labels,
+                    1.0 if r.ok else 0.0,
+                    "",
+                    None,
+                )
+            )
+            rows.append(
+                (
+                    now,
+                    self.service.settings.hostname,
+                    "autofix_health_check_seconds",
+                    labels,
+                    r.seconds,
+                    "seconds",
+                    None,
+                )
+            )
+        frame = pd.DataFrame(
+            rows, columns=["ts", "host", "metric", "labels", "value", "unit", "capacity"]
+        )
+        frame["capacity"] = frame["capacity"].astype("float64")
+        self.service.store.write(frame)
+
+    def _recover(
+        self, target: Target, result: HealthResult, streak: _Streak, now: datetime
+    ) -> dict[str, Any]:
+        detected = streak.since or now
+        reason = f"{target.name} unhealthy for {streak.failures} checks: {result.detail}"
+        decision_id = f"recovery:{target.name}:{now:%Y%m%dT%H%M%S}"
+        recovery = target.recovery
+        candidates = []
+        if recovery is not None:
+            gates = rule_gates(recovery.mode, recovery.gates)
+            candidates = [
+                Candidate(spec.action, spec.target or target.name, dict(spec.params), gates)
+                for spec in recovery.actions
+            ]
+        decision = Decision(
+            candidates,
+            reason=reason,
+            id=decision_id,
+            inputs={"detected_at": detected.isoformat(), "health": result.detail},
+        )
+        mode = self.service._effective_mode(decision, self.service.settings.fix_mode)
+        rd = RuleDecision(
+            rule=f"recovery:{target.name}",
+            kind="health",
+            subject=f"target:{target.name}",
+            series_id=None,
+            target=target.name,
+            mode=mode,
+            detected_at=detected,
+            score_at=now + timedelta(minutes=15),
+            reason=reason,
+            inputs=decision.inputs,
+            decision=decision,
+        )
+        self.service._record_decision(rd, now, source="health")
+        if not candidates:
+            self.service.executor.audit.escalate(
+                None, "-", target.name, None, f"no recovery configured: {reason}"
+            )
+            return {"target": target.name, "fixes": [], "escalated": True}
+        records = self.service.executor.run_decision(decision, requested_by="self-heal")
+        return {"target": target.name, "fixes": [(r.id, r.action, r.state) for r in records]}
+
+
+__all__ = ["SelfHealer"]
