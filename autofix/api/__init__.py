@@ -1,0 +1,111 @@
+"""The HTTP API: FastAPI over the store and executor of the process that runs the jobs.
+
+``create_app(settings, store)`` builds the app; ``autofix serve`` runs it with uvicorn
+on a thread beside the scheduler (``autofix.api.server``), sharing the one writable
+store. OpenAPI is at ``/openapi.json``.
+
+    GET  /healthz, /readyz, /metrics                  open (/metrics: AUTOFIX_API_METRICS_AUTH)
+    GET  /api/v1/forecasts, /series/{id}/forecast,
+         /anomalies, /fixes, /fixes/{id}, /kpis,
+         /maintenance                                 viewer or operator token
+    POST /api/v1/fixes/{id}/approve|reject|rollback|label,
+         /api/v1/alerts/alertmanager                  operator token
+
+Errors are JSON ``{"detail": ...}``: 401/403 (token, role), 404 (unknown id), 409 (the
+fix's state does not allow it), 413 (body over AUTOFIX_API_MAX_BODY), 422 (validation),
+503 (the store failed). Nothing an API caller sends reaches a shell or a path.
+
+>>> from autofix.config import load_settings
+>>> from autofix.pipeline import Pipeline
+>>> from autofix.store import MetricStore
+>>> app = create_app(load_settings(environ={}), MetricStore(":memory:"), pipeline=Pipeline())
+>>> [p for p in app.openapi()["paths"] if p.startswith("/api/v1/fixes")][:2]
+['/api/v1/fixes', '/api/v1/fixes/{fix_id}']
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from autofix import __version__
+from autofix.config import Settings
+from autofix.errors import AutofixError, StoreError
+from autofix.jobs import Service, utcnow
+from autofix.pipeline import Pipeline, load_pipeline
+from autofix.store import MetricStore
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    store: MetricStore,
+    *,
+    service: Service | None = None,
+    pipeline: Pipeline | None = None,
+    scheduler: Any | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> FastAPI:
+    """The API over ``store``.
+
+    ``service`` is the process's ``Service`` (its executor runs approved fixes, its
+    alert rules take Alertmanager's alerts); without one, a Service is built over
+    ``store`` and ``pipeline`` (default: the pipelines file in the settings).
+    ``scheduler`` (APScheduler) is what ``/readyz`` reports on. ``clock`` returns naive
+    UTC (default: the service's clock).
+    """
+    from autofix.api import alerts, dashboard, fixes, metrics, routes
+    from autofix.api.auth import Tokens
+    from autofix.api.context import ApiContext
+    from autofix.api.limits import BodyLimit
+
+    if service is None:
+        pipeline = pipeline if pipeline is not None else load_pipeline(settings.pipeline)
+        service = Service(settings, pipeline, store, clock=clock or utcnow)
+    ctx = ApiContext(
+        settings=settings,
+        store=store,
+        service=service,
+        pipeline=service.pipeline,
+        tokens=Tokens(settings.api_tokens),
+        clock=clock or service.clock,
+        scheduler=scheduler,
+    )
+    app = FastAPI(
+        title="autofix",
+        version=__version__,
+        summary="Predictive auto-remediation: forecasts, anomalies, fixes, KPIs.",
+        docs_url=None,  # Swagger UI loads scripts from a CDN; autofix fetches nothing
+        redoc_url=None,
+    )
+    app.state.autofix = ctx
+    app.add_middleware(BodyLimit, max_body=settings.api_max_body)
+    app.add_exception_handler(AutofixError, _autofix_error)
+    app.include_router(routes.health)
+    app.include_router(metrics.router(ctx, metrics.build_registry(ctx)))
+    app.include_router(routes.router)
+    app.include_router(fixes.router)
+    app.include_router(alerts.router)
+    app.include_router(dashboard.router)  # GET / and its assets
+    if not len(ctx.tokens):
+        log.warning("API: AUTOFIX_API_TOKENS is empty; every /api/v1 request is refused")
+    return app
+
+
+async def _autofix_error(request: Request, exc: Exception) -> JSONResponse:
+    # Routes turn bad input into 4xx themselves; what reaches here is the store or a bug.
+    message = " ".join(str(exc).split())
+    if isinstance(exc, StoreError):
+        log.error("API %s %s: %s", request.method, request.url.path, message)
+        return JSONResponse({"detail": f"store unavailable: {message}"}, 503)
+    log.error("API %s %s failed: %s", request.method, request.url.path, message)
+    return JSONResponse({"detail": message}, 500)
+
+
+__all__ = ["create_app"]

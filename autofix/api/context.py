@@ -1,0 +1,302 @@
+"""What the routes share: the service's store and executor, the clock, the tokens, caches.
+
+One ``ApiContext`` per app, kept in ``app.state.autofix`` and handed to a route by the
+``context`` dependency. The API reads and writes through the objects of the process
+that owns the store (DuckDB allows one writer), never a second connection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from fastapi import Request
+
+from autofix.api.auth import Tokens
+from autofix.api.models import Forecast
+from autofix.config import Settings
+from autofix.executor import Executor
+from autofix.jobs import Service
+from autofix.maintenance import Maintenance
+from autofix.models.base import HORIZONS
+from autofix.pipeline import Pipeline
+from autofix.store import MetricStore
+
+log = logging.getLogger(__name__)
+
+
+def utc(value: Any) -> datetime | None:
+    """A store timestamp (naive UTC, pandas or ISO text) as an aware UTC datetime; None for null."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def number(value: Any) -> float | None:
+    """A finite float, or None (JSON has no NaN)."""
+    if value is None:
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def parse_labels(text: Any) -> dict[str, str]:
+    """A series' canonical-JSON labels as a dict of strings."""
+    if not isinstance(text, str) or not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+_TIMES = ("made_at", "origin", "eta", "eta_lo", "eta_hi")
+
+
+@dataclass(frozen=True)
+class ForecastTable:
+    """The newest prediction of every series, ready to filter, sort and page without SQL.
+
+    Columns stay arrays; a row becomes a dict (and its JSON) the first time it is served,
+    so a rebuild after a prediction run costs the query and a sort, not 10,000 dicts.
+    """
+
+    columns: Mapping[str, np.ndarray]
+    probability: Mapping[str, np.ndarray]  # horizon -> p per row (NaN: unknown)
+    order: Mapping[str, np.ndarray]  # horizon -> rows by p desc, then ETA
+    eta_epoch: np.ndarray  # ETA in Unix seconds per row (NaN: none)
+    series_index: Mapping[int, int]
+    _rows: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
+    _json: dict[tuple[int, str], bytes] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, frame: pd.DataFrame) -> ForecastTable:
+        n = len(frame)
+        columns = {
+            name: frame[name].to_numpy(dtype=object)
+            for name in ("host", "metric", "labels", "model", "model_version")
+        }
+        columns["series_id"] = frame["series_id"].to_numpy("int64")
+        columns["capacity"] = frame["capacity"].to_numpy("float64")
+        columns["threshold"] = frame["threshold"].to_numpy("float64")
+        for name in _TIMES:
+            columns[name] = frame[name].to_numpy("datetime64[ns]")
+        eta = np.full(n, np.nan)
+        known = ~np.isnat(columns["eta"])
+        eta[known] = columns["eta"][known].astype("int64") / 1e9
+        probability: dict[str, np.ndarray] = {}
+        order: dict[str, np.ndarray] = {}
+        for h in HORIZONS:
+            p = frame[f"p_{h}"].to_numpy("float64")
+            probability[h] = p
+            # lexsort: the last key is the primary one; unknown probabilities sort last.
+            order[h] = np.lexsort((np.nan_to_num(eta, nan=np.inf), -np.nan_to_num(p, nan=-1.0)))
+        ids = columns["series_id"].tolist()
+        return cls(columns, probability, order, eta, dict(zip(ids, range(n), strict=True)))
+
+    def __len__(self) -> int:
+        return len(self.eta_epoch)
+
+    def _base(self, index: int) -> dict[str, Any]:
+        row = self._rows.get(index)
+        if row is None:
+            c = self.columns
+            row = self._rows[index] = {
+                "series_id": int(c["series_id"][index]),
+                "host": str(c["host"][index]),
+                "metric": str(c["metric"][index]),
+                "labels": parse_labels(c["labels"][index]),
+                "capacity": number(c["capacity"][index]),
+                **{name: utc(pd.Timestamp(c[name][index])) for name in _TIMES},
+                "probabilities": {h: number(self.probability[h][index]) for h in HORIZONS},
+                "threshold": float(c["threshold"][index]),
+                "model": str(c["model"][index]),
+                "model_version": str(c["model_version"][index]),
+            }
+        return row
+
+    def row(self, index: int, within: str) -> dict[str, Any]:
+        """Row ``index`` as a ``Forecast`` body for the horizon ``within``."""
+        p = number(self.probability[within][index])
+        return {**self._base(index), "within": within, "p_within": p}
+
+    def row_json(self, index: int, within: str) -> bytes:
+        """A row as the JSON of a ``Forecast``: serialized once, then reused."""
+        key = (index, within)
+        out = self._json.get(key)
+        if out is None:
+            out = self._json[key] = Forecast(**self.row(index, within)).model_dump_json().encode()
+        return out
+
+    def metric_labels(self, index: int) -> list[str]:
+        """series_id, host, metric: the labels of the row's /metrics samples."""
+        c = self.columns
+        return [str(c["series_id"][index]), str(c["host"][index]), str(c["metric"][index])]
+
+    def select(
+        self,
+        within: str,
+        host: str | None = None,
+        metric: str | None = None,
+        min_probability: float = 0.0,
+    ) -> np.ndarray:
+        """Row indexes matching the filters, riskiest first."""
+        order = self.order[within]
+        keep = np.ones(len(self), dtype=bool)
+        if host is not None:
+            keep &= self.columns["host"] == host
+        if metric is not None:
+            keep &= self.columns["metric"] == metric
+        if min_probability > 0:
+            keep &= np.nan_to_num(self.probability[within], nan=-1.0) >= min_probability
+        picked: np.ndarray = order[keep[order]]
+        return picked
+
+
+class PredictionCache:
+    """``latest_predictions`` built once per prediction run, keyed on ``max(made_at)``.
+
+    The predict job appends a whole run in one statement, so a new ``max(made_at)`` (or
+    row count) is exactly a new run. ``get`` checks the key (one small aggregate instead
+    of a window over the whole predictions table) and rebuilds on a change; ``fresh``
+    answers without touching the store when the last check is under ``recheck`` seconds
+    old, so a busy route stays on the event loop (runs come a minute apart).
+    """
+
+    def __init__(self, store: MetricStore, recheck: float = 1.0) -> None:
+        self.store = store
+        self.recheck = recheck
+        self._lock = threading.Lock()
+        self._key: tuple[Any, ...] | None = None
+        self._table: ForecastTable | None = None
+        self._checked = -math.inf
+        self.builds = 0
+
+    def fresh(self) -> ForecastTable | None:
+        """The table when it was checked lately, else None (then call ``get``)."""
+        if time.monotonic() - self._checked < self.recheck:
+            return self._table
+        return None
+
+    def get(self) -> ForecastTable:
+        """The current table (blocking: reads the store).
+
+        While one caller rebuilds after a new run, the others keep getting the previous
+        table instead of queueing behind the rebuild (unless there is none yet).
+        """
+        key = tuple(self.store._run("SELECT max(made_at), count(*) FROM predictions")[0])
+        stale = key != self._key or self._table is None
+        if stale and self._lock.acquire(blocking=self._table is None):
+            try:
+                if key != self._key or self._table is None:
+                    self._table = ForecastTable.build(self.store.latest_predictions())
+                    self._key = key
+                    self.builds += 1
+            finally:
+                self._lock.release()
+        self._checked = time.monotonic()
+        table = self._table
+        assert table is not None
+        return table
+
+    def forget(self) -> None:
+        """Check the store on the next ``fresh`` (tests, and after writing predictions)."""
+        self._checked = -math.inf
+
+
+@dataclass
+class TtlCache:
+    """One value recomputed at most every ``ttl`` seconds (the /metrics page, KPIs).
+
+    ``get`` waits for a fresh value. ``get_stale`` returns a value older than ``ttl``
+    but younger than ``stale`` at once and recomputes it on a background thread (one at
+    a time), so under a flood of requests a slow recomputation stalls none of them; an
+    occasional caller (older than ``stale``) waits for a fresh value as with ``get``.
+    """
+
+    ttl: float
+    stale: float = math.inf
+    _value: Any = None
+    _at: float = -math.inf
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _refreshing: threading.Lock = field(default_factory=threading.Lock)
+
+    def fresh(self) -> Any:
+        """The value when it is younger than ``ttl``, else None (no waiting, no work)."""
+        return self._value if time.monotonic() - self._at < self.ttl else None
+
+    def get(self, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            if time.monotonic() - self._at >= self.ttl:
+                self._value = compute()
+                self._at = time.monotonic()
+            return self._value
+
+    def get_stale(self, compute: Callable[[], Any]) -> Any:
+        value, age = self._value, time.monotonic() - self._at
+        if value is None or age >= self.stale:
+            return self.get(compute)
+        if age >= self.ttl and self._refreshing.acquire(blocking=False):
+
+            def refresh() -> None:
+                try:
+                    self.get(compute)
+                except Exception:  # the next scrape tries again; the old value stays
+                    log.exception("background refresh failed")
+                finally:
+                    self._refreshing.release()
+
+            threading.Thread(target=refresh, name="autofix-api-refresh", daemon=True).start()
+        return value
+
+
+@dataclass
+class ApiContext:
+    """Everything a route may use; built once by ``create_app``."""
+
+    settings: Settings
+    store: MetricStore
+    service: Service
+    pipeline: Pipeline
+    tokens: Tokens
+    clock: Callable[[], datetime]
+    scheduler: Any | None = None
+    predictions: PredictionCache = field(init=False)
+    maintenance: Maintenance = field(init=False)
+    # Operator actions one at a time: two approvals of one fix must not both run it.
+    operator_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.predictions = PredictionCache(self.store)
+        self.maintenance = Maintenance(
+            self.store, self.pipeline, self.settings, self.executor, clock=self.clock
+        )
+
+    @property
+    def executor(self) -> Executor:
+        return self.service.executor
+
+
+async def context(request: Request) -> ApiContext:
+    """The app's context (a FastAPI dependency; async: no thread for a lookup)."""
+    ctx = request.app.state.autofix
+    assert isinstance(ctx, ApiContext)
+    return ctx

@@ -1,0 +1,328 @@
+"""The read routes and /metrics over a real store, served by uvicorn on loopback."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client.parser import text_string_to_metric_families
+
+from autofix.api.context import TtlCache
+from autofix.api.models import FixState, TaskState
+from autofix.audit import STATES
+from autofix.maintenance import TASK_STATES
+from tests.api.world import VIEWER, World, auth, body, make_world, prediction, serving
+from tests.promstack import prometheus, stack_or_skip
+
+# Most tests only read: they share one world and server. Tests that write make their own.
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with make_world(tmp_path_factory.mktemp("routes")) as w:
+        yield w
+
+
+@pytest.fixture(scope="module")
+def client(world: World) -> Iterator[httpx.Client]:
+    with serving(world) as c:
+        c.headers.update(auth(VIEWER))
+        yield c
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[tuple[World, httpx.Client]]:
+    with make_world(tmp_path) as w, serving(w) as c:
+        c.headers.update(auth(VIEWER))
+        yield w, c
+
+
+def test_state_enums_match_the_package() -> None:
+    assert FixState.__args__ == STATES  # type: ignore[attr-defined]
+    assert TaskState.__args__ == TASK_STATES  # type: ignore[attr-defined]
+
+
+def test_health_and_readiness(world: World, client: httpx.Client) -> None:
+    assert body(client.get("/healthz")) == {"status": "ok"}
+    ready = body(client.get("/readyz"))
+    assert (ready["ready"], ready["store"], ready["scheduler"]) == (True, "ok", "absent")
+    jobs = {j["job"]: j for j in ready["jobs"]}
+    assert jobs["remediate"]["ok"] is False
+    assert jobs["collect"]["ok"] is True
+    assert 0 <= jobs["collect"]["age_seconds"] < 3600
+
+
+def test_readiness_fails_while_the_scheduler_is_stopped(world: World) -> None:
+    scheduler = BackgroundScheduler(timezone="UTC")  # built, never started
+    with serving(world, scheduler=scheduler) as c:
+        response = c.get("/readyz")
+    assert response.status_code == 503
+    assert body(response)["scheduler"] == "stopped"
+
+
+def test_forecasts_newest_per_series_riskiest_first(world: World, client: httpx.Client) -> None:
+    page = body(client.get("/api/v1/forecasts"))
+    assert page["total"] == 2
+    disk, memory = page["items"]
+    assert disk["series_id"] == world.series["disk"]
+    assert (disk["within"], disk["p_within"], disk["model"], disk["model_version"]) == (
+        "24h",
+        0.9,  # the newer of the two runs
+        "default",
+        "7",
+    )
+    assert disk["labels"] == {"mountpoint": "/var/log"}
+    assert disk["eta"].endswith("Z")
+    assert disk["eta_lo"] < disk["eta"] < disk["eta_hi"]
+    assert disk["probabilities"] == {"1h": 0.0, "4h": 0.2, "24h": 0.9, "4d": 0.99}
+    assert memory["eta"] is None
+    assert memory["p_within"] == 0.0
+
+
+def test_forecast_filters_and_pages(world: World, client: httpx.Client) -> None:
+    def get(**params: object) -> dict[str, object]:
+        return body(client.get("/api/v1/forecasts", params=params))  # type: ignore[arg-type]
+
+    assert get(metric="node_memory_available_bytes")["total"] == 1
+    assert get(host="nowhere")["total"] == 0
+    assert get(within="4d", min_probability=0.5)["total"] == 1
+    second = get(limit=1, offset=1)
+    assert (second["total"], len(second["items"])) == (2, 1)  # type: ignore[arg-type]
+    assert get(offset=5)["items"] == []
+    assert client.get("/api/v1/forecasts", params={"limit": 1001}).status_code == 422
+    assert client.get("/api/v1/forecasts", params={"within": "2h"}).status_code == 422
+    misspelt = client.get("/api/v1/forecasts", params={"hots": "web-1"})
+    assert misspelt.status_code == 422
+    assert body(misspelt)["detail"][0]["loc"] == ["query", "hots"]
+
+
+def test_forecasts_are_rebuilt_only_after_a_new_prediction_run(
+    fresh: tuple[World, httpx.Client],
+) -> None:
+    world, client = fresh
+    cache = world.app.state.autofix.predictions
+    for _ in range(3):
+        client.get("/api/v1/forecasts")
+    assert cache.builds == 1
+    row = prediction(world.series["memory"], world.now, None, {"24h": 0.97}, version="8")
+    frame = pd.DataFrame([row])
+    world.store.write_predictions(frame, world.now)
+    cache.forget()  # the next request checks the store (else within a second)
+    top = body(client.get("/api/v1/forecasts"))["items"][0]
+    assert (top["series_id"], top["model_version"]) == (world.series["memory"], "8")
+    assert cache.builds == 2
+
+
+def test_series_forecast_for_a_chart(world: World, client: httpx.Client) -> None:
+    sid = world.series["disk"]
+    chart = body(client.get(f"/api/v1/series/{sid}/forecast", params={"history": "2h"}))
+    assert (chart["metric"], chart["direction"], chart["capacity"]) == (
+        "node_filesystem_avail_bytes",
+        "down",
+        100e9,
+    )
+    assert 20 <= len(chart["history"]) <= 25  # 2 h of 5-minute samples
+    last = chart["history"][-1]
+    assert last["value"] == pytest.approx(40e9 - 0.4e9 * 72)
+    assert last["fill"] == pytest.approx(1 - last["value"] / 100e9)
+    path = chart["forecast"]
+    assert path[0]["value"] == pytest.approx(last["value"])
+    assert path[-1]["fill"] == 1.0
+    assert path[-1]["value"] == 0.0
+    assert all(p["lo"] <= p["value"] <= p["hi"] for p in path)
+    fills = [p["fill"] for p in path]
+    assert fills == sorted(fills)
+    assert chart["prediction"]["series_id"] == sid
+    assert chart["eta"] == chart["prediction"]["eta"]
+    assert chart["capacity_history"][0]["capacity"] == 100e9
+
+
+def test_series_forecast_without_prediction_or_series(world: World, client: httpx.Client) -> None:
+    chart = body(client.get(f"/api/v1/series/{world.series['latency']}/forecast"))
+    assert chart["prediction"] is None
+    assert chart["forecast"] == []
+    assert chart["history"]
+    missing = client.get("/api/v1/series/999999/forecast")
+    assert missing.status_code == 404
+    assert "999999" in body(missing)["detail"]
+    assert client.get("/api/v1/series/1/forecast", params={"history": "0s"}).status_code == 422
+    assert client.get(f"/api/v1/series/{2**63}/forecast").status_code == 422
+
+
+def test_anomalies(world: World, client: httpx.Client) -> None:
+    page = body(client.get("/api/v1/anomalies"))
+    assert [a["score"] for a in page["items"]] == [0.97, 0.95]  # newest first, ≥ 0.5
+    assert page["items"][0]["labels"] == {"target": "news-db"}
+    assert body(client.get("/api/v1/anomalies", params={"min_score": 0}))["total"] == 3
+    since = (world.now - timedelta(minutes=2)).isoformat() + "Z"
+    assert body(client.get("/api/v1/anomalies", params={"since": since}))["total"] == 1
+    assert body(client.get("/api/v1/anomalies", params={"host": "web-1"}))["total"] == 0
+
+
+def test_fix_list_filters_and_detail(world: World, client: httpx.Client) -> None:
+    page = body(client.get("/api/v1/fixes"))
+    assert page["total"] == 3
+    assert [f["id"] for f in page["items"]] == sorted(world.fixes.values(), reverse=True)
+    pending = body(client.get("/api/v1/fixes", params={"state": "pending_approval"}))
+    assert [f["id"] for f in pending["items"]] == [world.fixes["pending"]]
+    assert body(client.get("/api/v1/fixes", params={"target": "logs-c"}))["total"] == 1
+    assert body(client.get("/api/v1/fixes", params={"action": "files.rotate_logs"}))["total"] == 0
+    later = (world.now + timedelta(hours=1)).isoformat() + "Z"
+    assert body(client.get("/api/v1/fixes", params={"since": later}))["total"] == 0
+    beyond = body(client.get("/api/v1/fixes", params={"offset": 10}))
+    assert (beyond["total"], beyond["items"]) == (3, [])
+    detail = body(client.get(f"/api/v1/fixes/{world.fixes['succeeded']}"))
+    assert [e["state"] for e in detail["events"]] == ["running", "succeeded"]
+    assert detail["approved_by"] == "someone"
+    assert detail["plan"]
+    assert client.get("/api/v1/fixes/424242").status_code == 404
+    assert client.get("/api/v1/fixes", params={"state": "done"}).status_code == 422
+
+
+def test_kpis(world: World, client: httpx.Client) -> None:
+    kpis = body(client.get("/api/v1/kpis"))
+    assert (kpis["applied_fixes"], kpis["succeeded_fixes"], kpis["pending_approvals"]) == (1, 1, 1)
+    assert kpis["auto_fix_success_rate"] == 1.0
+    assert kpis["status"]["auto_fix_success_rate"] == "meets_goal"
+    assert kpis["window_seconds"] == 30 * 86400
+    assert body(client.get("/api/v1/kpis", params={"window": "1h"}))["window_seconds"] == 3600
+    longest = body(client.get("/api/v1/kpis", params={"window": "99999d"}))
+    assert longest["window_seconds"] == 3650 * 86400  # cut to ten years
+    for bad in ("0s", "1y", "-1h", "1.5h", "30"):
+        assert client.get("/api/v1/kpis", params={"window": bad}).status_code == 422
+
+
+def test_maintenance_lists_tasks(fresh: tuple[World, httpx.Client]) -> None:
+    world, client = fresh
+    start, end = world.now + timedelta(hours=1), world.now + timedelta(hours=2)
+    with world.store._write_lock:  # two tasks as the planner records them
+        for task_id, target, state in ((1, "logs-a", "planned"), (2, "logs-b", "missed")):
+            world.store._run(
+                "INSERT INTO maintenance_tasks VALUES "
+                "(?, ?, 'log_rotation', ?, 'files.rotate_logs', '{}', 'normal', 'grows', "
+                "30, false, ?, ?, ?)",
+                [task_id, world.now, target, end, start, end],
+            )
+            world.store._run(
+                "INSERT INTO maintenance_events VALUES (?, ?, ?, NULL, 'why')",
+                [task_id, world.now, state],
+            )
+    page = body(client.get("/api/v1/maintenance"))
+    assert page["total"] == 2
+    first = page["items"][0]
+    assert (first["task_id"], first["target"], first["state"]) == (1, "logs-a", "planned")
+    assert first["window_start"].endswith("Z")
+    missed = body(client.get("/api/v1/maintenance", params={"state": "missed"}))
+    assert [t["target"] for t in missed["items"]] == ["logs-b"]
+    assert body(client.get("/api/v1/maintenance", params={"target": "logs-a"}))["total"] == 1
+    assert client.get("/api/v1/maintenance", params={"state": "done"}).status_code == 422
+
+
+def _metrics(client: httpx.Client) -> dict[str, list[tuple[dict[str, str], float]]]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {
+        family.name: [(dict(s.labels), s.value) for s in family.samples]
+        for family in text_string_to_metric_families(response.text)
+    }
+
+
+def test_metrics_exposition(world: World, client: httpx.Client) -> None:
+    metrics = _metrics(client)
+    disk = str(world.series["disk"])
+    ((labels, seconds),) = metrics["autofix_seconds_to_exhaustion"]
+    assert labels == {"series_id": disk, "host": "web-1", "metric": "node_filesystem_avail_bytes"}
+    assert seconds == pytest.approx(8 * 3600, abs=120)
+    p = {(s["series_id"], s["horizon"]): v for s, v in metrics["autofix_exhaustion_probability"]}
+    assert p[(disk, "24h")] == 0.9
+    assert p[(str(world.series["memory"]), "4d")] == 0.01
+    assert (str(world.series["memory"]), "24h") not in p  # zero: not exported
+    scores = metrics["autofix_anomaly_score"]
+    assert scores == [
+        (
+            {"series_id": str(world.series["latency"]), "host": "db-1",
+             "metric": "probe_duration_seconds"},
+            0.97,
+        )
+    ]  # fmt: skip
+    fixes = {(s["action"], s["state"]): v for s, v in metrics["autofix_fixes"]}
+    assert fixes == {
+        ("files.clean_temp", "pending_approval"): 1,
+        ("files.clean_temp", "succeeded"): 1,
+        ("files.clean_temp", "refused"): 1,
+    }
+    assert metrics["autofix_gate_refusals"] == [({"gate": "allowlist"}, 1.0)]
+    kpi = dict((s["name"], v) for s, v in metrics["autofix_kpi"])
+    assert kpi["auto_fix_success_rate"] == 1.0
+    assert kpi["pending_approvals"] == 1.0
+    assert dict((s["job"], v) for s, v in metrics["autofix_job_failures"]) == {
+        "collect": 0.0,
+        "remediate": 1.0,
+    }
+    assert ({"job": "collect"}, 0.0125) in metrics["autofix_job_duration_seconds"]
+
+
+def test_metrics_use_a_registry_per_app(world: World) -> None:
+    with serving(world) as first, serving(world) as second:
+        assert _metrics(first).keys() == _metrics(second).keys()
+
+
+def test_openapi_lists_every_route(client: httpx.Client) -> None:
+    paths = body(client.get("/openapi.json"))["paths"]
+    assert {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/forecasts",
+        "/api/v1/series/{series_id}/forecast",
+        "/api/v1/anomalies",
+        "/api/v1/fixes",
+        "/api/v1/fixes/{fix_id}",
+        "/api/v1/fixes/{fix_id}/approve",
+        "/api/v1/fixes/{fix_id}/reject",
+        "/api/v1/fixes/{fix_id}/rollback",
+        "/api/v1/fixes/{fix_id}/label",
+        "/api/v1/kpis",
+        "/api/v1/maintenance",
+        "/api/v1/alerts/alertmanager",
+    } <= set(paths)
+
+
+def test_ttl_cache_serves_stale_values_only_under_a_flood() -> None:
+    calls: list[float] = []
+
+    def compute() -> int:
+        calls.append(time.monotonic())
+        return len(calls)
+
+    cache = TtlCache(0.05, stale=0.3)
+    assert cache.fresh() is None
+    assert cache.get_stale(compute) == 1  # nothing yet: computed, waited for
+    assert (cache.get_stale(compute), cache.fresh()) == (1, 1)
+    time.sleep(0.08)
+    assert cache.fresh() is None
+    assert cache.get_stale(compute) == 1  # stale but recent: served, refreshed behind
+    deadline = time.monotonic() + 5
+    while cache.fresh() != 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cache.fresh() == 2
+    time.sleep(0.35)
+    assert cache.get_stale(compute) == 3  # too old to serve: computed, waited for
+
+
+def test_a_real_prometheus_scrapes_metrics(world: World, client: httpx.Client) -> None:
+    address = str(client.base_url).removeprefix("http://").rstrip("/")
+    for prom in stack_or_skip(lambda: prometheus({"autofix": [address]}, wait_for_targets=True)):
+        query = 'autofix_exhaustion_probability{horizon="24h"}'
+        result = httpx.get(f"{prom.url}/api/v1/query", params={"query": query}).json()
+        ((sample),) = result["data"]["result"]
+        assert sample["metric"]["series_id"] == str(world.series["disk"])
+        assert sample["metric"]["job"] == "autofix"
+        assert float(sample["value"][1]) == 0.9
