@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/forecast.py
 	$(BIN)/python benchmarks/anomaly.py
 	$(BIN)/python benchmarks/executor.py
+	$(BIN)/python benchmarks/api.py
 
 # JupyterLab on notebooks/ with this project's .venv (kernel "Python 3" is .venv's python).
 notebooks: $(STAMP)
