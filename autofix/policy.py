@@ -15,7 +15,6 @@ pipelines file declares; rule parameters are never filled from labels.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from autofix.collect.base import parse_labels
 from autofix.models.base import direction_for, to_fill_ratio
 from autofix.pipeline import (
     ActionSpec,
@@ -175,16 +175,6 @@ def _evaluate(rule: Rule, obs: Observations, now: datetime) -> list[_Hit]:
     return _baseline(when, obs.samples, now)
 
 
-def _labels(text: Any) -> dict[str, str]:
-    if not isinstance(text, str) or not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
-
-
 def select(frame: pd.DataFrame, metric: str, match: Mapping[str, str]) -> pd.DataFrame:
     """Rows of ``frame`` for ``metric`` whose labels include every ``match`` pair."""
     if frame.empty or "metric" not in frame:
@@ -193,7 +183,9 @@ def select(frame: pd.DataFrame, metric: str, match: Mapping[str, str]) -> pd.Dat
     if not match or rows.empty:
         return rows
     unique = rows["labels"].drop_duplicates()
-    keep = {text for text in unique if all(_labels(text).get(k) == v for k, v in match.items())}
+    keep = {
+        text for text in unique if all(parse_labels(text).get(k) == v for k, v in match.items())
+    }
     return rows[rows["labels"].isin(keep)]
 
 
@@ -269,7 +261,7 @@ def _exhaustion(when: ExhaustionWhen, predictions: pd.DataFrame, now: datetime) 
                 int(row["series_id"]),
                 str(row["host"]),
                 str(row["metric"]),
-                _labels(row["labels"]),
+                parse_labels(row["labels"]),
                 made_at,
                 f"P(exhaust within {when.within}) = {probability:.2f} ≥ {when.probability:g}"
                 f"{eta} ({row['model']} v{row['model_version']})",
@@ -335,7 +327,7 @@ def _hit(series_id: Any, group: pd.DataFrame, began: datetime, reason: str, valu
         int(series_id),
         str(first["host"]),
         str(first["metric"]),
-        _labels(first["labels"]),
+        parse_labels(first["labels"]),
         began,
         reason,
         value,

@@ -7,7 +7,6 @@ that owns the store (DuckDB allows one writer), never a second connection.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -23,6 +22,7 @@ from fastapi import Request
 
 from autofix.api.auth import Tokens
 from autofix.api.models import Forecast
+from autofix.collect.base import parse_labels
 from autofix.config import Settings
 from autofix.executor import Executor
 from autofix.jobs import Service
@@ -55,17 +55,6 @@ def number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return out if math.isfinite(out) else None
-
-
-def parse_labels(text: Any) -> dict[str, str]:
-    """A series' canonical-JSON labels as a dict of strings."""
-    if not isinstance(text, str) or not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 _TIMES = ("made_at", "origin", "eta", "eta_lo", "eta_hi")

@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from autofix.api.auth import Viewer
-from autofix.api.context import ApiContext, ForecastTable, context, number, parse_labels, utc
+from autofix.api.context import ApiContext, ForecastTable, context, number, utc
 from autofix.api.limits import known_query
 from autofix.api.models import (
     Anomaly,
@@ -32,6 +32,7 @@ from autofix.api.models import (
     TaskState,
     UtcNaive,
 )
+from autofix.collect.base import parse_labels
 from autofix.config import parse_duration
 from autofix.errors import AutofixError
 from autofix.models.base import direction_for, to_fill_ratio

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -53,6 +53,21 @@ def format_labels(labels: Mapping[str, str] | None) -> str:
     return json.dumps(
         {str(k): str(v) for k, v in labels.items()}, sort_keys=True, separators=(",", ":")
     )
+
+
+def parse_labels(text: Any) -> dict[str, str]:
+    """A series' canonical-JSON labels as a dict of strings; ``{}`` for anything else.
+
+    >>> parse_labels('{"target":"web"}'), parse_labels("not json")
+    ({'target': 'web'}, {})
+    """
+    if not isinstance(text, str) or not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def samples_to_frame(samples: Iterable[Sample], host: str, now: datetime) -> pd.DataFrame:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from autofix.actions.base import Context, Facts, NoOp, Plan, Runner, run_argv
 from autofix.actions.registry import ACTIONS
+from autofix.collect.base import parse_labels
 from autofix.errors import ActionError, AutofixError, RefusedError
 from autofix.executor import utcnow
 from autofix.pipeline import CommandTarget, LogDirTarget, Pipeline, PostgresTarget
@@ -150,19 +151,12 @@ class ActionProbe:
         return facts, bound.plan(facts)
 
 
-def _labels(text: Any) -> dict[str, str]:
-    try:
-        value = json.loads(str(text))
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def _with_label(frame: pd.DataFrame, key: str, value: str | None) -> pd.DataFrame:
     """Rows of ``frame`` whose ``labels`` JSON has ``key`` equal to ``value``."""
     if frame.empty:
         return frame
-    return frame[frame["labels"].map(lambda text: _labels(text).get(key) == value).astype(bool)]
+    mine = frame["labels"].map(lambda text: parse_labels(text).get(key) == value)
+    return frame[mine.astype(bool)]
 
 
 def _moment(value: Any) -> datetime | None:
@@ -298,7 +292,9 @@ class _Deriver:
         series = self._mine(
             self.store.query("SELECT host, labels FROM series WHERE metric = ?", [FS_METRIC])
         )
-        mountpoints = sorted({m for t in series["labels"] if (m := _labels(t).get("mountpoint"))})
+        mountpoints = sorted(
+            {m for t in series["labels"] if (m := parse_labels(t).get("mountpoint"))}
+        )
         predictions = self._mine(self.store.latest_predictions())
         predictions = predictions[
             (predictions["metric"] == FS_METRIC)
