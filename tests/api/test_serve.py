@@ -7,6 +7,7 @@ one clear error line, exit 1.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -44,12 +45,10 @@ def _wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 60) -> h
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
-        try:
+        with contextlib.suppress(httpx.TransportError):  # not listening yet: poll again
             response = httpx.get(f"{url}/readyz", timeout=2)
             if response.status_code == 200 and response.json()["jobs"]:
                 return response
-        except httpx.TransportError:
-            pass
         time.sleep(0.2)
     raise AssertionError(f"autofix serve not ready on {url} in {timeout}s")
 
