@@ -293,6 +293,10 @@ def test_run_job_cli(tmp_path: Path) -> None:
     assert "unknown job 'nosuchjob'" in proc.stderr
     status = run_autofix(["jobs", "--json"], env).stdout.splitlines()
     assert json.loads(status[0])["job"] == "collect"
+    summary = run_autofix(["status"], env).stdout
+    assert "no decisions in the last 24h" in summary
+    assert "KPIs (30d)" in summary
+    assert "Traceback" not in run_autofix(["status", "--since", "soon"], env, check=2).stderr
 
 
 def test_serve_runs_jobs_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from types import FrameType
 from typing import Annotated, Any
 
@@ -15,9 +16,12 @@ from rich import box
 from rich.table import Table
 
 from autofix.cli._app import app, out, print_json, reader, settings, writer
-from autofix.config import Settings, parse_duration
+from autofix.config import Settings, format_duration, parse_duration
 from autofix.errors import ActionError, InputError
 from autofix.pipeline import JOB_NAMES, load_pipeline
+
+#: `autofix status` leaves out forecasts of series silent for longer than this.
+STALE_SERIES = timedelta(hours=1)
 
 
 def _notifier(current: Settings) -> Any | None:
@@ -211,7 +215,20 @@ def status(
     if latest.empty:
         out.print("no predictions yet (run `autofix run remediate`)")
     else:
-        print_riskiest(latest, top)
+        # Forecasts of series that stopped reporting describe the past: not risks now.
+        import pandas as pd
+
+        fresh = latest[pd.to_datetime(latest["origin"]) >= now - STALE_SERIES]
+        if fresh.empty:
+            out.print(f"no series has reported in the last {format_duration(STALE_SERIES)}")
+        else:
+            print_riskiest(fresh, top)
+        if len(fresh) < len(latest):
+            out.print(
+                f"({len(latest) - len(fresh)} series silent for more than "
+                f"{format_duration(STALE_SERIES)} left out, e.g. imported history)",
+                highlight=False,
+            )
     table = Table(
         title=f"decisions in the last {since} ({len(decisions)} shown)", box=box.SIMPLE_HEAD
     )
