@@ -77,10 +77,6 @@ class Observations:
     predictions: pd.DataFrame
     scores: pd.DataFrame
 
-    @classmethod
-    def empty(cls) -> Observations:
-        return cls(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
-
 
 @dataclass(frozen=True)
 class RuleDecision:
