@@ -561,7 +561,7 @@ class Service:
         from autofix.notify import approval, escalation
 
         fresh = self.store.query(
-            "SELECT * FROM escalations ORDER BY ts OFFSET ?", [self._notified_escalations]
+            "SELECT * FROM escalations ORDER BY ts, rowid OFFSET ?", [self._notified_escalations]
         )
         self._notified_escalations += len(fresh)
         for row in fresh.to_dict("records"):
