@@ -482,3 +482,49 @@ def test_maintenance_job_plans_and_runs_due_work(service: tuple[Service, Clock, 
     assert values == {'{"kind":"security"}': 1.0, '{"kind":"all"}': 2.0}
     assert (root / "app.log.gz").exists()  # rotated by the executor, not just planned
     assert not log.exists()
+
+
+def test_pending_approvals_are_notified_once(tmp_path: Path) -> None:
+    from autofix.notify import Notifier, WebhookChannel
+    from tests.test_notify import sink_server
+
+    root = tmp_path / "spool"
+    root.mkdir()
+    old = root / "old.tmp"
+    old.write_bytes(b"x" * 800)
+    stamp = (T0 - timedelta(days=1)).replace(tzinfo=UTC).timestamp()
+    os.utime(old, (stamp, stamp))
+    settings = load_settings(
+        environ={
+            "AUTOFIX_DB_PATH": str(tmp_path / "a.duckdb"),
+            "AUTOFIX_MODELS_DIR": str(tmp_path / "models"),
+            "AUTOFIX_QUARANTINE_DIR": str(tmp_path / "q"),
+        }
+    )
+    rule = {
+        "name": "spool-full",
+        "when": {
+            "type": "threshold",
+            "metric": "autofix_dir_size_bytes",
+            "match": {"target": "spool"},
+            "of_capacity": True,
+            "above": 0.5,
+        },
+        "actions": [{"action": "files.clean_temp", "params": {"older_than": "1h"}}],
+        "mode": "approve",
+    }
+    clock = Clock()
+    with sink_server() as sink, MetricStore(settings.db_path) as store:
+        notifier = Notifier([WebhookChannel(sink.url)], retries=0)
+        svc = Service(settings, _pipeline(root, [rule]), store, clock=clock, notifier=notifier)
+        _size_sample(svc, clock.now - timedelta(seconds=10), 800)
+        svc.run_job("remediate")
+        (pending,) = svc.executor.audit.list(state="pending_approval")
+        (hit,) = sink.wait_for(1)
+        assert hit.json()["kind"] == "approval"
+        assert str(pending.id) in json.dumps(hit.json())
+        svc.run_job("collect")  # later jobs do not repeat it
+        time.sleep(0.3)
+        assert len(sink.hits) == 1
+        assert old.exists()  # nothing ran without the approval
+        svc.close()
