@@ -87,6 +87,9 @@ class RetentionResult:
     buckets_written: int
     raw_deleted: int
     rollups_deleted: int
+    #: Forecasts and anomaly scores are kept as long as raw samples.
+    predictions_deleted: int = 0
+    scores_deleted: int = 0
 
 
 def _utc_naive(moment: datetime) -> datetime:
@@ -685,8 +688,16 @@ class MetricStore:
             rollups_deleted = _first(
                 con.execute("DELETE FROM samples_5m WHERE bucket < ?", [rollup_cutoff]).fetchall()
             )
+            predictions_deleted = _first(
+                con.execute("DELETE FROM predictions WHERE made_at < ?", [raw_cutoff]).fetchall()
+            )
+            scores_deleted = _first(
+                con.execute("DELETE FROM anomaly_scores WHERE ts < ?", [raw_cutoff]).fetchall()
+            )
             self._run("DROP TABLE _rollup")
         return RetentionResult(
+            predictions_deleted=int(predictions_deleted[0]) if predictions_deleted else 0,
+            scores_deleted=int(scores_deleted[0]) if scores_deleted else 0,
             raw_cutoff=raw_cutoff,
             rollup_cutoff=rollup_cutoff,
             buckets_written=int(written[0]) if written else 0,

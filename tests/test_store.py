@@ -256,6 +256,44 @@ def test_retention_rolls_up_then_deletes() -> None:
     pd.testing.assert_frame_equal(store.rollups(), rollups)
 
 
+def test_retention_drops_old_forecasts_and_anomaly_scores() -> None:
+    store = MetricStore(":memory:")
+    now = T0 + timedelta(days=20)
+    forecast = pd.DataFrame(
+        {
+            "series_id": [1],
+            "origin": [T0],
+            "eta": [pd.NaT],
+            "eta_lo": [pd.NaT],
+            "eta_hi": [pd.NaT],
+            "p_1h": [0.0],
+            "p_4h": [0.0],
+            "p_24h": [0.0],
+            "p_4d": [0.0],
+            "threshold": [1.0],
+            "model": ["default"],
+            "model_version": ["1"],
+        }
+    )
+    store.write_predictions(forecast, T0)  # 20 days old
+    store.write_predictions(forecast, now - timedelta(hours=1))
+    scores = pd.DataFrame(
+        {
+            "made_at": [T0, now],
+            "series_id": [1, 1],
+            "ts": [T0, now - timedelta(minutes=1)],
+            "value": [0.1, 0.2],
+            "score": [0.0, 0.9],
+            "model": ["robust", "robust"],
+        }
+    )
+    store.append("anomaly_scores", scores)
+    result = store.apply_retention(now, timedelta(days=14), timedelta(days=400))
+    assert (result.predictions_deleted, result.scores_deleted) == (1, 1)
+    assert store.query("SELECT count(*) AS n FROM predictions")["n"].iloc[0] == 1
+    assert store.query("SELECT score FROM anomaly_scores")["score"].tolist() == [0.9]
+
+
 # -- properties -------------------------------------------------------------------------
 
 METRICS = ["node_filesystem_avail_bytes", "node_load1", "http_requests_total"]
