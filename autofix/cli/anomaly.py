@@ -13,7 +13,7 @@ import typer
 
 from autofix.cli._app import app, out, print_json
 from autofix.errors import InputError
-from autofix.models.anomaly import SCORERS, make_scorer
+from autofix.models.registry import SCORER_NAMES
 
 anomaly_app = typer.Typer(help="Anomaly scores for metric samples.", no_args_is_help=True)
 app.add_typer(anomaly_app, name="anomaly")
@@ -28,7 +28,7 @@ def score(
         Path, typer.Option("--output", help="CSV to write: the input plus anomaly_score.")
     ],
     model: Annotated[
-        str, typer.Option("--model", help=f"Scorer: {' or '.join(SCORERS)}.")
+        str, typer.Option("--model", help=f"Scorer: {' or '.join(SCORER_NAMES)}.")
     ] = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
@@ -38,6 +38,8 @@ def score(
     written in input order. A series' first points (its warm-up: 20 for default, 20 for
     zscore) score 0.
     """
+    from autofix.models.anomaly import make_scorer  # scikit-learn: only when scoring
+
     scorer = make_scorer(model)
     frame, has_series = read_samples(input_path)
     started = time.perf_counter()

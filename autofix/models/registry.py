@@ -41,6 +41,11 @@ FORECASTERS: dict[str, Callable[[], Any]] = {
 }
 
 
+#: The anomaly scorers' names (``autofix.models.anomaly.SCORERS``, which imports
+#: scikit-learn): here so the CLI can list them without that import.
+SCORER_NAMES = ("default", "zscore")
+
+
 def make_forecaster(name: str) -> Any:
     """A new, unfitted forecaster; InputError naming the choices for an unknown name."""
     try:

@@ -208,3 +208,10 @@ def test_many_series_in_lockstep_match_one_by_one() -> None:
     together = RobustScorer().fit_score(pd.concat(parts, ignore_index=True))
     alone = np.concatenate([RobustScorer().fit_score(p) for p in parts])
     np.testing.assert_array_equal(together, alone)
+
+
+def test_scorer_names_listed_without_importing_sklearn_match_the_registry() -> None:
+    from autofix.models.anomaly import SCORERS
+    from autofix.models.registry import SCORER_NAMES
+
+    assert tuple(SCORERS) == SCORER_NAMES
