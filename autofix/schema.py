@@ -185,6 +185,14 @@ MIGRATIONS: dict[int, Sequence[str]] = {
             value DOUBLE
         )""",
     ),
+    # Retention runs: where raw samples were last cut, so a rollup bucket is merged into
+    # only for samples that arrived after its raw samples were deleted (never twice).
+    5: (
+        """CREATE TABLE retention_runs (
+            ts TIMESTAMP NOT NULL,
+            raw_cutoff TIMESTAMP NOT NULL
+        )""",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

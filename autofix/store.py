@@ -646,8 +646,10 @@ class MetricStore:
 
         Raw samples at or after ``now - raw_retention`` are never deleted (the cutoff is
         rounded down to a bucket boundary, so a bucket is never half-deleted). Buckets
-        whose raw samples are all still present are recomputed, so late samples are
-        counted; an older bucket that gets late samples is merged into.
+        whose raw samples are all still present — everything at or after the previous
+        run's cutoff — are recomputed from them, so late samples are counted once; a
+        bucket whose raw samples an earlier run deleted only has late arrivals left, and
+        those are merged into it.
         """
         self._require_writable()
         now = _utc_naive(now)
@@ -663,12 +665,15 @@ class MetricStore:
                            max(value) AS max, arg_max(value, ts) AS last, max(ts) AS last_ts
                     FROM samples GROUP BY ALL"""
             )
-            # Buckets entirely inside the raw window have all their samples: replace.
+            previous = _first(self._run("SELECT max(raw_cutoff) FROM retention_runs"))
+            deleted_before = previous[0] if previous and previous[0] is not None else None
+            # No run deleted these buckets' raw samples yet: recompute them from raw.
             self._run(
-                "INSERT OR REPLACE INTO samples_5m SELECT * FROM _rollup WHERE bucket >= ?",
-                [raw_cutoff],
+                "INSERT OR REPLACE INTO samples_5m SELECT * FROM _rollup "
+                "WHERE ? IS NULL OR bucket >= ?",
+                [deleted_before, deleted_before],
             )
-            # Older buckets lose their raw samples now; merge them with what exists.
+            # An earlier run deleted these buckets' raw samples: what is left arrived late.
             self._run(
                 """INSERT INTO samples_5m SELECT * FROM _rollup WHERE bucket < ?
                    ON CONFLICT (series_id, bucket) DO UPDATE SET
@@ -679,8 +684,9 @@ class MetricStore:
                        last = CASE WHEN excluded.last_ts >= samples_5m.last_ts
                                    THEN excluded.last ELSE samples_5m.last END,
                        last_ts = greatest(samples_5m.last_ts, excluded.last_ts)""",
-                [raw_cutoff],
+                [deleted_before],
             )
+            self._run("INSERT INTO retention_runs VALUES (?, ?)", [now, raw_cutoff])
             written = _first(con.execute("SELECT count(*) FROM _rollup").fetchall())
             raw_deleted = _first(
                 con.execute("DELETE FROM samples WHERE ts < ?", [raw_cutoff]).fetchall()

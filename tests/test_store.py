@@ -381,3 +381,23 @@ def test_retention_never_drops_data_inside_the_window(
     deleted = len(before) - len(after)
     old_buckets = rolled[rolled["ts"] < pd.Timestamp(after["ts"].min())] if len(after) else rolled
     assert int(old_buckets["count"].sum()) >= deleted
+
+
+def test_retention_counts_each_sample_once_across_runs() -> None:
+    # A bucket rolled up while still inside the raw window, then cut by a later run: its
+    # samples must not be added a second time (nor a late arrival dropped).
+    store = MetricStore(":memory:")
+    store.write(frame([(T0 + timedelta(minutes=m), "h", "m", float(m)) for m in range(5)]))
+    store.apply_retention(T0 + timedelta(minutes=30), timedelta(hours=1), timedelta(days=400))
+    first = store.rollups().iloc[0]
+    assert (first["count"], first["mean"]) == (5, 2.0)
+    cut = store.apply_retention(T0 + timedelta(hours=2), timedelta(hours=1), timedelta(days=400))
+    assert cut.raw_deleted == 5
+    again = store.rollups().iloc[0]
+    assert (again["count"], again["mean"]) == (5, 2.0)
+    # A late sample for that old bucket arrives: merged in once.
+    store.write(frame([(T0 + timedelta(seconds=30), "h", "m", 100.0)]))
+    store.apply_retention(T0 + timedelta(hours=3), timedelta(hours=1), timedelta(days=400))
+    late = store.rollups().iloc[0]
+    assert (late["count"], late["max"]) == (6, 100.0)
+    assert late["mean"] == pytest.approx(110 / 6)
