@@ -249,7 +249,7 @@ def _exhaustion(when: ExhaustionWhen, predictions: pd.DataFrame, now: datetime) 
         # the last sample, is old), decide nothing.
         if now - made_at > PREDICTION_MAX_AGE or now - origin > PREDICTION_MAX_AGE:
             continue
-        if probability < when.probability:
+        if not probability >= when.probability:  # NaN never fires
             continue
         eta = "" if pd.isna(row["eta"]) else f", ETA {pd.Timestamp(row['eta']):%Y-%m-%d %H:%M}"
         hits.append(
@@ -341,7 +341,7 @@ def _candidates(
     for spec in specs:
         target = spec.target or labelled
         if target is None or pipeline.target(target) is None:
-            why = "no target label" if target is None else f"{target!r} is not declared"
+            why = "no target label" if target is None else f"{_quote(target)} is not declared"
             skipped.append(f"{spec.action}: {why}")
             continue
         out.append(Candidate(spec.action, target, dict(spec.params), gates))
@@ -380,7 +380,10 @@ def _decision(
         "value": hit.value,
         "detected_at": hit.detected_at.isoformat(),
     }
-    target = candidates[0].target if candidates else labelled
+    # A label naming no declared target is untrusted text: it is quoted in the reason
+    # above, never recorded as the decision's (or an escalation's) target.
+    declared = labelled if labelled is not None and pipeline.target(labelled) else None
+    target = candidates[0].target if candidates else declared
     return RuleDecision(
         rule=rule.name,
         kind=rule.when.type,

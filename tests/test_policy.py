@@ -148,11 +148,15 @@ def test_target_from_the_series_label_only_when_declared() -> None:
     declared = samples("probe_up", [0.0], labels={"target": "web-svc"})
     (made,) = decide(p.rules, p, obs(declared), NOW)
     assert made.decision.candidates[0].target == "web-svc"
-    hostile = samples("probe_up", [0.0], labels={"target": "../../etc; rm -rf /"}, series_id=9)
+    hostile_label = "../../etc; rm -rf /" + "x" * 5000 + "\n<!channel>"
+    hostile = samples("probe_up", [0.0], labels={"target": hostile_label}, series_id=9)
     (refused,) = decide(p.rules, p, obs(hostile), NOW)
     assert refused.decision.candidates == []
     assert "is not declared" in refused.reason
     assert "manual intervention" in refused.reason
+    assert refused.target is None  # never recorded as a target, nor escalated as one
+    assert "\n" not in refused.reason
+    assert len(refused.reason) < 400
 
 
 def test_exhaustion_reads_fresh_predictions_only() -> None:
