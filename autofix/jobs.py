@@ -129,9 +129,14 @@ class Service:
         self._model: tuple[Any, str, str] | None = None
         self._healer = SelfHealer(self)
         self._recent = self._load_recent()
+        # What was already there when this process started is not news (`autofix run`
+        # builds a Service per run: without this, cron would re-notify every run).
         self._notified_escalations = self._count("escalations")
-        self._notified_pending: set[int] = set()
+        self._notified_pending = {
+            r.id for r in self.executor.audit.list(limit=1000, state="pending_approval")
+        }
         self._lock = threading.Lock()
+        self._notify_lock = threading.Lock()
         self.jobs: dict[str, Callable[[], dict[str, Any]]] = {
             "collect": self.collect,
             "remediate": self.remediate,
@@ -558,6 +563,10 @@ class Service:
         """Escalations and pending approvals that appeared since the last job."""
         if self.notifier is None:
             return
+        with self._notify_lock:  # jobs finish on several scheduler threads
+            self._notify_unsent(self.notifier)
+
+    def _notify_unsent(self, notifier: Any) -> None:
         from autofix.notify import approval, escalation
 
         fresh = self.store.query(
@@ -567,7 +576,7 @@ class Service:
         for row in fresh.to_dict("records"):
             fix_id = None if pd.isna(row["fix_id"]) else int(row["fix_id"])
             gate = None if pd.isna(row["gate"]) else str(row["gate"])
-            self.notifier.notify(
+            notifier.notify(
                 escalation(fix_id, str(row["action"]), str(row["target"]), gate, str(row["reason"]))
             )
         for record in self.executor.audit.list(limit=100, state="pending_approval"):
@@ -575,7 +584,7 @@ class Service:
                 continue
             self._notified_pending.add(record.id)
             policy = self.executor._policy(record)
-            self.notifier.notify(
+            notifier.notify(
                 approval(
                     record.id,
                     record.action,

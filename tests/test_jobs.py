@@ -524,7 +524,13 @@ def test_pending_approvals_are_notified_once(tmp_path: Path) -> None:
         assert hit.json()["kind"] == "approval"
         assert str(pending.id) in json.dumps(hit.json())
         svc.run_job("collect")  # later jobs do not repeat it
+        # Nor does the next `autofix run JOB` (cron): a new Service over the same store.
+        again = Notifier([WebhookChannel(sink.url)], retries=0)
+        cron = Service(settings, svc.pipeline, store, clock=clock, notifier=again)
+        cron.run_job("collect")
+        again.flush(5)
         time.sleep(0.3)
         assert len(sink.hits) == 1
         assert old.exists()  # nothing ran without the approval
+        cron.close()
         svc.close()
