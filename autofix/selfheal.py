@@ -9,16 +9,23 @@ target without ``recovery`` is escalated once per outage.
 
 from __future__ import annotations
 
-import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from autofix.collect.base import format_labels
+from autofix.errors import AutofixError
 from autofix.health import HealthResult, check_all
 from autofix.pipeline import Target
 from autofix.policy import Candidate, Decision, RuleDecision, rule_gates
+
+log = logging.getLogger(__name__)
+
+#: How far back a new process looks for the failed checks of a streak still going on.
+RESTORE_WINDOW = timedelta(hours=1)
 
 if TYPE_CHECKING:
     from autofix.jobs import Service
@@ -29,6 +36,10 @@ class _Streak:
     failures: int = 0
     since: datetime | None = None
     acted: bool = False
+
+
+def _labels(target: str) -> str:
+    return format_labels({"target": target})
 
 
 class SelfHealer:
@@ -46,13 +57,16 @@ class SelfHealer:
             runner=self.service.runner,
             http_transport=self.service.http_transport,
         )
+        for result in results:
+            if result.target not in self.streaks:
+                self.streaks[result.target] = self._restore(result.target, now)
         self._write_health(results, now)
         acted = []
         for result in results:
             target = self.service.pipeline.target(result.target)
             if target is None:
                 continue
-            streak = self.streaks.setdefault(result.target, _Streak())
+            streak = self.streaks[result.target]
             if result.ok:
                 self.streaks[result.target] = _Streak()
                 continue
@@ -61,20 +75,51 @@ class SelfHealer:
             after = target.recovery.after if target.recovery is not None else 2
             if streak.failures < after or streak.acted:
                 continue
+            try:
+                acted.append(self._recover(target, result, streak, now))
+            except AutofixError as exc:  # the next run tries again; other targets go on
+                log.error("recovering %s: %s", target.name, exc)
+                continue
             streak.acted = True
-            acted.append(self._recover(target, result, streak, now))
         return {
             "checked": len(results),
             "unhealthy": [r.target for r in results if not r.ok],
             "recoveries": acted,
         }
 
+    def _restore(self, target: str, now: datetime) -> _Streak:
+        """The streak as the stored health samples tell it (a new process: `autofix run`).
+
+        Consecutive failed checks of the last hour, newest first, up to the last pass; it
+        was acted on when a recovery decision for the target was made since it began.
+        """
+        rows = self.service.store.query(
+            """SELECT x.ts, x.value FROM samples x JOIN series s USING (series_id)
+               WHERE s.metric = 'autofix_health_up' AND s.host = ? AND s.labels = ?
+                 AND x.ts < ? AND x.ts >= ?
+               ORDER BY x.ts DESC""",
+            [self.service.settings.hostname, _labels(target), now, now - RESTORE_WINDOW],
+        )
+        failed = 0
+        for value in rows["value"]:
+            if value >= 1.0:
+                break
+            failed += 1
+        if not failed:
+            return _Streak()
+        since = pd.Timestamp(rows["ts"].iloc[failed - 1]).to_pydatetime()
+        decided = self.service.store.query(
+            "SELECT count(*) AS n FROM decisions WHERE subject = ? AND ts >= ?",
+            [f"target:{target}", since],
+        )
+        return _Streak(failed, since, bool(decided["n"].iloc[0]))
+
     def _write_health(self, results: list[HealthResult], now: datetime) -> None:
         if not results:
             return
         rows = []
         for r in results:
-            labels = json.dumps({"target": r.target}, separators=(",", ":"))
+            labels = _labels(r.target)
             rows.append(
                 (
                     now,

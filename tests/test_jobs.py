@@ -534,3 +534,28 @@ def test_pending_approvals_are_notified_once(tmp_path: Path) -> None:
         assert old.exists()  # nothing ran without the approval
         cron.close()
         svc.close()
+
+
+def test_self_healing_streaks_survive_separate_runs(tmp_path: Path) -> None:
+    # `autofix run health` from cron builds a new Service each time: the streak must come
+    # from the stored health samples, and an outage is still acted on once.
+    settings = load_settings(
+        environ={"AUTOFIX_DB_PATH": str(tmp_path / "a.duckdb"), "AUTOFIX_PROBE_TIMEOUT": "500ms"}
+    )
+    pipeline = Pipeline.model_validate(
+        {"targets": [{"name": "gone", "kind": "tcp", "host": "127.0.0.1", "port": 1}]}
+    )
+    clock = Clock()
+    outcomes = []
+    with MetricStore(settings.db_path) as store:
+        for _ in range(3):
+            svc = Service(settings, pipeline, store, clock=clock)
+            outcomes.append(svc.run_job("health").summary["recoveries"])
+            svc.close()
+            clock.now += timedelta(seconds=30)
+        assert outcomes[0] == []  # one failed check
+        assert outcomes[1][0]["escalated"] is True  # the second, in a new process
+        assert outcomes[2] == []  # the same outage: not again
+        assert (
+            len(Service(settings, pipeline, store, clock=clock).executor.audit.escalations()) == 1
+        )
