@@ -139,13 +139,20 @@ def check_all(
     *,
     runner: Runner = run_argv,
     http_transport: httpx.BaseTransport | None = None,
+    workers: int = 32,
 ) -> list[HealthResult]:
-    """Check every checked target concurrently; a check past its deadline is a failure."""
+    """Check every checked target concurrently; a started check past its deadline fails.
+
+    One thread per target up to ``workers``. A check gets ``2 × timeout + 1`` seconds
+    (connect plus request); one that was still queued then — more targets than workers,
+    all slow — is left out of this round rather than reported unhealthy, so a slow
+    neighbour never gets a healthy target restarted.
+    """
     targets: Sequence[Target] = [t for t in pipeline.targets if has_check(t)]
     if not targets:
         return []
     results = []
-    pool = ThreadPoolExecutor(max_workers=min(8, len(targets)), thread_name_prefix="health")
+    pool = ThreadPoolExecutor(max_workers=min(workers, len(targets)), thread_name_prefix="health")
     try:
         futures = [
             (t, pool.submit(check_target, t, timeout, runner=runner, http_transport=http_transport))
@@ -156,6 +163,9 @@ def check_all(
             try:
                 results.append(future.result(timeout=max(0.0, deadline - time.monotonic())))
             except FutureTimeout:
+                if future.cancel():  # never started: not checked this round
+                    log.warning("health check of %s skipped: too many slow checks", target.name)
+                    continue
                 results.append(HealthResult(target.name, False, "health check hung", timeout))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -125,3 +125,17 @@ def test_a_hung_listener_fails_within_the_timeout() -> None:
         assert "timed out" in result.detail
     finally:
         server.close()
+
+
+def test_checks_that_never_started_are_left_out_not_failed() -> None:
+    # More slow-but-healthy checks than workers: those still queued at the deadline are
+    # not reported unhealthy (that would get a healthy target restarted).
+    slow = [
+        {"name": f"slow-{i}", "kind": "command", "argv": ["true"], "check_argv": ["sleep", "0.45"]}
+        for i in range(8)
+    ]
+    results = check_all(_pipeline(*slow), 0.5, workers=1)
+    assert 3 <= len(results) < 8
+    failed = [r for r in results if not r.ok]
+    assert len(failed) <= 1  # at most the one running at the deadline
+    assert all(r.detail == "health check hung" for r in failed)
