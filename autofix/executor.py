@@ -19,11 +19,13 @@ from autofix.policy import Candidate, Decision
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 
@@ -44,6 +46,23 @@ log = logging.getLogger(__name__)
 def utcnow() -> datetime:
     """Naive UTC, like every timestamp in the store."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _one_at_a_time(
+    method: Callable[Concatenate[Executor, P], R],
+) -> Callable[Concatenate[Executor, P], R]:
+    """Run an executor verb under the executor's lock."""
+
+    @functools.wraps(method)
+    def locked(self: Executor, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 class Executor:
@@ -71,6 +90,10 @@ class Executor:
         self.registry = registry
         self.actor = actor
         self.audit = AuditLog(store, clock, settings.fix_output_limit)
+        # Gates check, then act: two threads (a rule, the self-healing loop, an operator)
+        # must not both pass the lock and cooldown gates for one target. Fixes are rare;
+        # running them one at a time per executor is the simple, safe answer.
+        self._lock = threading.RLock()
 
     # -- building ----------------------------------------------------------------------
 
@@ -108,6 +131,7 @@ class Executor:
 
     # -- the public verbs --------------------------------------------------------------
 
+    @_one_at_a_time
     def run(
         self,
         action: str,
@@ -175,6 +199,7 @@ class Executor:
             return self._get(fix_id)
         return self._execute(record, bound, policy, facts, approved_by or self.actor)
 
+    @_one_at_a_time
     def run_decision(
         self, decision: Decision, *, requested_by: str | None = None
     ) -> list[FixRecord]:
@@ -204,6 +229,7 @@ class Executor:
             )
         return results
 
+    @_one_at_a_time
     def approve(self, fix_id: int, actor: str) -> FixRecord:
         """Approve a pending fix and run it now, unless its approval window has ended."""
         record = self._pending(fix_id)
@@ -221,6 +247,7 @@ class Executor:
         bound, planned = admitted
         return self._execute(record, bound, policy, planned[0], actor)
 
+    @_one_at_a_time
     def reject(self, fix_id: int, actor: str) -> FixRecord:
         """Reject a pending fix: it is refused and never runs."""
         record = self._pending(fix_id)
@@ -230,6 +257,7 @@ class Executor:
         )
         return self._refuse(record, "approval", f"rejected by {actor}")
 
+    @_one_at_a_time
     def rollback(self, fix_id: int, actor: str) -> FixRecord:
         """Undo a fix that applied (succeeded or failed with an undo record)."""
         record = self._get(fix_id)
@@ -276,6 +304,7 @@ class Executor:
         )
         return self._get(fix_id)
 
+    @_one_at_a_time
     def recover(self) -> list[FixRecord]:
         """Mark fixes left ``running`` by a dead process ``interrupted``, verify, never re-apply.
 

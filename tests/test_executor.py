@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
@@ -30,6 +31,7 @@ class CounterParams(Params):
     fail_verify: bool = False
     noop: bool = False
     fail_partway: bool = False
+    slow_facts: float = 0.0  # seconds reading facts takes (widens a race window)
 
 
 class Counter(Action[CounterParams, LogDirTarget]):
@@ -46,6 +48,7 @@ class Counter(Action[CounterParams, LogDirTarget]):
         return self.target.path / "counter"
 
     def facts(self) -> Facts:
+        time.sleep(self.params.slow_facts)
         return {"n": int(self.file.read_text()) if self.file.exists() else 0}
 
     def plan(self, facts: Facts) -> Plan:
@@ -341,3 +344,30 @@ def test_apply_failing_partway_is_rolled_back_and_escalated(
     escalations = ex.audit.escalations(record.id)
     assert len(escalations) == 1
     assert "partway" in escalations[0]["reason"]
+
+
+def test_concurrent_requests_for_one_target_apply_once(tmp_path: Path) -> None:
+    # A rule, the self-healing loop and an operator may ask at the same moment: the gates
+    # must see the first fix before the second is admitted (no double restart).
+    root = tmp_path / "root"
+    root.mkdir()
+    pipeline = Pipeline.model_validate(
+        {"targets": [{"name": "box", "kind": "logdir", "path": str(root)}]}
+    )
+    settings = _settings(tmp_path, fix_mode="auto", fix_verify_wait="300ms")
+    with MetricStore(tmp_path / "a.duckdb") as store:
+        ex = Executor(store, pipeline, settings, registry=REGISTRY)  # real clock and sleep
+        barrier = threading.Barrier(4)
+        states: list[str] = []
+
+        def ask() -> None:
+            barrier.wait()
+            states.append(ex.run("test.counter", "box", {"slow_facts": 0.2}).state)
+
+        threads = [threading.Thread(target=ask) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert sorted(states) == ["refused", "refused", "refused", "succeeded"]
+    assert _count(root) == 1
