@@ -183,7 +183,7 @@ class Service:
 
     def _record_run(self, run: JobRun) -> None:
         with self.store._write_lock:
-            self.store._run(
+            self.store.execute(
                 "INSERT INTO job_runs VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
                     run.job,
@@ -368,7 +368,7 @@ class Service:
 
     def _record_decision(self, rd: RuleDecision, now: datetime, source: str = "policy") -> None:
         with self.store._write_lock:
-            self.store._run(
+            self.store.execute(
                 "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     rd.decision.id,
@@ -421,7 +421,7 @@ class Service:
                     continue
                 verdict = (True, "no samples after the decision: counted as real")
             with self.store._write_lock:
-                self.store._run(
+                self.store.execute(
                     "INSERT INTO decision_outcomes VALUES (?, ?, ?, ?)",
                     [row["decision_id"], now, verdict[0], verdict[1]],
                 )

@@ -364,7 +364,7 @@ def _decision(
     candidates, skipped = _candidates(rule.actions, pipeline, labelled, gates)
     mode = rule.mode or default_mode
     subject = f"series:{hit.series_id}"
-    when = f"{now:%Y%m%dT%H%M%S}"
+    when = f"{now:%Y%m%dT%H%M%S.%f}"
     decision_id = f"{rule.name}:{hit.series_id}:{when}"
     reason = hit.reason
     if skipped:

@@ -153,7 +153,7 @@ class SelfHealer:
     ) -> dict[str, Any]:
         detected = streak.since or now
         reason = f"{target.name} unhealthy for {streak.failures} checks: {result.detail}"
-        decision_id = f"recovery:{target.name}:{now:%Y%m%dT%H%M%S}"
+        decision_id = f"recovery:{target.name}:{now:%Y%m%dT%H%M%S.%f}"
         recovery = target.recovery
         candidates = []
         if recovery is not None:

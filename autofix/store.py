@@ -610,6 +610,14 @@ class MetricStore:
                 self._con.unregister("_predictions")
         return len(frame)
 
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> list[Any]:
+        """One write statement of the service's own tables; a DuckDB error is a StoreError."""
+        self._require_writable()
+        try:
+            return self._run(sql, params)
+        except duckdb.Error as exc:
+            raise StoreError(f"{self.path}: write failed: {exc}") from exc
+
     def append(self, table: str, frame: pd.DataFrame) -> int:
         """Append ``frame`` (columns in the table's order) to one of the service's tables."""
         self._require_writable()

@@ -315,9 +315,14 @@ def test_serve_runs_jobs_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "serve wrote no snapshot"
             time.sleep(0.2)
-        # While serve holds the store, a reader gets the snapshot, never a lock error.
+        # While serve holds the store, a reader gets the snapshot, never a lock error (the
+        # first snapshot may predate the first collection: the next one has it).
         listing = run_autofix(["series", "--json"], env)
-        assert "autofix_dir_size_bytes" in listing.stdout
+        while "autofix_dir_size_bytes" not in listing.stdout:
+            assert listing.returncode == 0
+            assert time.monotonic() < deadline, "the snapshot never showed the samples"
+            time.sleep(0.5)
+            listing = run_autofix(["series", "--json"], env)
         time.sleep(1.5)
     finally:
         proc.send_signal(signal.SIGTERM)
