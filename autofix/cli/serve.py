@@ -139,10 +139,12 @@ def serve(
                 if api is not None:
                     api.stop()  # no new operator actions, in-flight requests finish
                 scheduler.shutdown(wait=True)
-            failed = {k: v for k, v in service.failures.items() if v}
+            failed = {k: v for k, v in service.failures.items() if v and "_skipped" not in k}
+            skipped = sum(v for k, v in service.failures.items() if "_skipped" in k)
             out.print(
                 f"stopped: {sum(service.runs.values())} job runs, "
-                f"{sum(failed.values())} failed{' ' + str(failed) if failed else ''}"
+                f"{sum(failed.values())} failed{' ' + str(failed) if failed else ''}, "
+                f"{skipped} skipped while the previous run was still going"
             )
     finally:
         for sig, old in previous.items():
