@@ -733,20 +733,24 @@ class MetricStore:
         staging.mkdir()
         counts: dict[str, int] = {}
         try:
+            # A cursor of its own: the export (seconds on a big store) reads one consistent
+            # transaction while the collector, the jobs and the API go on writing and
+            # reading through the shared connection.
             with self._write_lock:
-                # One read transaction so all four files show the same moment.
-                self._run("BEGIN TRANSACTION")
-                try:
-                    for table, order in SNAPSHOT_TABLES:
-                        file = staging / f"{table}.parquet"
-                        self._run(
-                            f"COPY (SELECT * FROM {table} ORDER BY {order}) TO {_sql_string(file)} "
-                            "(FORMAT parquet, COMPRESSION zstd)"
-                        )
-                        row = _first(self._con.execute(f"SELECT count(*) FROM {table}").fetchall())
-                        counts[table] = int(row[0]) if row else 0
-                finally:
-                    self._run("COMMIT")
+                cursor = self._con.cursor()
+            try:
+                cursor.execute("BEGIN TRANSACTION").fetchall()
+                for table, order in SNAPSHOT_TABLES:
+                    file = staging / f"{table}.parquet"
+                    cursor.execute(
+                        f"COPY (SELECT * FROM {table} ORDER BY {order}) TO {_sql_string(file)} "
+                        "(FORMAT parquet, COMPRESSION zstd)"
+                    ).fetchall()
+                    row = _first(cursor.execute(f"SELECT count(*) FROM {table}").fetchall())
+                    counts[table] = int(row[0]) if row else 0
+                cursor.execute("COMMIT").fetchall()
+            finally:
+                cursor.close()
             manifest = {
                 "schema_version": self.schema_version(),
                 "exported_at": _now().isoformat() + "Z",
