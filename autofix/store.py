@@ -43,6 +43,22 @@ from autofix.schema import (
     SNAPSHOT_TABLES,
 )
 
+#: What ``write_predictions`` stores per series (after ``made_at``), in table order.
+PREDICTION_COLUMNS = (
+    "series_id",
+    "origin",
+    "eta",
+    "eta_lo",
+    "eta_hi",
+    "p_1h",
+    "p_4h",
+    "p_24h",
+    "p_4d",
+    "threshold",
+    "model",
+    "model_version",
+)
+
 log = logging.getLogger(__name__)
 
 ROLLUP_STEP = timedelta(minutes=5)
@@ -584,20 +600,7 @@ class MetricStore:
     def write_predictions(self, frame: pd.DataFrame, made_at: datetime) -> int:
         """Append a forecast frame (``FORECAST_COLUMNS`` + threshold, model_version)."""
         self._require_writable()
-        columns = [
-            "series_id",
-            "origin",
-            "eta",
-            "eta_lo",
-            "eta_hi",
-            "p_1h",
-            "p_4h",
-            "p_24h",
-            "p_4d",
-            "threshold",
-            "model",
-            "model_version",
-        ]
+        columns = list(PREDICTION_COLUMNS)
         table = pa.Table.from_pandas(frame[columns], preserve_index=False)
         with self._write_lock:
             self._con.register("_predictions", table)

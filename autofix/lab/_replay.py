@@ -44,29 +44,11 @@ from autofix.policy import (
     select,
 )
 from autofix.predict import predict_store
-from autofix.store import MetricStore
+from autofix.store import PREDICTION_COLUMNS, MetricStore
 
 _SAMPLE_COLUMNS = ["series_id", "host", "metric", "labels", "capacity", "ts", "value"]
 _IDENTITY = ["host", "metric", "labels"]
-_PREDICTION_COLUMNS = [
-    "host",
-    "metric",
-    "labels",
-    "capacity",
-    "made_at",
-    "series_id",
-    "origin",
-    "eta",
-    "eta_lo",
-    "eta_hi",
-    "p_1h",
-    "p_4h",
-    "p_24h",
-    "p_4d",
-    "threshold",
-    "model",
-    "model_version",
-]
+_PREDICTION_COLUMNS = [*_IDENTITY, "capacity", "made_at", *PREDICTION_COLUMNS]
 DECISION_COLUMNS = [
     "ts",
     "rule",
