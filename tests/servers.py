@@ -410,16 +410,26 @@ class Supervisor:
 
 
 @contextlib.contextmanager
-def supervisord_server(startup_timeout: float = 20.0) -> Iterator[Supervisor]:
-    """A real supervisord (Debian's) on a free loopback port, config in a temp dir."""
+def supervisord_server(
+    startup_timeout: float = 20.0,
+    *,
+    program: str = "demo",
+    source: str = _DEMO_SERVICE,
+    stopwaitsecs: int = 5,
+) -> Iterator[Supervisor]:
+    """A real supervisord (Debian's) on a free loopback port, config in a temp dir.
+
+    It runs one ``program``: the Python ``source`` (``demo.py`` by default), started as
+    ``python <program>.py PORT PIDFILE``.
+    """
     import sys
     import xmlrpc.client
 
     binary = _which("supervisord", "supervisor")
     base = Path(tempfile.mkdtemp(prefix="autofix-supervisor-"))
     rpc_port, demo_port = free_port(), free_port()
-    (base / "demo.py").write_text(_DEMO_SERVICE)
-    pidfile = base / "demo.pid"
+    (base / f"{program}.py").write_text(source)
+    pidfile = base / f"{program}.pid"
     (base / "supervisord.conf").write_text(
         f"""[inet_http_server]
 port = 127.0.0.1:{rpc_port}
@@ -433,12 +443,12 @@ childlogdir = {base}
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
-[program:demo]
-command = {sys.executable} {base}/demo.py {demo_port} {pidfile}
+[program:{program}]
+command = {sys.executable} {base}/{program}.py {demo_port} {pidfile}
 autostart = true
 autorestart = true
 startsecs = 1
-stopwaitsecs = 5
+stopwaitsecs = {stopwaitsecs}
 stopsignal = TERM
 """
     )
@@ -462,12 +472,12 @@ stopsignal = TERM
                 contextlib.suppress(OSError, xmlrpc.client.Fault),
                 xmlrpc.client.ServerProxy(url) as rpc,
             ):
-                if rpc.supervisor.getProcessInfo("demo")["statename"] == "RUNNING":
+                if rpc.supervisor.getProcessInfo(program)["statename"] == "RUNNING":
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError("supervisord did not start the demo program")
+                raise RuntimeError(f"supervisord did not start the {program} program")
             time.sleep(0.1)
-        yield Supervisor(url, "demo", f"http://127.0.0.1:{demo_port}/health", pidfile)
+        yield Supervisor(url, program, f"http://127.0.0.1:{demo_port}/health", pidfile)
     finally:
         _terminate(proc, timeout=15)
         shutil.rmtree(base, ignore_errors=True)

@@ -17,7 +17,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import xmlrpc.client
@@ -38,7 +37,12 @@ from autofix.jobs import Service, build_scheduler
 from autofix.pipeline import Pipeline
 from autofix.store import MetricStore
 from tests.conftest import _under_ci
-from tests.servers import PostgresServer, RedisServer, ServerUnavailableError, _which, free_port
+from tests.servers import (
+    PostgresServer,
+    RedisServer,
+    ServerUnavailableError,
+    supervisord_server,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -132,62 +136,25 @@ def _tmpfs(path: Path, size_mb: int) -> Iterator[bool]:
             subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 
 
-@contextlib.contextmanager
-def _supervisord(base: Path) -> Iterator[tuple[str, str]]:
-    binary = _which("supervisord", "supervisor")
-    rpc_port, web_port = free_port(), free_port()
-    (base / "web.py").write_text(_DEMO)
-    (base / "supervisord.conf").write_text(
-        f"""[inet_http_server]
-port = 127.0.0.1:{rpc_port}
-
-[supervisord]
-nodaemon = true
-logfile = {base}/supervisord.log
-pidfile = {base}/supervisord.pid
-childlogdir = {base}
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[program:web]
-command = {sys.executable} {base}/web.py {web_port}
-autostart = true
-autorestart = true
-startsecs = 1
-stopwaitsecs = 2
-stopsignal = TERM
-"""
-    )
-    proc = subprocess.Popen(
-        [binary, "-n", "-c", str(base / "supervisord.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=base,
-    )
-    url = f"http://127.0.0.1:{rpc_port}/RPC2"
-    web = f"http://127.0.0.1:{web_port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{web}/health", timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("supervisord did not start the web program")
-            time.sleep(0.1)
-        yield url, web
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def _wait_healthy(web: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{web}/health", timeout=1).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError("the web program does not answer /health")
+        time.sleep(0.1)
 
 
 def _pipeline(
-    base: Path, sup_url: str, web: str, spool: Path, capacity: float | None, dsns: dict[str, str]
+    base: Path,
+    scripts: Path,
+    sup_url: str,
+    web: str,
+    spool: Path,
+    capacity: float | None,
+    dsns: dict[str, str],
 ) -> Pipeline:
     spool_target: dict[str, Any] = {"name": "spool", "kind": "logdir", "path": str(spool)}
     if capacity is not None:
@@ -218,7 +185,7 @@ def _pipeline(
             {
                 "name": "web-workers",
                 "kind": "process",
-                "cmdline": f"{base}/web\\.py",
+                "cmdline": f"{scripts}/web\\.py",
                 "health": False,
             },
             spool_target,
@@ -292,17 +259,20 @@ def stack(postgres: PostgresServer, redis_srv: RedisServer) -> Iterator[Stack]:
         postgres.dsn, user="news", password="news", application_name="news-web-probe"
     )
     try:
-        sup = _supervisord(base)
-        sup_url, web = sup.__enter__()
+        sup = supervisord_server(program="web", source=_DEMO, stopwaitsecs=2)
+        supervisor = sup.__enter__()
     except ServerUnavailableError as exc:
         if _under_ci():
             pytest.fail(f"CI=true but {exc}")
         pytest.skip(str(exc))
+    sup_url, web = supervisor.url, supervisor.health_url.removesuffix("/health")
+    _wait_healthy(web)
     spool = base / "spool"
     mounted_cm = _tmpfs(spool, 64)
     mounted = mounted_cm.__enter__()
     dsns = {"admin": postgres.dsn, "app": app_dsn, "redis": redis_srv.url}
-    pipeline = _pipeline(base, sup_url, web, spool, None if mounted else 64 * 2**20, dsns)
+    capacity = None if mounted else 64 * 2**20
+    pipeline = _pipeline(base, supervisor.pidfile.parent, sup_url, web, spool, capacity, dsns)
     settings = load_settings(
         environ={
             "AUTOFIX_DB_PATH": str(base / "autofix.duckdb"),
