@@ -25,6 +25,14 @@ from autofix.store import MetricStore
 from tests.clirun import AUTOFIX, run_autofix
 
 T0 = datetime(2026, 3, 1, 12, 0, 0)
+#: The spool (capacity 1000 bytes) is more than half full.
+SPOOL_FULL = {
+    "type": "threshold",
+    "metric": "autofix_dir_size_bytes",
+    "match": {"target": "spool"},
+    "of_capacity": True,
+    "above": 0.5,
+}
 
 
 class Clock:
@@ -63,24 +71,12 @@ def service(tmp_path: Path) -> Iterator[tuple[Service, Clock, Path]]:
     rules = [
         {
             "name": "spool-full",
-            "when": {
-                "type": "threshold",
-                "metric": "autofix_dir_size_bytes",
-                "match": {"target": "spool"},
-                "of_capacity": True,
-                "above": 0.5,
-            },
+            "when": SPOOL_FULL,
             "actions": [{"action": "files.clean_temp", "params": {"older_than": "1h"}}],
         },
         {
             "name": "spool-full-shadow",
-            "when": {
-                "type": "threshold",
-                "metric": "autofix_dir_size_bytes",
-                "match": {"target": "spool"},
-                "of_capacity": True,
-                "above": 0.5,
-            },
+            "when": SPOOL_FULL,
             "actions": [{"action": "files.rotate_logs"}],
             "mode": "shadow",
             "horizon": "10m",
@@ -508,13 +504,7 @@ def test_pending_approvals_are_notified_once(tmp_path: Path) -> None:
     )
     rule = {
         "name": "spool-full",
-        "when": {
-            "type": "threshold",
-            "metric": "autofix_dir_size_bytes",
-            "match": {"target": "spool"},
-            "of_capacity": True,
-            "above": 0.5,
-        },
+        "when": SPOOL_FULL,
         "actions": [{"action": "files.clean_temp", "params": {"older_than": "1h"}}],
         "mode": "approve",
     }
