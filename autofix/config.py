@@ -221,6 +221,17 @@ class Settings(BaseSettings):
     fix_output_limit: int = Field(
         4000, ge=100, description="Characters of action output kept in the audit log."
     )
+    fix_settle: Duration = Field(
+        timedelta(minutes=1),
+        description="After a fix on a target, how long symptoms on it and on the targets "
+        "that depend on it are still attributed to that fix (reconnecting pools, warming "
+        "caches): decisions there wait instead of fixing again.",
+    )
+    fix_outcome_window: Duration = Field(
+        timedelta(minutes=15),
+        description="How long after an applied fix its automatic outcome (effective, "
+        "ineffective, unneeded) is judged: the triggering condition must stay cleared.",
+    )
     quarantine_dir: Path = Field(
         Path("data/quarantine"),
         description="Where files actions move what they delete (rollback restores from here).",

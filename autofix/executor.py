@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 import httpx
 
@@ -35,7 +35,7 @@ from autofix.actions.registry import ACTIONS, ActionType, get_action
 from autofix.audit import AuditLog, FixRecord
 from autofix.config import Settings, format_duration
 from autofix.errors import ActionError, AutofixError, InputError, PartialApplyError, RefusedError
-from autofix.gates import Policy, Request, approval_state, evaluate, resolve_policy
+from autofix.gates import Policy, Request, Verdict, approval_state, evaluate, resolve_policy
 from autofix.pipeline import GateOverrides, Pipeline
 from autofix.policy import Candidate, Decision
 from autofix.store import MetricStore
@@ -50,6 +50,19 @@ def utcnow() -> datetime:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: Re-reads the condition that triggered a fix: ``ok`` when it has cleared.
+Condition = Callable[[], Check]
+
+
+class _Started(NamedTuple):
+    """A fix admitted and durably ``running``: what apply and verify need."""
+
+    record: FixRecord
+    bound: Action[Any, Any]
+    policy: Policy
+    facts: dict[str, Any]
+    steps: list[Any]
 
 
 def _one_at_a_time(
@@ -97,7 +110,7 @@ class Executor:
 
     # -- building ----------------------------------------------------------------------
 
-    def _context(self, fix_id: int, policy: Policy) -> Context:
+    def _context(self, fix_id: int, policy: Policy, condition: bool = False) -> Context:
         return Context(
             fix_id=fix_id,
             quarantine_dir=self.settings.quarantine_dir,
@@ -106,16 +119,17 @@ class Executor:
             sleep=self.sleep,
             runner=self.runner,
             http_transport=self.http_transport,
+            condition=condition,
         )
 
-    def _bind(self, record: FixRecord, policy: Policy) -> Action[Any, Any]:
+    def _bind(self, record: FixRecord, policy: Policy, condition: bool = False) -> Action[Any, Any]:
         cls = get_action(record.action, self.registry)
         target = self.pipeline.target(record.target)
         if target is None:
             raise RefusedError(
                 "allowlist", f"target {record.target!r} is not declared in the pipelines file"
             )
-        return cls.bind(target, record.params, self._context(record.id, policy))
+        return cls.bind(target, record.params, self._context(record.id, policy, condition))
 
     def _policy(self, record: FixRecord) -> Policy:
         """Settings, then action and target gates, then the rule's (kept with the fix)."""
@@ -131,7 +145,6 @@ class Executor:
 
     # -- the public verbs --------------------------------------------------------------
 
-    @_one_at_a_time
     def run(
         self,
         action: str,
@@ -144,12 +157,51 @@ class Executor:
         inputs: Mapping[str, Any] | None = None,
         decision_id: str | None = None,
         gates: GateOverrides | None = None,
+        condition: Condition | None = None,
     ) -> FixRecord:
         """Gate, plan and (when allowed) apply one action; returns the final record.
 
         ``gates`` are a rule's overrides (mode, cooldown, …); they apply after the
         action's and the target's and are kept with the fix for approve and rollback.
+        ``condition`` re-reads the condition that triggered the fix (``Check.ok``: it has
+        cleared): checked before apply (cleared already: a no-op, the fix is not needed)
+        and after the action's own verify (still there: the fix did not work).
+
+        Admission — gates, plan, the durable ``running`` record — is one fix at a time;
+        apply and verify run outside that lock, so fixes on different targets proceed
+        side by side (the ``running`` record is what locks a target).
         """
+        with self._lock:
+            started = self._admit_and_start(
+                action,
+                target,
+                params,
+                dry_run=dry_run,
+                approved_by=approved_by,
+                requested_by=requested_by,
+                inputs=inputs,
+                decision_id=decision_id,
+                gates=gates,
+                condition=condition,
+            )
+        if isinstance(started, FixRecord):
+            return started
+        return self._finish(started, condition)
+
+    def _admit_and_start(
+        self,
+        action: str,
+        target: str,
+        params: Mapping[str, Any] | None,
+        *,
+        dry_run: bool,
+        approved_by: str | None,
+        requested_by: str | None,
+        inputs: Mapping[str, Any] | None,
+        decision_id: str | None,
+        gates: GateOverrides | None,
+        condition: Condition | None,
+    ) -> FixRecord | _Started:
         get_action(action, self.registry)  # an unknown action is bad input, not a fix
         found = self.pipeline.target(target)
         extra: dict[str, Any] = {"dry_run": dry_run}
@@ -169,7 +221,7 @@ class Executor:
         )
         record = self._get(fix_id)
         policy = self._policy(record)
-        admitted = self._admit(record, policy)
+        admitted = self._admit(record, policy, condition is not None)
         if isinstance(admitted, FixRecord):
             return admitted
         bound, (facts, steps) = admitted
@@ -197,11 +249,14 @@ class Executor:
                 facts=facts,
             )
             return self._get(fix_id)
-        return self._execute(record, bound, policy, facts, approved_by or self.actor)
+        return self._start(record, bound, policy, facts, approved_by or self.actor, condition)
 
-    @_one_at_a_time
     def run_decision(
-        self, decision: Decision, *, requested_by: str | None = None
+        self,
+        decision: Decision,
+        *,
+        requested_by: str | None = None,
+        condition: Condition | None = None,
     ) -> list[FixRecord]:
         """Try the candidates in order; stop at the first that verifies (or waits for a human)."""
         results = []
@@ -214,6 +269,7 @@ class Executor:
                 inputs={"decision": decision.reason, **decision.inputs},
                 decision_id=decision.id,
                 gates=candidate.gates,
+                condition=condition,
             )
             results.append(record)
             if record.state in {"succeeded", "pending_approval", "planned", "noop"}:
@@ -229,9 +285,15 @@ class Executor:
             )
         return results
 
-    @_one_at_a_time
     def approve(self, fix_id: int, actor: str) -> FixRecord:
         """Approve a pending fix and run it now, unless its approval window has ended."""
+        with self._lock:
+            started = self._approve_and_start(fix_id, actor)
+        if isinstance(started, FixRecord):
+            return started
+        return self._finish(started, None)
+
+    def _approve_and_start(self, fix_id: int, actor: str) -> FixRecord | _Started:
         record = self._pending(fix_id)
         policy = self._policy(record)
         pending_at = self._pending_since(record)
@@ -245,7 +307,7 @@ class Executor:
         if isinstance(admitted, FixRecord):
             return admitted
         bound, planned = admitted
-        return self._execute(record, bound, policy, planned[0], actor)
+        return self._start(record, bound, policy, planned[0], actor, None)
 
     @_one_at_a_time
     def reject(self, fix_id: int, actor: str) -> FixRecord:
@@ -343,6 +405,25 @@ class Executor:
         purge_quarantine(self.settings.quarantine_dir, self.settings.quarantine_ttl, self.clock())
         return recovered
 
+    def preview(self, action: str, target: str, gates: GateOverrides | None = None) -> Verdict:
+        """What the gates would say to ``action`` on ``target`` now; records nothing.
+
+        The self-healing loop asks before it records a recovery, so that a recovery a
+        gate refuses (a cooldown) can be tried again later in the same outage without a
+        refused fix per try.
+        """
+        found = self.pipeline.target(target)
+        if found is None:
+            return Verdict(False, "allowlist", f"target {target!r} is not declared")
+        cls = get_action(action, self.registry)
+        policy = resolve_policy(self.settings, self.pipeline, action, target).override(gates)
+        members = tuple(
+            t.name for t in self.pipeline.targets if found.group and t.group == found.group
+        )
+        request = Request(action, target, found.group, members, bool(cls.downtime))
+        now = self.clock()
+        return evaluate(request, self.audit.history(now - policy.horizon), policy, now)
+
     def get(self, fix_id: int) -> FixRecord:
         return self._get(fix_id)
 
@@ -388,11 +469,11 @@ class Executor:
         return self._get(record.id)
 
     def _admit(
-        self, record: FixRecord, policy: Policy
+        self, record: FixRecord, policy: Policy, condition: bool = False
     ) -> FixRecord | tuple[Action[Any, Any], tuple[dict[str, Any], list[Any]]]:
         """Bind the action, run the gates, read facts and plan; a FixRecord means it stopped."""
         try:
-            bound = self._bind(record, policy)
+            bound = self._bind(record, policy, condition)
         except RefusedError as exc:
             return self._refuse(record, exc.gate, exc.reason)
         now = self.clock()
@@ -442,20 +523,33 @@ class Executor:
             return None
         return facts, list(plan)
 
-    def _execute(
+    def _start(
         self,
         record: FixRecord,
         bound: Action[Any, Any],
         policy: Policy,
         facts: dict[str, Any],
         actor: str,
-    ) -> FixRecord:
+        condition: Condition | None,
+    ) -> FixRecord | _Started:
+        """Pre-check, then the durable ``running`` record (under the admission lock)."""
         fix_id = record.id
         if policy.precheck:
             replanned = self._plan(record, bound)
             if replanned is None:
                 return self._get(fix_id)
             facts, steps = replanned
+            if condition is not None:
+                try:
+                    cleared = condition()
+                except AutofixError as exc:
+                    cleared = Check(False, f"cannot re-read the condition: {exc}")
+                if cleared.ok:
+                    reason = f"the condition cleared before the fix: {cleared.reason}"
+                    self.audit.append(
+                        fix_id, "noop", "precheck", reason=reason, output=reason, facts=facts
+                    )
+                    return self._get(fix_id)
         else:
             plan_now = bound.plan(facts)
             if isinstance(plan_now, NoOp):
@@ -467,17 +561,23 @@ class Executor:
         plan = [s.as_dict() for s in steps]
         # Durable before anything is touched: a crash from here on leaves `running`.
         self.audit.append(fix_id, "running", "apply", plan=plan, facts=facts, actor=actor)
-        started = time.monotonic()
+        return _Started(record, bound, policy, facts, steps)
+
+    def _finish(self, started: _Started, condition: Condition | None) -> FixRecord:
+        """Apply, verify (the action, then the condition), roll back what did not work."""
+        record, bound, policy, facts, steps = started
+        fix_id = record.id
+        begun = time.monotonic()
         try:
             applied = bound.apply(steps)
         except PartialApplyError as exc:
             # Half a fix is worse than none: undo what was done, then escalate.
             failed = Check(False, f"apply stopped partway: {exc}")
             return self._failed_verify(
-                record, bound, "", dict(exc.undo), failed, started, step="apply"
+                record, bound, "", dict(exc.undo), failed, begun, step="apply"
             )
         except AutofixError as exc:
-            self.audit.append(fix_id, "failed", "apply", error=str(exc), duration_ms=_ms(started))
+            self.audit.append(fix_id, "failed", "apply", error=str(exc), duration_ms=_ms(begun))
             self.audit.escalate(fix_id, record.action, record.target, None, f"apply failed: {exc}")
             return self._get(fix_id)
         if not policy.postcheck:
@@ -488,7 +588,7 @@ class Executor:
                 output=applied.output,
                 undo=applied.undo,
                 reason="post-check disabled",
-                duration_ms=_ms(started),
+                duration_ms=_ms(begun),
             )
             return self._get(fix_id)
         self.sleep(policy.verify_wait.total_seconds())
@@ -496,6 +596,8 @@ class Executor:
             check = bound.verify(facts, after := bound.facts())
         except AutofixError as exc:
             check, after = Check(False, f"re-reading facts failed: {exc}"), {}
+        if check.ok and condition is not None:
+            check = self._condition_cleared(condition, policy, check)
         if check.ok:
             self.audit.append(
                 fix_id,
@@ -505,10 +607,24 @@ class Executor:
                 reason=check.reason,
                 undo=applied.undo,
                 facts=after,
-                duration_ms=_ms(started),
+                duration_ms=_ms(begun),
             )
             return self._get(fix_id)
-        return self._failed_verify(record, bound, applied.output, applied.undo, check, started)
+        return self._failed_verify(record, bound, applied.output, applied.undo, check, begun)
+
+    def _condition_cleared(self, condition: Condition, policy: Policy, action: Check) -> Check:
+        """Poll the triggering condition for up to ``verify_wait`` more: cleared, or why not."""
+        deadline = time.monotonic() + max(policy.verify_wait.total_seconds(), 1.0)
+        while True:
+            try:
+                check = condition()
+            except AutofixError as exc:
+                check = Check(False, f"cannot re-read the condition: {exc}")
+            if check.ok:
+                return Check(True, f"{action.reason}; {check.reason}")
+            if time.monotonic() >= deadline:
+                return Check(False, f"the condition did not clear: {check.reason}")
+            self.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
     def _failed_verify(
         self,
@@ -571,4 +687,4 @@ def _ms(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 3)
 
 
-__all__ = ["ActionError", "Candidate", "Decision", "Executor", "utcnow"]
+__all__ = ["ActionError", "Candidate", "Condition", "Decision", "Executor", "utcnow"]

@@ -11,6 +11,7 @@ the file and the path of the bad field, e.g.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -233,6 +234,41 @@ Condition = Annotated[
 _CONDITION_TYPES = {"threshold", "exhaustion", "anomaly", "baseline", "alert"}
 
 
+class TargetSelector(BaseModel):
+    """The declared targets a rule is about, written once for a whole group.
+
+    ``target: {group: web}`` makes the rule fire per member whose series match (a series
+    belongs to a member through its ``target`` label) and act on that member: the
+    restart goes to the worker that leaks. Every given field must match.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    group: str | None = Field(None, description="Members of this group.")
+    kind: str | None = Field(None, description="Targets of this kind (supervisor, redis …).")
+    names: list[Annotated[str, Field(pattern=NAME_PATTERN)]] | None = Field(
+        None, description="These targets by name."
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> TargetSelector:
+        if self.group is None and self.kind is None and self.names is None:
+            raise ValueError("give at least one of group, kind, names")
+        if self.kind is not None and self.kind not in TARGET_KINDS:
+            raise ValueError(f"unknown target kind {self.kind!r}")
+        return self
+
+    def members(self, targets: Sequence[Target]) -> list[Target]:
+        """The targets this selector picks, in the file's order."""
+        return [
+            t
+            for t in targets
+            if (self.group is None or t.group == self.group)
+            and (self.kind is None or t.kind == self.kind)
+            and (self.names is None or t.name in self.names)
+        ]
+
+
 class Rule(BaseModel):
     """A condition → ordered candidate fixes, with a mode and gate overrides."""
 
@@ -243,6 +279,11 @@ class Rule(BaseModel):
     )
     description: str = Field("", description="What the rule is for.")
     when: Condition
+    target: TargetSelector | None = Field(
+        None,
+        description="Fire per member of these targets (e.g. {group: web}) whose series "
+        "match, acting on that member; unset: every series that matches `when`.",
+    )
     actions: list[ActionSpec] = Field(
         default_factory=list,
         description="Candidate fixes, tried in order until one verifies; empty: the "
@@ -350,6 +391,35 @@ class Pipeline(BaseModel):
             raise ValueError(f"maintenance.patch_target: no target named {patch!r}")
         return self
 
+    @model_validator(mode="after")
+    def _check_dependencies(self) -> Pipeline:
+        """``depends_on`` names declared targets and has no cycle; recoveries never overlap."""
+        names = {t.name: i for i, t in enumerate(self.targets)}
+        for index, target in enumerate(self.targets):
+            for j, dep in enumerate(target.depends_on):
+                where = f"targets[{index}].depends_on[{j}]"
+                if dep not in names:
+                    raise ValueError(f"{where}: no target named {dep!r}")
+                if dep == target.name:
+                    raise ValueError(f"{where}: {target.name!r} cannot depend on itself")
+        cycle = find_cycle({t.name: list(t.depends_on) for t in self.targets})
+        if cycle is not None:
+            index = names[cycle[0]]
+            raise ValueError(f"targets[{index}].depends_on: dependency cycle {' -> '.join(cycle)}")
+        for index, rule in enumerate(self.rules):
+            for j, spec in enumerate(rule.actions):
+                if spec.causes is not None:
+                    raise ValueError(
+                        f"rules[{index}].actions[{j}].causes: only recovery actions "
+                        "choose by health cause"
+                    )
+            if rule.target is not None and not rule.target.members(self.targets):
+                raise ValueError(f"rules[{index}].target: selects no declared target")
+        overlap = recovery_overlap(self.targets)
+        if overlap is not None:
+            raise ValueError(overlap)
+        return self
+
     def job(self, name: str) -> JobSpec:
         """The schedule of job ``name``: the file's, else the default."""
         for job, spec in self.jobs.items():
@@ -364,6 +434,86 @@ class Pipeline(BaseModel):
     def target(self, name: str) -> Target | None:
         """The target called ``name``, or None."""
         return next((t for t in self.targets if t.name == name), None)
+
+
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A cycle of ``graph`` (node → what it depends on) as a closed path, or None.
+
+    >>> find_cycle({"web": ["db"], "db": ["web"]})
+    ['web', 'db', 'web']
+    >>> find_cycle({"web": ["db"], "db": []}) is None
+    True
+    """
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for dep in graph.get(node, []):
+            if state.get(dep) == 1:
+                return [*path[path.index(dep) :], dep]
+            if state.get(dep) is None and (found := visit(dep)) is not None:
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if state.get(node) is None and (found := visit(node)) is not None:
+            return found
+    return None
+
+
+def recovery_overlap(targets: Sequence[Target]) -> str | None:
+    """Two targets whose recoveries act on one program (two restarts for one fault), or None.
+
+    They overlap when their recovery actions act on the same target, or when a
+    ``process`` target with a recovery watches the program of a ``supervisor`` /
+    ``systemd`` target that has one too (its process name, or its cmdline pattern
+    matching the program or unit name).
+    """
+    recovering = [(i, t) for i, t in enumerate(targets) if t.recovery is not None]
+    acted: dict[str, tuple[int, str]] = {}
+    for index, target in recovering:
+        assert target.recovery is not None
+        for spec in target.recovery.actions:
+            on = spec.target or target.name
+            if on in acted and acted[on][1] != target.name:
+                first = acted[on][1]
+                return (
+                    f"targets[{index}].recovery: {target.name!r} and {first!r} both recover "
+                    f"{on!r} (two fixes for one fault); keep one recovery"
+                )
+            acted.setdefault(on, (index, target.name))
+    for index, target in recovering:
+        if not isinstance(target, ProcessTarget):
+            continue
+        for _, other in recovering:
+            if isinstance(other, SupervisorTarget):
+                program = other.program.split(":")[-1]
+            elif isinstance(other, SystemdTarget):
+                program = other.unit.rsplit(".", 1)[0]
+            else:
+                continue
+            if _watches(target, program):
+                return (
+                    f"targets[{index}].recovery: process target {target.name!r} watches the "
+                    f"program of {other.kind} target {other.name!r}, which has its own "
+                    "recovery (two restarts for one fault); keep the recovery on one of them"
+                )
+    return None
+
+
+def _watches(target: ProcessTarget, program: str) -> bool:
+    if target.process_name is not None:
+        return target.process_name == program
+    if target.cmdline is not None:
+        try:
+            return re.search(target.cmdline, program) is not None
+        except re.error:
+            return False
+    return False
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

@@ -52,6 +52,19 @@ class GateOverrides(BaseModel):
     timeout: DurationField | None = None
 
 
+#: Why a health check failed, as the self-healing loop tells it (``autofix.health``):
+#: ``down`` nothing runs (no process, the service stopped or crashed); ``refused`` it runs
+#: but does not accept connections; ``hang`` it accepts (or exists) but does not answer —
+#: a stopped (SIGSTOP) or wedged process; ``error`` it answers with an error status;
+#: ``slow`` it answers, too slowly; ``dependency`` the failure is explained by a target it
+#: depends on; ``planned`` a stop or restart someone started (supervisord STOPPING /
+#: STARTING, a fresh start still warming up) — not a fault.
+Cause = Literal["down", "refused", "hang", "error", "slow", "dependency", "planned"]
+CAUSES: tuple[str, ...] = ("down", "refused", "hang", "error", "slow", "dependency", "planned")
+#: Causes a target's own recovery answers when its candidates do not say.
+OWN_CAUSES = frozenset({"down", "refused", "hang", "error", "slow"})
+
+
 class ActionSpec(BaseModel):
     """One candidate fix: an action, the target it runs on and its parameters."""
 
@@ -65,6 +78,11 @@ class ActionSpec(BaseModel):
         "(the series' `target` label, or the target being recovered).",
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Action parameters.")
+    causes: list[Cause] | None = Field(
+        None,
+        description="Health causes this candidate answers (recovery only), e.g. [hang, down]; "
+        "unset: every cause that is the target's own (never `dependency` or `planned`).",
+    )
 
 
 class Recovery(BaseModel):
@@ -96,6 +114,12 @@ class _Target(BaseModel):
     )
     gates: GateOverrides | None = Field(None, description="Gate settings for this target.")
     health: bool = Field(True, description="Health-check this target in the self-healing loop.")
+    depends_on: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+        default_factory=list,
+        description="Targets this one needs (a web app: its database and cache). While one "
+        "of them is unhealthy or being fixed, this target's symptoms are attributed to it: "
+        "its decisions are recorded as inhibited and nothing is done to this target.",
+    )
     recovery: Recovery | None = Field(
         None, description="What the self-healing loop does when the health check keeps failing."
     )
@@ -192,6 +216,11 @@ class SupervisorTarget(_Target):
     health_url: str | None = Field(
         None, pattern=r"^https?://", description="Health check that must pass after a fix."
     )
+    start_grace: DurationField = Field(
+        timedelta(seconds=10),
+        description="A health check failing this soon after a (re)start is the start "
+        "still warming up (cause `planned`), not a fault.",
+    )
 
 
 class SystemdTarget(_Target):
@@ -205,6 +234,11 @@ class SystemdTarget(_Target):
     user: bool = Field(False, description="Use the user manager (systemctl --user).")
     health_url: str | None = Field(
         None, pattern=r"^https?://", description="Health check that must pass after a fix."
+    )
+    start_grace: DurationField = Field(
+        timedelta(seconds=10),
+        description="A health check failing this soon after a (re)start is the start "
+        "still warming up (cause `planned`), not a fault.",
     )
 
 

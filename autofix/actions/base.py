@@ -116,6 +116,10 @@ class Context:
     sleep: Callable[[float], None] = time.sleep
     runner: Runner = run_argv
     http_transport: httpx.BaseTransport | None = None
+    #: The caller verifies the condition that triggered the fix (a health check, the
+    #: metric back under its limit): ``verify`` then checks only that the action did what
+    #: it says, not an absolute a live service may never meet.
+    condition: bool = False
 
     def http(self, timeout: float | None = None) -> httpx.Client:
         """An HTTP client on the injected transport (close it: ``with ctx.http() as c``)."""
