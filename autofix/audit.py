@@ -19,7 +19,7 @@ from typing import Any
 import duckdb
 
 from autofix.errors import InputError, StoreError
-from autofix.gates import ApprovalRecord, PastFix
+from autofix.gates import ApprovalRecord, PastFix, cause_of
 from autofix.store import MetricStore
 
 STATES = (
@@ -258,15 +258,27 @@ class AuditLog:
                           max(ts) FILTER (WHERE state IN {_FINISHED}) AS finished_at
                    FROM fix_events GROUP BY fix_id)
                SELECT f.fix_id, f.action, f.target, f.target_group, cur.state,
-                      f.requested_at, cur.started_at, cur.finished_at
+                      f.requested_at, cur.started_at, cur.finished_at,
+                      json_extract_string(f.inputs, '$.cause'),
+                      json_extract_string(f.inputs, '$.rule')
                FROM fixes f JOIN cur USING (fix_id)
                WHERE f.requested_at >= ? OR cur.state = 'running'
                ORDER BY f.fix_id""",
             [since],
         )
         return [
-            PastFix(int(fid), a, t, g, s, req, start, end if start is not None else None)
-            for fid, a, t, g, s, req, start, end in rows
+            PastFix(
+                int(fid),
+                a,
+                t,
+                g,
+                s,
+                req,
+                start,
+                end if start is not None else None,
+                cause_of({"cause": cause, "rule": rule}),
+            )
+            for fid, a, t, g, s, req, start, end, cause, rule in rows
         ]
 
     def get(self, fix_id: int) -> FixRecord | None:

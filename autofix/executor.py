@@ -35,7 +35,16 @@ from autofix.actions.registry import ACTIONS, ActionType, get_action
 from autofix.audit import AuditLog, FixRecord
 from autofix.config import Settings, format_duration
 from autofix.errors import ActionError, AutofixError, InputError, PartialApplyError, RefusedError
-from autofix.gates import Policy, Request, Verdict, approval_state, evaluate, resolve_policy
+from autofix.gates import (
+    PastFix,
+    Policy,
+    Request,
+    Verdict,
+    approval_state,
+    cause_of,
+    evaluate,
+    resolve_policy,
+)
 from autofix.pipeline import GateOverrides, Pipeline
 from autofix.policy import Candidate, Decision
 from autofix.store import MetricStore
@@ -107,6 +116,8 @@ class Executor:
         # must not both pass the lock and cooldown gates for one target. Fixes are rare;
         # running them one at a time per executor is the simple, safe answer.
         self._lock = threading.RLock()
+        #: Fixes admitted by the gates but not durably ``running`` yet, by fix id.
+        self._reserved: dict[int, PastFix] = {}
 
     # -- building ----------------------------------------------------------------------
 
@@ -120,6 +131,7 @@ class Executor:
             runner=self.runner,
             http_transport=self.http_transport,
             condition=condition,
+            probe_timeout=self.settings.probe_timeout.total_seconds(),
         )
 
     def _bind(self, record: FixRecord, policy: Policy, condition: bool = False) -> Action[Any, Any]:
@@ -141,7 +153,14 @@ class Executor:
         members = tuple(
             t.name for t in self.pipeline.targets if record.group and t.group == record.group
         )
-        return Request(record.action, record.target, record.group, members, downtime)
+        return Request(
+            record.action,
+            record.target,
+            record.group,
+            members,
+            downtime,
+            cause_of(record.inputs or {}),
+        )
 
     # -- the public verbs --------------------------------------------------------------
 
@@ -172,36 +191,42 @@ class Executor:
         side by side (the ``running`` record is what locks a target).
         """
         with self._lock:
-            started = self._admit_and_start(
+            gated = self._create_and_gate(
                 action,
                 target,
                 params,
                 dry_run=dry_run,
-                approved_by=approved_by,
                 requested_by=requested_by,
                 inputs=inputs,
                 decision_id=decision_id,
                 gates=gates,
                 condition=condition,
             )
+        if isinstance(gated, FixRecord):
+            return gated
+        record, bound, policy = gated
+        try:
+            started = self._plan_and_start(record, bound, policy, dry_run, approved_by, condition)
+        finally:
+            self._release(record.id)
         if isinstance(started, FixRecord):
             return started
         return self._finish(started, condition)
 
-    def _admit_and_start(
+    def _create_and_gate(
         self,
         action: str,
         target: str,
         params: Mapping[str, Any] | None,
         *,
         dry_run: bool,
-        approved_by: str | None,
         requested_by: str | None,
         inputs: Mapping[str, Any] | None,
         decision_id: str | None,
         gates: GateOverrides | None,
         condition: Condition | None,
-    ) -> FixRecord | _Started:
+    ) -> FixRecord | tuple[FixRecord, Action[Any, Any], Policy]:
+        """Record the request and run the gates; admitted, the target is reserved."""
         get_action(action, self.registry)  # an unknown action is bad input, not a fix
         found = self.pipeline.target(target)
         extra: dict[str, Any] = {"dry_run": dry_run}
@@ -221,10 +246,26 @@ class Executor:
         )
         record = self._get(fix_id)
         policy = self._policy(record)
-        admitted = self._admit(record, policy, condition is not None)
-        if isinstance(admitted, FixRecord):
-            return admitted
-        bound, (facts, steps) = admitted
+        bound = self._gate(record, policy, condition is not None)
+        if isinstance(bound, FixRecord):
+            return bound
+        return record, bound, policy
+
+    def _plan_and_start(
+        self,
+        record: FixRecord,
+        bound: Action[Any, Any],
+        policy: Policy,
+        dry_run: bool,
+        approved_by: str | None,
+        condition: Condition | None,
+    ) -> FixRecord | _Started:
+        """Facts and plan, then dry run, approval or the durable start (target reserved)."""
+        fix_id = record.id
+        planned = self._plan(record, bound)
+        if planned is None:
+            return self._get(fix_id)
+        facts, steps = planned
         plan = [s.as_dict() for s in steps]
         if dry_run or policy.dry_run or policy.mode == "shadow":
             why = "dry run" if (dry_run or policy.dry_run) else "shadow mode"
@@ -288,12 +329,26 @@ class Executor:
     def approve(self, fix_id: int, actor: str) -> FixRecord:
         """Approve a pending fix and run it now, unless its approval window has ended."""
         with self._lock:
-            started = self._approve_and_start(fix_id, actor)
+            gated = self._approve_and_gate(fix_id, actor)
+        if isinstance(gated, FixRecord):
+            return gated
+        record, bound, policy = gated
+        try:
+            planned = self._plan(record, bound)  # the pre-check again: still needed?
+            started = (
+                self._get(fix_id)
+                if planned is None
+                else self._start(record, bound, policy, planned[0], actor, None)
+            )
+        finally:
+            self._release(fix_id)
         if isinstance(started, FixRecord):
             return started
         return self._finish(started, None)
 
-    def _approve_and_start(self, fix_id: int, actor: str) -> FixRecord | _Started:
+    def _approve_and_gate(
+        self, fix_id: int, actor: str
+    ) -> FixRecord | tuple[FixRecord, Action[Any, Any], Policy]:
         record = self._pending(fix_id)
         policy = self._policy(record)
         pending_at = self._pending_since(record)
@@ -303,11 +358,10 @@ class Executor:
         )
         if state != "approved":
             return self._refuse(record, "approval", why)
-        admitted = self._admit(record, policy)  # gates and pre-check again: still needed?
-        if isinstance(admitted, FixRecord):
-            return admitted
-        bound, planned = admitted
-        return self._start(record, bound, policy, planned[0], actor, None)
+        bound = self._gate(record, policy)  # the gates again: the world moved on
+        if isinstance(bound, FixRecord):
+            return bound
+        return record, bound, policy
 
     @_one_at_a_time
     def reject(self, fix_id: int, actor: str) -> FixRecord:
@@ -405,7 +459,14 @@ class Executor:
         purge_quarantine(self.settings.quarantine_dir, self.settings.quarantine_ttl, self.clock())
         return recovered
 
-    def preview(self, action: str, target: str, gates: GateOverrides | None = None) -> Verdict:
+    def preview(
+        self,
+        action: str,
+        target: str,
+        gates: GateOverrides | None = None,
+        *,
+        cause: str | None = None,
+    ) -> Verdict:
         """What the gates would say to ``action`` on ``target`` now; records nothing.
 
         The self-healing loop asks before it records a recovery, so that a recovery a
@@ -420,7 +481,7 @@ class Executor:
         members = tuple(
             t.name for t in self.pipeline.targets if found.group and t.group == found.group
         )
-        request = Request(action, target, found.group, members, bool(cls.downtime))
+        request = Request(action, target, found.group, members, bool(cls.downtime), cause)
         now = self.clock()
         return evaluate(request, self.audit.history(now - policy.horizon), policy, now)
 
@@ -468,27 +529,37 @@ class Executor:
             self.audit.escalate(record.id, record.action, record.target, gate, reason)
         return self._get(record.id)
 
-    def _admit(
+    def _gate(
         self, record: FixRecord, policy: Policy, condition: bool = False
-    ) -> FixRecord | tuple[Action[Any, Any], tuple[dict[str, Any], list[Any]]]:
-        """Bind the action, run the gates, read facts and plan; a FixRecord means it stopped."""
+    ) -> FixRecord | Action[Any, Any]:
+        """Bind the action and run the gates (under the lock); admitted, the target is
+        reserved until the fix is durably ``running`` or stops. A FixRecord: refused."""
         try:
             bound = self._bind(record, policy, condition)
         except RefusedError as exc:
             return self._refuse(record, exc.gate, exc.reason)
         now = self.clock()
-        verdict = evaluate(
-            self._request(record, bound.downtime),
-            self.audit.history(now - policy.horizon),
-            policy,
-            now,
-        )
+        history = [*self.audit.history(now - policy.horizon), *self._reserved.values()]
+        verdict = evaluate(self._request(record, bound.downtime), history, policy, now)
         if not verdict.allowed:
             return self._refuse(record, verdict.gate or "?", verdict.reason, verdict.escalate)
-        planned = self._plan(record, bound)
-        if planned is None:
-            return self._get(record.id)
-        return bound, planned
+        # Reading facts and planning take seconds (a hung service answers slowly): they
+        # run outside the lock, and this reservation keeps a second fix off the target.
+        self._reserved[record.id] = PastFix(
+            record.id,
+            record.action,
+            record.target,
+            record.group,
+            "running",
+            now,
+            now,
+            cause=cause_of(record.inputs or {}),
+        )
+        return bound
+
+    def _release(self, fix_id: int) -> None:
+        with self._lock:
+            self._reserved.pop(fix_id, None)
 
     def _plan(
         self, record: FixRecord, bound: Action[Any, Any]
@@ -532,7 +603,7 @@ class Executor:
         actor: str,
         condition: Condition | None,
     ) -> FixRecord | _Started:
-        """Pre-check, then the durable ``running`` record (under the admission lock)."""
+        """Pre-check, then the durable ``running`` record (the target is reserved)."""
         fix_id = record.id
         if policy.precheck:
             replanned = self._plan(record, bound)

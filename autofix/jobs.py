@@ -326,6 +326,7 @@ class Service:
             for record in records:
                 states[record.state] += 1
         scored = self.score_decisions(now)
+        judged = self.judge_fixes(self.clock())  # the fixes above finished after `now`
         return {
             "predictions": predicted,
             "scored_points": len(scores),
@@ -333,7 +334,20 @@ class Service:
             "inhibited": inhibited,
             "fixes": dict(states),
             "outcomes_scored": scored,
+            "fixes_judged": judged,
         }
+
+    def judge_fixes(self, now: datetime) -> int:
+        """Outcomes of the fixes that finished (``autofix.outcomes``)."""
+        from autofix.outcomes import judge_fixes
+
+        return judge_fixes(
+            self.store,
+            self.pipeline,
+            now,
+            window=self.settings.fix_outcome_window,
+            host=self.settings.hostname,
+        )
 
     def _inhibit(self, rd: RuleDecision, states: TargetStates, now: datetime) -> bool:
         """Whether a dependency (or the target's own fix) explains this decision.
@@ -418,22 +432,40 @@ class Service:
         pending: dict[str, str] = {}
         settling: dict[str, str] = {}
         settle = self.settings.fix_settle
+        symptoms = self._fix_symptoms(now - max(settle, timedelta(hours=2)))
         for past in self.executor.audit.history(now - max(settle, timedelta(hours=2))):
             what = f"fix {past.fix_id} ({past.action})"
+            # A fix holds its target, and the target whose symptom it answers (terminate
+            # idle sessions on the server because the application's role was refused).
+            held = {past.target, *symptoms.get(past.fix_id, ())}
             if past.state == "running":
-                running[past.target] = f"{what} running"
+                running.update(dict.fromkeys(held, f"{what} running"))
             elif past.state == "pending_approval":
-                pending[past.target] = f"{what} waiting for approval"
+                pending.update(dict.fromkeys(held, f"{what} waiting for approval"))
             elif (
                 past.state == "succeeded"
                 and past.finished_at is not None
                 and now - past.finished_at < settle
             ):
-                settling[past.target] = (
+                why = (
                     f"{what} verified at {past.finished_at:%H:%M:%S}, settling until "
                     f"{past.finished_at + settle:%H:%M:%S}"
                 )
+                settling.update(dict.fromkeys(held, why))
         return TargetStates(unhealthy, planned, running, pending, settling)
+
+    def _fix_symptoms(self, since: datetime) -> dict[int, tuple[str, ...]]:
+        """Fix id → the declared target whose series triggered it, for recent fixes."""
+        rows = self.store.query(
+            """SELECT fix_id, json_extract_string(inputs, '$.labels.target') AS about
+               FROM fixes WHERE requested_at >= ?""",
+            [since],
+        )
+        return {
+            int(r["fix_id"]): (str(r["about"]),)
+            for r in rows.to_dict("records")
+            if isinstance(r["about"], str) and self.pipeline.target(r["about"]) is not None
+        }
 
     def _latest(self, metric: str, now: datetime, within: timedelta) -> dict[str, float]:
         """The newest value of ``metric`` per ``target`` label, if fresh within ``within``."""
@@ -713,6 +745,7 @@ class Service:
         from autofix.tracking import Tracker
 
         now = self.clock()
+        self.judge_fixes(now)
         kpis = compute_kpis(self.store, now, manual_mttr=self.settings.kpi_manual_mttr)
         snapshot_kpis(self.store, kpis, now)
         values = {

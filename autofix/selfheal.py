@@ -222,9 +222,18 @@ class SelfHealer:
             self._record(target, result, streak, [], reason, now, mode=None)
             service.executor.audit.escalate(None, "-", target.name, None, why)
             return {"target": target.name, "fixes": [], "escalated": True}
+        # Still true? The checks of this run are a moment old; a worker that answers again
+        # (the end of a restart someone else made) needs no decision at all.
+        condition = self._cleared(target, cause)
+        if condition().ok:
+            self.streaks[target.name] = _Streak()
+            return {"target": target.name, "fixes": [], "cleared": True}
         # Gates first, without recording anything: a refused recovery is retried on the
         # next run (its cooldown may end during the outage), and told to a human once.
-        refusals = [service.executor.preview(c.action, c.target, c.gates) for c in plan.candidates]
+        refusals = [
+            service.executor.preview(c.action, c.target, c.gates, cause=f"health:{cause}")
+            for c in plan.candidates
+        ]
         if all(not verdict.allowed for verdict in refusals):
             first = refusals[0]
             if not streak.escalated:
@@ -246,7 +255,7 @@ class SelfHealer:
             return {"target": target.name, "fixes": [], "refused": first.gate}
         decision = self._record(target, result, streak, plan.candidates, reason, now, mode=None)
         records = service.executor.run_decision(
-            decision, requested_by="self-heal", condition=self._cleared(target, cause)
+            decision, requested_by="self-heal", condition=condition
         )
         states = {r.state for r in records}
         if states & {"succeeded", "noop"}:

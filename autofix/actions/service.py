@@ -138,7 +138,7 @@ class _Backend:
         if self.target.health_url is None:
             return None, "no health check"
         try:
-            with self.ctx.http(timeout=min(5.0, self.ctx.timeout)) as client:
+            with self.ctx.http(timeout=min(self.ctx.probe_timeout, self.ctx.timeout)) as client:
                 reply = client.get(self.target.health_url)
         except httpx.HTTPError as exc:
             return False, f"{type(exc).__name__}: {exc}"
