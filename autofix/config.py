@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Level of autofix's own log lines."
     )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="Log lines as `json` (one object per line, for journald and ELK) or "
+        "`console` (readable); `auto`: console on a terminal, JSON otherwise.",
+    )
     # -- fix executor gates (each overridable per action or target in the pipelines file)
     fix_mode: Literal["off", "shadow", "approve", "auto"] = Field(
         "approve",

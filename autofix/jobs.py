@@ -38,6 +38,7 @@ from autofix.config import Settings
 from autofix.errors import AutofixError
 from autofix.executor import Executor
 from autofix.gates import resolve_policy
+from autofix.logs import context as log_context
 from autofix.models.anomaly import RobustScorer
 from autofix.pipeline import JOB_NAMES, AlertWhen, BaselineWhen, Pipeline, Rule
 from autofix.policy import (
@@ -154,6 +155,10 @@ class Service:
 
     def run_job(self, name: str) -> JobRun:
         """Run one job now; record it in ``job_runs``; never raises for a failing job."""
+        with log_context(job=name):  # every line logged while the job runs says which
+            return self._run_job(name)
+
+    def _run_job(self, name: str) -> JobRun:
         job = self.jobs[name]
         started_at, started = self.clock(), time.perf_counter()
         try:
@@ -179,6 +184,7 @@ class Service:
             self._notify_new()
         except Exception as exc:  # bookkeeping must not take the scheduler down either
             log.error("recording job %s: %s", name, " ".join(str(exc).split()))
+        log.debug("job %s done", name, extra={"ok": run.ok, "duration_ms": run.duration_ms})
         return run
 
     def _record_run(self, run: JobRun) -> None:
@@ -386,6 +392,20 @@ class Service:
                     json.dumps(dict(rd.inputs), default=str),
                 ],
             )
+        log.info(
+            "decision",
+            extra={
+                "decision_id": rd.decision.id,
+                "rule": rd.rule,
+                "kind": rd.kind,
+                "source": source,
+                "subject": rd.subject,
+                "target": rd.target,
+                "mode": rd.mode,
+                "candidates": [c.action for c in rd.decision.candidates],
+                "reason": rd.reason[:500],
+            },
+        )
 
     def _load_recent(self) -> dict[str, datetime]:
         frame = self.store.query(

@@ -7,7 +7,6 @@ Commands live in sibling modules (metrics, and later models, fixes …) that reg
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ from rich.console import Console
 
 from autofix import __version__
 from autofix.config import Settings, load_settings
+from autofix.logs import configure as configure_logs
 from autofix.store import MetricStore
 
 app = typer.Typer(
@@ -40,12 +40,7 @@ def settings() -> Settings:
     """The settings, read once per process (after --config is known)."""
     if _State.settings is None:
         _State.settings = load_settings(_State.config_file)
-        # Plain lines, not a rich panel: log lines must stay one line each for log shippers.
-        logging.basicConfig(
-            level=_State.settings.log_level,
-            format="autofix: %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        configure_logs(_State.settings.log_level, _State.settings.log_format)
     return _State.settings
 
 
