@@ -277,6 +277,12 @@ class Settings(BaseSettings):
     notify_timeout: Duration = Field(
         timedelta(seconds=5), description="Timeout of one notification delivery attempt."
     )
+    heartbeat_interval: Duration = Field(
+        timedelta(seconds=10),
+        description="Time between two beats of the scheduler's heartbeat (the systemd "
+        "watchdog ping and autofix_scheduler_heartbeat_timestamp_seconds); at most a third "
+        "of systemd's WatchdogSec is used.",
+    )
     # -- the HTTP API that `autofix serve` runs beside the jobs
     api_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     api_port: int = Field(8787, ge=0, le=65535, description="Port of the HTTP API; 0 runs no API.")
@@ -409,6 +415,21 @@ def describe(settings: Settings, environ: Mapping[str, str] | None = None) -> li
             source = "default"
         rows.append(SettingSource(name, getattr(settings, name), source, field.description or ""))
     return rows
+
+
+def systemd_watchdog(environ: Mapping[str, str] | None = None) -> timedelta | None:
+    """systemd's watchdog timeout for this process (``WatchdogSec=``), or None.
+
+    Read like sd_watchdog_enabled(3): ``WATCHDOG_USEC``, for this process only when
+    ``WATCHDOG_PID`` names another one.
+    """
+    env = os.environ if environ is None else environ
+    usec, pid = env.get("WATCHDOG_USEC", ""), env.get("WATCHDOG_PID")
+    if not usec.isdigit() or int(usec) == 0:
+        return None
+    if pid is not None and pid != str(os.getpid()):
+        return None
+    return timedelta(microseconds=int(usec))
 
 
 def disable_library_telemetry() -> None:
