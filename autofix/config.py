@@ -268,6 +268,27 @@ class Settings(BaseSettings):
     notify_smtp_to: str = Field(
         "", description="Comma-separated recipient addresses of notification e-mails."
     )
+    notify_pagerduty_routing_key: SecretStr | None = Field(
+        None,
+        description="PagerDuty Events API v2 integration (routing) key: escalations trigger "
+        "an alert per incident, resolved when a fix verifies or the target recovers.",
+    )
+    notify_pagerduty_url: str = Field(
+        "https://events.pagerduty.com",
+        pattern=r"^https://\S+$",
+        description="Base URL of the PagerDuty Events API (the EU service: "
+        "https://events.eu.pagerduty.com).",
+    )
+    notify_alertmanager_url: str | None = Field(
+        None,
+        description="Alertmanager base URL (e.g. http://127.0.0.1:9093): escalations are "
+        "posted as AutofixEscalation alerts to its /api/v2/alerts and resolved there.",
+    )
+    notify_runbook_url: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="Runbook link for notifications whose rule has no runbook_url.",
+    )
     notify_retries: int = Field(
         5, ge=0, description="Retries of a failed notification (exponential backoff)."
     )

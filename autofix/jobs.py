@@ -133,6 +133,11 @@ class Service:
         # What was already there when this process started is not news (`autofix run`
         # builds a Service per run: without this, cron would re-notify every run).
         self._notified_escalations = self._count("escalations")
+        self._incidents: Any | None = None
+        if notifier is not None:  # open incidents of earlier runs, to resolve them later
+            from autofix.notify.incidents import Incidents
+
+            self._incidents = Incidents(store, pipeline, settings, clock())
         self._notified_pending = {
             r.id for r in self.executor.audit.list(limit=1000, state="pending_approval")
         }
@@ -587,18 +592,19 @@ class Service:
             self._notify_unsent(self.notifier)
 
     def _notify_unsent(self, notifier: Any) -> None:
-        from autofix.notify import approval, escalation
+        from autofix.notify import approval
+        from autofix.notify.incidents import Incidents
 
+        if self._incidents is None:
+            self._incidents = Incidents(self.store, self.pipeline, self.settings, self.clock())
         fresh = self.store.query(
             "SELECT * FROM escalations ORDER BY ts, rowid OFFSET ?", [self._notified_escalations]
         )
         self._notified_escalations += len(fresh)
         for row in fresh.to_dict("records"):
-            fix_id = None if pd.isna(row["fix_id"]) else int(row["fix_id"])
-            gate = None if pd.isna(row["gate"]) else str(row["gate"])
-            notifier.notify(
-                escalation(fix_id, str(row["action"]), str(row["target"]), gate, str(row["reason"]))
-            )
+            notifier.notify(self._incidents.escalated(row))  # carries incident key and runbook
+        for note in self._incidents.resolutions():  # a fix verified or the target recovered
+            notifier.notify(note)
         for record in self.executor.audit.list(limit=100, state="pending_approval"):
             if record.id in self._notified_pending:
                 continue
@@ -610,6 +616,7 @@ class Service:
                     record.action,
                     record.target,
                     record.requested_at + policy.approval_ttl,
+                    runbook=self._incidents.runbook_for_fix(record.id),
                 )
             )
 

@@ -26,7 +26,14 @@ STALE_SERIES = timedelta(hours=1)
 
 def _notifier(current: Settings) -> Any | None:
     """The notifier when a channel is configured (delivery runs on its own thread)."""
-    if not (current.notify_slack_url or current.notify_webhook_url or current.notify_smtp_host):
+    channels = (
+        current.notify_slack_url,
+        current.notify_webhook_url,
+        current.notify_smtp_host,
+        current.notify_alertmanager_url,
+        current.notify_pagerduty_routing_key,
+    )
+    if not any(channels):
         return None
     from autofix.notify import Notifier
 
