@@ -17,14 +17,17 @@ these, or is not a valid Prometheus name, is exported as ``exported_<name>``:
     autofix_approval_pending_age_seconds{fix_id,action,target}       fixes waiting for approval,
     autofix_approval_ttl_seconds{fix_id,action,target}               and how long they may wait
     autofix_kpi{name}, autofix_kpi_target{name,level}                KPIs (30 days) and targets
-    autofix_job_duration_seconds{job}                                the last run's duration
-    autofix_job_runs_total{job}, autofix_job_failures_total{job}
-    autofix_job_last_run_timestamp_seconds{job}, autofix_job_last_run_success{job}
-    autofix_job_interval_seconds{job}                                (longest) time between runs
+    autofix_job_duration_seconds{autofix_job}                        the last run's duration
+    autofix_job_runs_total{autofix_job}, autofix_job_failures_total{autofix_job}
+    autofix_job_last_run_timestamp_seconds{…}, autofix_job_last_run_success{…}
+    autofix_job_interval_seconds{autofix_job}                        (longest) time between runs
     autofix_scheduler_heartbeat_timestamp_seconds                    the scheduler's last beat
     autofix_scheduler_heartbeat_interval_seconds
     autofix_build_info{version}, process_*                           the process itself
     http_requests_total{handler,method,status}, http_request_duration_seconds{handler,method} …
+
+The job label is ``autofix_job``: ``job`` is Prometheus' own target label, and a scraped
+``job`` would be renamed ``exported_job``.
 
 Series that stopped reporting — their newest sample older than ``stale_after`` (5 minutes,
 or 4 collection intervals when longer) — export nothing, and neither do healthy series
@@ -215,7 +218,7 @@ class StoreCollector:
         )
         for action, state, n in rows:
             f["fixes"].add_metric([str(action), str(state)], float(n))
-        # Every state of every action seen, zeros included: increase() in an alert rule
+        # Every state of every known action, zeros included: increase() in an alert rule
         # then sees the first failure of an action too (a new series would start at 1).
         counts = {
             (str(a), str(s)): float(n)
@@ -224,7 +227,8 @@ class StoreCollector:
                    USING (fix_id) GROUP BY ALL"""
             )
         }
-        actions = sorted({str(a) for (a,) in store._run("SELECT DISTINCT action FROM fixes")})
+        seen = {str(a) for (a,) in store._run("SELECT DISTINCT action FROM fixes")}
+        actions = sorted(seen | set(self.ctx.executor.registry))
         for action in actions:
             for state in STATES:
                 f["transitions"].add_metric([action, state], counts.get((action, state), 0.0))
@@ -374,12 +378,12 @@ def _families() -> _Families:
         "approval_ttl": gauge("approval_ttl", "autofix_approval_ttl_seconds", approval),
         "kpi": gauge("kpi", "autofix_kpi", ["name"]),
         "kpi_target": gauge("kpi_target", "autofix_kpi_target", ["name", "level"]),
-        "job_duration": gauge("job_duration", "autofix_job_duration_seconds", ["job"]),
-        "job_runs": counter("job_runs", "autofix_job_runs", ["job"]),
-        "job_failures": counter("job_failures", "autofix_job_failures", ["job"]),
-        "job_last": gauge("job_last", "autofix_job_last_run_timestamp_seconds", ["job"]),
-        "job_success": gauge("job_success", "autofix_job_last_run_success", ["job"]),
-        "job_interval": gauge("job_interval", "autofix_job_interval_seconds", ["job"]),
+        "job_duration": gauge("job_duration", "autofix_job_duration_seconds", ["autofix_job"]),
+        "job_runs": counter("job_runs", "autofix_job_runs", ["autofix_job"]),
+        "job_failures": counter("job_failures", "autofix_job_failures", ["autofix_job"]),
+        "job_last": gauge("job_last", "autofix_job_last_run_timestamp_seconds", ["autofix_job"]),
+        "job_success": gauge("job_success", "autofix_job_last_run_success", ["autofix_job"]),
+        "job_interval": gauge("job_interval", "autofix_job_interval_seconds", ["autofix_job"]),
         "heartbeat": gauge("heartbeat", "autofix_scheduler_heartbeat_timestamp_seconds"),
         "heartbeat_interval": gauge(
             "heartbeat_interval", "autofix_scheduler_heartbeat_interval_seconds"

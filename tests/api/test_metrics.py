@@ -137,16 +137,16 @@ def test_fix_gate_kpi_and_job_families(world: World, client: httpx.Client) -> No
     targets = {(s["name"], s["level"]): v for s, v in metrics["autofix_kpi_target"]}
     assert targets[("auto_fix_success_rate", "seed")] == 0.85
     assert targets[("false_fix_rate", "goal")] == 0.001
-    assert dict((s["job"], v) for s, v in metrics["autofix_job_failures_total"]) == {
+    assert dict((s["autofix_job"], v) for s, v in metrics["autofix_job_failures_total"]) == {
         "collect": 0.0,
         "remediate": 1.0,
     }
-    assert dict((s["job"], v) for s, v in metrics["autofix_job_last_run_success"]) == {
+    assert dict((s["autofix_job"], v) for s, v in metrics["autofix_job_last_run_success"]) == {
         "collect": 1.0,
         "remediate": 0.0,
     }
-    assert ({"job": "collect"}, 0.0125) in metrics["autofix_job_duration_seconds"]
-    intervals = dict((s["job"], v) for s, v in metrics["autofix_job_interval_seconds"])
+    assert ({"autofix_job": "collect"}, 0.0125) in metrics["autofix_job_duration_seconds"]
+    intervals = dict((s["autofix_job"], v) for s, v in metrics["autofix_job_interval_seconds"])
     assert (intervals["collect"], intervals["train"]) == (15.0, 86400.0)
     ((pending, age),) = metrics["autofix_approval_pending_age_seconds"]
     assert pending["fix_id"] == str(world.fixes["pending"])
