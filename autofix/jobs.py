@@ -207,6 +207,11 @@ class Service:
                 ],
             )
 
+    def job_skipped(self, name: str) -> None:
+        """A run of ``name`` was skipped because the previous one was still going."""
+        with self._lock:
+            self.failures[f"{name}_skipped"] += 1
+
     def close(self) -> None:
         if self._collectors is not None:
             from autofix.collect.registry import close_collectors
@@ -301,7 +306,7 @@ class Service:
         )
         states: Counter[str] = Counter()
         for rd in decisions:
-            rd = dataclasses.replace(rd, mode=self._effective_mode(rd.decision, rd.mode))
+            rd = dataclasses.replace(rd, mode=self.effective_mode(rd.decision, rd.mode))
             for record in self._act(rd, now):
                 states[record.state] += 1
         scored = self.score_decisions(now)
@@ -313,7 +318,7 @@ class Service:
             "outcomes_scored": scored,
         }
 
-    def _effective_mode(self, decision: Decision, fallback: str) -> str:
+    def effective_mode(self, decision: Decision, fallback: str) -> str:
         """The mode the executor will apply to the first candidate (dry run wins)."""
         if not decision.candidates:
             return fallback
@@ -331,7 +336,7 @@ class Service:
         requested_by: str | None = None,
     ) -> list[Any]:
         """Record the decision, then run it (or escalate when nothing can be tried)."""
-        self._record_decision(rd, now, source=source)
+        self.record_decision(rd, now, source=source)
         self._recent[rd.key] = now
         if not rd.decision.candidates:
             if rd.mode not in {"shadow", "off", "dry_run"}:
@@ -370,14 +375,14 @@ class Service:
             }
             if verdict.decision is not None:
                 rd = verdict.decision
-                rd = dataclasses.replace(rd, mode=self._effective_mode(rd.decision, rd.mode))
+                rd = dataclasses.replace(rd, mode=self.effective_mode(rd.decision, rd.mode))
                 records = self._act(rd, now, source="alert", requested_by=actor)
                 entry.update(decision_id=rd.decision.id, mode=rd.mode, target=rd.target)
                 entry["fixes"] = [r.as_dict() for r in records]
             out.append(entry)
         return out
 
-    def _record_decision(self, rd: RuleDecision, now: datetime, source: str = "policy") -> None:
+    def record_decision(self, rd: RuleDecision, now: datetime, source: str = "policy") -> None:
         with self.store._write_lock:
             self.store.execute(
                 "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

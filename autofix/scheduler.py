@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from autofix.heartbeat import JOB_ID as HEARTBEAT
 from autofix.heartbeat import Heartbeat
-from autofix.pipeline import JOB_NAMES
-
-if TYPE_CHECKING:
-    from autofix.jobs import Service
+from autofix.pipeline import JOB_NAMES, Pipeline
 
 log = logging.getLogger(__name__)
 
 
+class JobHost(Protocol):
+    """What the scheduler drives: ``autofix.jobs.Service`` is one."""
+
+    @property
+    def pipeline(self) -> Pipeline: ...
+
+    def run_job(self, name: str) -> object: ...
+
+    def job_skipped(self, name: str) -> None: ...
+
+
 def build_scheduler(
-    service: Service, only: set[str] | None = None, heartbeat: Heartbeat | None = None
+    service: JobHost, only: set[str] | None = None, heartbeat: Heartbeat | None = None
 ) -> Any:
     """An APScheduler BackgroundScheduler with every enabled job of the pipeline.
 
@@ -65,11 +73,10 @@ def build_scheduler(
 
     def skipped(event: JobEvent) -> None:
         log.debug("job %s skipped: the previous run is still going", event.job_id)
-        with service._lock:
-            service.failures[f"{event.job_id}_skipped"] += 1
+        service.job_skipped(event.job_id)
 
     scheduler.add_listener(skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
     return scheduler
 
 
-__all__ = ["build_scheduler"]
+__all__ = ["JobHost", "build_scheduler"]

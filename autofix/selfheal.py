@@ -10,25 +10,45 @@ target without ``recovery`` is escalated once per outage.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+import httpx
 import pandas as pd
 
+from autofix.actions.base import Runner
 from autofix.collect.base import format_labels
+from autofix.config import Settings
 from autofix.errors import AutofixError
+from autofix.executor import Executor
 from autofix.health import HealthResult, check_all
-from autofix.pipeline import Target
+from autofix.pipeline import Pipeline
 from autofix.policy import Candidate, Decision, RuleDecision, rule_gates
+from autofix.store import MetricStore
+from autofix.targets import Target
 
 log = logging.getLogger(__name__)
 
 #: How far back a new process looks for the failed checks of a streak still going on.
 RESTORE_WINDOW = timedelta(hours=1)
 
-if TYPE_CHECKING:
-    from autofix.jobs import Service
+
+class Remediator(Protocol):
+    """What the loop acts through: ``autofix.jobs.Service`` is one."""
+
+    settings: Settings
+    pipeline: Pipeline
+    store: MetricStore
+    executor: Executor
+    clock: Callable[[], datetime]
+    runner: Runner
+    http_transport: httpx.BaseTransport | None
+
+    def effective_mode(self, decision: Decision, fallback: str) -> str: ...
+
+    def record_decision(self, rd: RuleDecision, now: datetime, source: str = ...) -> None: ...
 
 
 @dataclass
@@ -45,7 +65,7 @@ def _labels(target: str) -> str:
 class SelfHealer:
     """Health streaks per target, and the recovery decisions they lead to."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Remediator) -> None:
         self.service = service
         self.streaks: dict[str, _Streak] = {}
 
@@ -168,7 +188,7 @@ class SelfHealer:
             id=decision_id,
             inputs={"detected_at": detected.isoformat(), "health": result.detail},
         )
-        mode = self.service._effective_mode(decision, self.service.settings.fix_mode)
+        mode = self.service.effective_mode(decision, self.service.settings.fix_mode)
         rd = RuleDecision(
             rule=f"recovery:{target.name}",
             kind="health",
@@ -182,7 +202,7 @@ class SelfHealer:
             inputs=decision.inputs,
             decision=decision,
         )
-        self.service._record_decision(rd, now, source="health")
+        self.service.record_decision(rd, now, source="health")
         if not candidates:
             self.service.executor.audit.escalate(
                 None, "-", target.name, None, f"no recovery configured: {reason}"
@@ -192,4 +212,4 @@ class SelfHealer:
         return {"target": target.name, "fixes": [(r.id, r.action, r.state) for r in records]}
 
 
-__all__ = ["SelfHealer"]
+__all__ = ["Remediator", "SelfHealer"]

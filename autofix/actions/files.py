@@ -30,7 +30,7 @@ from pydantic import Field, field_validator
 from autofix.actions.base import Action, Applied, Check, Facts, NoOp, Params, Plan, Step
 from autofix.config import Duration
 from autofix.errors import ActionError, PartialApplyError, RefusedError
-from autofix.pipeline import LogDirTarget
+from autofix.targets import LogDirTarget
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from autofix.actions.base import Action, Applied, Check, Facts, NoOp, Params, Plan, Step
 from autofix.errors import ActionError, RefusedError
-from autofix.pipeline import RedisTarget
+from autofix.targets import RedisTarget
 
 _MEMORY_FIELDS = ("used_memory", "used_memory_rss", "mem_fragmentation_ratio", "used_memory_peak")
 

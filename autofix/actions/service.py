@@ -18,7 +18,7 @@ from pydantic import Field
 
 from autofix.actions.base import Action, Applied, Check, Context, Facts, NoOp, Params, Plan, Step
 from autofix.errors import ActionError
-from autofix.pipeline import SupervisorTarget, SystemdTarget
+from autofix.targets import SupervisorTarget, SystemdTarget
 
 _RUNNING = {"RUNNING"}
 _SYSTEMD_STATE = {
