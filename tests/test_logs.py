@@ -206,3 +206,11 @@ def test_the_log_of_a_run_with_a_fix(tmp_path: Path) -> None:
     assert refused["target"] == "spool"
     # No scheduler or HTTP-client chatter at INFO.
     assert not [line for line in lines if line["logger"].split(".")[0] in {"apscheduler", "httpx"}]
+
+
+def test_module_example() -> None:
+    import doctest
+
+    import autofix.logs
+
+    assert doctest.testmod(autofix.logs).failed == 0

@@ -272,3 +272,13 @@ def test_serve_notifies_ready_watchdog_and_stopping(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=30)
         notify.close()
     assert "Traceback" not in err
+
+
+def test_module_examples() -> None:
+    import doctest
+
+    import autofix.heartbeat
+    import autofix.notify.incidents
+
+    for module in (autofix.heartbeat, autofix.notify.incidents):
+        assert doctest.testmod(module).failed == 0, module.__name__
