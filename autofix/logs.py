@@ -13,7 +13,9 @@ can neither break a line nor reach a terminal as markup; the console renderer es
 them too.
 
 Library chatter (APScheduler's "Running job …", httpx's request lines, uvicorn's access
-log) is demoted from INFO to DEBUG: it shows with ``AUTOFIX_LOG_LEVEL=DEBUG`` only.
+log) is demoted from INFO to DEBUG: it shows with ``AUTOFIX_LOG_LEVEL=DEBUG`` only. So are
+the audit's event lines (fix states, approvals, escalations) when ``events`` is False: a
+command that prints its own result (``autofix fix run``) does not echo them.
 
 >>> import io, json, logging
 >>> stream = io.StringIO()
@@ -40,6 +42,8 @@ Format = Literal["auto", "json", "console"]
 
 #: Loggers whose INFO lines are routine chatter: shown at DEBUG only.
 CHATTY = ("apscheduler", "httpx", "httpcore", "uvicorn", "mlflow", "alembic", "pagerduty")
+#: Loggers of the event lines (decisions, fix states, escalations) a service writes.
+EVENTS = ("autofix.audit", "autofix.jobs")
 #: Extras some libraries attach that are not context (uvicorn's coloured copy of a line).
 _DROP = ("color_message",)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
@@ -52,12 +56,15 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
 class _Demote(logging.Filter):
     """INFO from a chatty library becomes DEBUG, and is dropped below ``level``."""
 
-    def __init__(self, level: int) -> None:
+    def __init__(self, level: int, events: bool = True) -> None:
         super().__init__()
         self.level = level
+        self.events = events
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.INFO and record.name.split(".")[0] in CHATTY:
+        if record.levelno == logging.INFO and (
+            record.name.split(".")[0] in CHATTY or (not self.events and record.name in EVENTS)
+        ):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return record.levelno >= self.level
 
@@ -107,7 +114,13 @@ def resolve_format(fmt: Format, stream: TextIO) -> Literal["json", "console"]:
     return "console" if callable(isatty) and isatty() else "json"
 
 
-def configure(level: str = "INFO", fmt: Format = "auto", *, stream: TextIO | None = None) -> None:
+def configure(
+    level: str = "INFO",
+    fmt: Format = "auto",
+    *,
+    stream: TextIO | None = None,
+    events: bool = True,
+) -> None:
     """Send every log record of the process through one structured handler on ``stream``.
 
     Idempotent: a second call replaces the handler of the first (the CLI configures once
@@ -133,7 +146,7 @@ def configure(level: str = "INFO", fmt: Format = "auto", *, stream: TextIO | Non
     )
     handler = _Handler(out)
     handler.setFormatter(formatter)
-    handler.addFilter(_Demote(threshold))
+    handler.addFilter(_Demote(threshold, events))
     root = logging.getLogger()
     reset()
     root.addHandler(handler)
@@ -156,4 +169,4 @@ def context(**values: Any) -> Iterator[None]:
         yield
 
 
-__all__ = ["CHATTY", "Format", "configure", "context", "reset", "resolve_format"]
+__all__ = ["CHATTY", "EVENTS", "Format", "configure", "context", "reset", "resolve_format"]

@@ -214,3 +214,10 @@ def test_module_example() -> None:
     import autofix.logs
 
     assert doctest.testmod(autofix.logs).failed == 0
+
+
+def test_event_lines_can_be_kept_to_debug(stream: io.StringIO) -> None:
+    configure("INFO", "json", stream=stream, events=False)  # `autofix fix run` prints its own
+    logging.getLogger("autofix.audit").info("fix refused", extra={"gate": "params"})
+    logging.getLogger("autofix.audit").warning("audit trouble")
+    assert [line["event"] for line in _lines(stream)] == ["audit trouble"]

@@ -34,13 +34,23 @@ err = Console(stderr=True)
 class _State:
     config_file: Path | None = None
     settings: Settings | None = None
+    command: str | None = None
+
+
+#: Commands that run unattended: their log is the record of what autofix decided and did.
+#: The others print their own result, so the audit's event lines stay at DEBUG there.
+SERVICE_COMMANDS = {"serve", "run"}
 
 
 def settings() -> Settings:
     """The settings, read once per process (after --config is known)."""
     if _State.settings is None:
         _State.settings = load_settings(_State.config_file)
-        configure_logs(_State.settings.log_level, _State.settings.log_format)
+        configure_logs(
+            _State.settings.log_level,
+            _State.settings.log_format,
+            events=_State.command in SERVICE_COMMANDS,
+        )
     return _State.settings
 
 
@@ -69,6 +79,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML settings file (else AUTOFIX_CONFIG).")
     ] = None,
@@ -79,3 +90,4 @@ def _main(
     """Predictive auto-remediation for a Linux service fleet."""
     _State.config_file = config
     _State.settings = None
+    _State.command = ctx.invoked_subcommand
