@@ -42,6 +42,7 @@ from autofix.errors import AutofixError
 from autofix.executor import Executor
 from autofix.gates import resolve_policy
 from autofix.health import HealthResult
+from autofix.logs import context as log_context
 from autofix.models.anomaly import RobustScorer
 from autofix.pipeline import JOB_NAMES, AlertWhen, BaselineWhen, Pipeline, Rule
 from autofix.policy import (
@@ -143,6 +144,11 @@ class Service:
         # What was already there when this process started is not news (`autofix run`
         # builds a Service per run: without this, cron would re-notify every run).
         self._notified_escalations = self._count("escalations")
+        self._incidents: Any | None = None
+        if notifier is not None:  # open incidents of earlier runs, to resolve them later
+            from autofix.notify.incidents import Incidents
+
+            self._incidents = Incidents(store, pipeline, settings, clock())
         self._notified_pending = {
             r.id for r in self.executor.audit.list(limit=1000, state="pending_approval")
         }
@@ -165,6 +171,10 @@ class Service:
 
     def run_job(self, name: str) -> JobRun:
         """Run one job now; record it in ``job_runs``; never raises for a failing job."""
+        with log_context(job=name):  # every line logged while the job runs says which
+            return self._run_job(name)
+
+    def _run_job(self, name: str) -> JobRun:
         job = self.jobs[name]
         started_at, started = self.clock(), time.perf_counter()
         try:
@@ -190,6 +200,7 @@ class Service:
             self._notify_new()
         except Exception as exc:  # bookkeeping must not take the scheduler down either
             log.error("recording job %s: %s", name, " ".join(str(exc).split()))
+        log.debug("job %s done", name, extra={"ok": run.ok, "duration_ms": run.duration_ms})
         return run
 
     def _record_run(self, run: JobRun) -> None:
@@ -611,6 +622,20 @@ class Service:
                     json.dumps(dict(rd.inputs), default=str),
                 ],
             )
+        log.info(
+            "decision",
+            extra={
+                "decision_id": rd.decision.id,
+                "rule": rd.rule,
+                "kind": rd.kind,
+                "source": source,
+                "subject": rd.subject,
+                "target": rd.target,
+                "mode": rd.mode,
+                "candidates": [c.action for c in rd.decision.candidates],
+                "reason": rd.reason[:500],
+            },
+        )
 
     def _load_recent(self) -> dict[str, datetime]:
         frame = self.store.query(
@@ -793,18 +818,19 @@ class Service:
             self._notify_unsent(self.notifier)
 
     def _notify_unsent(self, notifier: Any) -> None:
-        from autofix.notify import approval, escalation
+        from autofix.notify import approval
+        from autofix.notify.incidents import Incidents
 
+        if self._incidents is None:
+            self._incidents = Incidents(self.store, self.pipeline, self.settings, self.clock())
         fresh = self.store.query(
             "SELECT * FROM escalations ORDER BY ts, rowid OFFSET ?", [self._notified_escalations]
         )
         self._notified_escalations += len(fresh)
         for row in fresh.to_dict("records"):
-            fix_id = None if pd.isna(row["fix_id"]) else int(row["fix_id"])
-            gate = None if pd.isna(row["gate"]) else str(row["gate"])
-            notifier.notify(
-                escalation(fix_id, str(row["action"]), str(row["target"]), gate, str(row["reason"]))
-            )
+            notifier.notify(self._incidents.escalated(row))  # carries incident key and runbook
+        for note in self._incidents.resolutions():  # a fix verified or the target recovered
+            notifier.notify(note)
         for record in self.executor.audit.list(limit=100, state="pending_approval"):
             if record.id in self._notified_pending:
                 continue
@@ -816,6 +842,7 @@ class Service:
                     record.action,
                     record.target,
                     record.requested_at + policy.approval_ttl,
+                    runbook=self._incidents.runbook_for_fix(record.id),
                 )
             )
 

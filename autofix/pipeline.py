@@ -302,6 +302,13 @@ class Rule(BaseModel):
         timedelta(minutes=15),
         description="Least time between two decisions of this rule on the same subject.",
     )
+    runbook_url: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="Runbook link carried into every notification about this rule's fixes "
+        "(escalations, approvals, PagerDuty and Alertmanager); unset: "
+        "AUTOFIX_NOTIFY_RUNBOOK_URL.",
+    )
 
     @property
     def score_after(self) -> timedelta:

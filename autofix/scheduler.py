@@ -6,6 +6,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from autofix.heartbeat import JOB_ID as HEARTBEAT
+from autofix.heartbeat import Heartbeat
 from autofix.pipeline import JOB_NAMES, Pipeline
 
 log = logging.getLogger(__name__)
@@ -22,11 +24,15 @@ class JobHost(Protocol):
     def job_skipped(self, name: str) -> None: ...
 
 
-def build_scheduler(service: JobHost, only: set[str] | None = None) -> Any:
+def build_scheduler(
+    service: JobHost, only: set[str] | None = None, heartbeat: Heartbeat | None = None
+) -> Any:
     """An APScheduler BackgroundScheduler with every enabled job of the pipeline.
 
     One instance of a job at a time; a run missed while the previous one was still going
-    is coalesced into a single late run; failures are recorded by ``run_job``.
+    is coalesced into a single late run; failures are recorded by ``run_job``. With a
+    ``heartbeat``, its ``beat`` is a job too, on an executor of its own (a long job cannot
+    delay it; a wedged scheduler stops it: see ``autofix.heartbeat``).
     """
     from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
     from apscheduler.executors.pool import ThreadPoolExecutor
@@ -53,6 +59,16 @@ def build_scheduler(service: JobHost, only: set[str] | None = None) -> Any:
             first = None
         scheduler.add_job(
             service.run_job, trigger, args=[name], id=name, name=name, next_run_time=first
+        )
+    if heartbeat is not None:
+        scheduler.add_executor(ThreadPoolExecutor(max_workers=1), HEARTBEAT)
+        scheduler.add_job(
+            heartbeat.beat,
+            IntervalTrigger(seconds=heartbeat.interval, timezone="UTC"),
+            id=HEARTBEAT,
+            name=HEARTBEAT,
+            executor=HEARTBEAT,
+            next_run_time=datetime.now(UTC),
         )
 
     def skipped(event: JobEvent) -> None:

@@ -44,7 +44,7 @@ def notify_test(
         print_json(results)
     else:
         for name, result in results.items():
-            colour = "green" if result == "sent" else "red"
+            colour = "red" if result.startswith("failed") else "green"
             out.print(f"{name}: [{colour}]{escape(result)}[/]", highlight=False)
-    if any(result != "sent" for result in results.values()):
+    if any(result.startswith("failed") for result in results.values()):
         raise typer.Exit(1)
