@@ -15,6 +15,7 @@ from autofix.store import MetricStore
 
 ROOT = Path(__file__).parents[1]
 T0 = datetime(2026, 3, 1)
+SAMPLES_END = datetime(2024, 3, 18)  # just after the last sample of data/samples
 
 
 def test_predictions_are_written_with_model_and_version() -> None:
@@ -25,7 +26,7 @@ def test_predictions_are_written_with_model_and_version() -> None:
         make_forecaster("default"),
         model_name="default",
         model_version="7",
-        now=datetime(2030, 1, 1),
+        now=SAMPLES_END,
     )
     assert run.written == run.series > 5
     latest = store.latest_predictions()
@@ -66,7 +67,7 @@ def test_capacity_in_force_is_used_for_a_grown_disk() -> None:
         make_forecaster("default"),
         model_name="default",
         model_version="1",
-        now=T0 + timedelta(days=10),
+        now=T0 + timedelta(hours=hours),
     )
     assert run.forecasts["p_24h"].iloc[0] < 0.05  # half empty now: no alarm
 
