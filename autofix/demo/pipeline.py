@@ -17,8 +17,9 @@ text, so whatever rules the file holds (and their modes) are the rules the demo 
   per worker as ``RULE.web-1`` …; a file declaring one supervisor target per worker is
   mapped in order;
 - **the clock**: every duration an operator sets — job intervals (at least 1 s), rule
-  holds (``for``), ``window``, ``baseline``, ``repeat``, ``horizon``, gate overrides
-  (but not ``timeout``), duration parameters of actions — is divided by ``speedup``.
+  holds (``for``), ``window``, ``baseline``, ``repeat`` (set or default), ``horizon``,
+  gate overrides (not ``timeout``), duration parameters of actions — is divided by
+  ``speedup``.
   Crontab jobs and the maintenance job (real-clock maintenance windows) are switched
   off; forecast horizons (``within: 4h``) stay real: a disk that fills in a minute is
   due within the hour.
@@ -40,7 +41,7 @@ import yaml
 
 from autofix.config import Settings, parse_duration
 from autofix.errors import ConfigError
-from autofix.pipeline import Pipeline, load_pipeline
+from autofix.pipeline import Pipeline, Rule, load_pipeline
 from autofix.targets import GateOverrides
 
 #: Shortest job interval the demo schedules (a 2-core machine runs it beside the stack).
@@ -369,9 +370,12 @@ def _rules(
             for key in ("for", "window", "baseline"):
                 if key in when:
                     when[key] = compress(when[key], speedup)
-            for key in ("repeat", "horizon"):
-                if key in rule_copy:
-                    rule_copy[key] = compress(rule_copy[key], speedup)
+            # An unset repeat is the default's 15 minutes, which must shrink too.
+            rule_copy["repeat"] = compress(
+                rule_copy.get("repeat", Rule.model_fields["repeat"].default), speedup
+            )
+            if "horizon" in rule_copy:
+                rule_copy["horizon"] = compress(rule_copy["horizon"], speedup)
             if "gates" in rule_copy:
                 rule_copy["gates"] = _compress_gates(rule_copy["gates"], speedup)
             for action in rule_copy.get("actions") or []:

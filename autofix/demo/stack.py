@@ -108,6 +108,7 @@ class Stack:
     workers: list[Worker] = field(default_factory=list)
     app_password: str = field(default_factory=lambda: secrets.token_hex(12))
     processes: list[Process] = field(default_factory=list)
+    extra_dirs: list[Path] = field(default_factory=list)
     _stopped: bool = False
 
     def __post_init__(self) -> None:
@@ -206,7 +207,7 @@ class Stack:
         self._log_dir()
         self.tmp.mkdir()
         self.quarantine.mkdir()
-        self.postgres = start_postgres(self.base / "postgres", opts.servers)
+        self.postgres = start_postgres(self._postgres_dir(), opts.servers)
         self.processes.append(self.postgres.process)
         self._news_database()
         self.redis = start_redis(self.base / "redis", opts.servers, opts.redis_maxmemory)
@@ -228,6 +229,19 @@ class Stack:
         self.processes.append(Process("users", self._popen(argv, self.base / "users.log"), grace=5))
         log.info("demo stack up in %.1fs in %s", time.monotonic() - started, self.base)
         return self
+
+    def _postgres_dir(self) -> Path:
+        # As root, postgres runs as an unprivileged user who must be able to reach its
+        # directory: a parent chosen with --tmp (pytest's, say) may be closed to it.
+        if os.geteuid() != 0:
+            return self.base / "postgres"
+        path = Path(tempfile.mkdtemp(prefix="autofix-demo-pg-"))
+        self.extra_dirs.append(path)
+        return path
+
+    def dirs(self) -> list[Path]:
+        """Every directory the stack made (all removed by ``stop``)."""
+        return [self.base, *self.extra_dirs]
 
     def _popen(self, argv: list[str], logfile: Path) -> subprocess.Popen[bytes]:
         with open(logfile, "ab") as out:
@@ -371,9 +385,10 @@ class Stack:
             )
             if done.returncode != 0:  # still busy: detach it now, it goes when released
                 subprocess.run([umount, "-l", str(self.logs)], capture_output=True, check=False)
-        shutil.rmtree(self.base, ignore_errors=True)
-        if self.base.exists():
-            log.error("could not remove %s", self.base)
+        for path in self.dirs():
+            shutil.rmtree(path, ignore_errors=True)
+            if path.exists():
+                log.error("could not remove %s", path)
 
 
 __all__ = ["MiB", "Stack", "StackOptions", "Worker"]
