@@ -414,6 +414,10 @@ the last {{ window }}.</p>
 {% endfor %}
 </table>
 {% if forecast_chart %}<img src="forecast_vs_actual.png" alt="forecast vs actual">{% endif %}
+{% elif silent %}
+<p class="empty">No current forecasts: the {{ silent }} series with forecasts stopped
+reporting (nothing in the last {{ lookback }}, or silent for several of their own
+sampling intervals); their old forecasts are not risks now.</p>
 {% else %}
 <p class="empty">No predictions yet: run <code>autofix predict</code>.</p>
 {% endif %}
@@ -514,6 +518,7 @@ def write_report(
     window: timedelta = timedelta(days=7),
     top: int = 5,
     manual_mttr: timedelta = timedelta(minutes=30),
+    lookback: timedelta = timedelta(days=7),
 ) -> Path:
     """Write ``out_dir/index.html`` and its charts; return the page's path.
 
@@ -525,7 +530,13 @@ def write_report(
     now = _naive(now)
     since = now - window
     kpis = compute_kpis(store, now, window, manual_mttr)
-    risky = riskiest(store, now, top)
+    risky = riskiest(store, now, top, lookback)
+    forecast_series = audit_query(
+        store,
+        "SELECT count(DISTINCT series_id) AS n FROM predictions WHERE made_at <= ?",
+        [now],
+    )
+    predicted = int(forecast_series["n"].iloc[0]) if not forecast_series.empty else 0
     fixes = _fixes(store, since, now)
     escalations = _escalations(store, since, now)
     drawn = {
@@ -555,6 +566,8 @@ def write_report(
             "kpi_rows": kpi_rows(kpis),
             "trend_source": trend_source,
             "risky": risky_rows,
+            "silent": predicted if risky.empty else 0,
+            "lookback": _span(lookback),
             "forecast_chart": drawn["forecast_vs_actual.png"],
             "fixes": recent,
             "fix_count": len(fixes),

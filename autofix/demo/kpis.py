@@ -49,8 +49,12 @@ class EventOutcome:
     name: str
     kind: str
     title: str
+    targets: list[str]
+    predictable: bool
     started_at: float | None
     ended_at: float | None
+    operator_at: float | None  # the on-call human stepped in
+    exhausted: bool  # the resource ran out
     fixed_by: FixedBy | None  # faults only
     recovery_s: float | None  # faults only: start → cleared
     prevented: bool | None  # predictable faults only
@@ -64,8 +68,12 @@ class EventOutcome:
             "name": self.name,
             "kind": self.kind,
             "title": self.title,
+            "targets": self.targets,
+            "predictable": self.predictable,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
+            "operator_at": self.operator_at,
+            "exhausted": self.exhausted,
             "fixed_by": self.fixed_by,
             "recovery_s": self.recovery_s,
             "prevented": self.prevented,
@@ -196,8 +204,12 @@ def ground_truth(
                 record.name,
                 record.event.kind,
                 record.event.title,
+                list(record.event.targets),
+                record.event.predictable,
                 start,
                 end,
+                record.operator_at,
+                record.exhausted,
                 fixed_by,
                 recovery,
                 was_prevented,

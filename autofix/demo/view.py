@@ -96,11 +96,15 @@ class Feed:
             if float(row["p_1h"]) >= RISK and series not in self._at_risk:
                 self._at_risk.add(series)
                 eta = row["eta"]
-                when = (
-                    f"full in {max(0.0, epoch(eta) - epoch(row['made_at'])):.0f}s"
-                    if eta is not None and eta == eta
-                    else "full within the hour"
+                ahead = (
+                    epoch(eta) - epoch(row["made_at"]) if eta is not None and eta == eta else None
                 )
+                if ahead is None:
+                    when = "full within the hour"
+                elif ahead <= 1:
+                    when = "full now at this pace"
+                else:
+                    when = f"full in {ahead:.0f}s"
                 out.append(
                     Line(
                         epoch(row["made_at"]),

@@ -78,6 +78,7 @@ FAULTS = [
         id="memory-leak",
         marks=pytest.mark.xfail(
             strict=True,
+            raises=AssertionError,
             reason="process RSS is forecast against the host's RAM, not a worker's memory "
             "limit, and the default forecaster needs 3 daily peaks; memory-exhaustion is "
             "approve-mode: no rule restarts a leaking worker in time (the leak OOMs)",
@@ -89,6 +90,7 @@ FAULTS = [
         id="db-connections",
         marks=pytest.mark.xfail(
             strict=True,
+            raises=AssertionError,
             reason=f"no PostgreSQL connection metrics ({ISSUE_18}) and no dependency-aware "
             f"health causes ({ISSUE_13}): the superuser probe still connects, so "
             "postgres.terminate_idle never runs; the workers answering 503 are restarted",
@@ -99,6 +101,7 @@ FAULTS = [
         id="cache-bloat",
         marks=pytest.mark.xfail(
             strict=True,
+            raises=AssertionError,
             reason=f"no Redis memory metric or rule ({ISSUE_18}), and redis.delete_keys' "
             f"verify demands no key left while the app writes new ones ({ISSUE_13})",
         ),
@@ -136,6 +139,7 @@ BENIGN = [
         id="planned-restart",
         marks=pytest.mark.xfail(
             strict=True,
+            raises=AssertionError,
             reason=f"a supervisorctl restart is not told from a fault ({ISSUE_13}): its "
             "failed health checks get the worker restarted again",
         ),
@@ -162,6 +166,7 @@ def test_each_benign_event_gets_no_fix(demo: dict[str, Any], name: str) -> None:
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason=f"restarts of workers answering 503 during the database outage and after a "
     f"planned restart: no inhibition by dependencies nor planned-restart awareness "
     f"({ISSUE_13})",
