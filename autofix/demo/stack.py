@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -361,23 +362,30 @@ class Stack:
 
     # -- stop ------------------------------------------------------------------------------
 
+    @staticmethod
+    def _stop_one(process: Process) -> None:
+        try:
+            process.stop()
+        except Exception as exc:  # keep stopping the others
+            log.error("stopping %s (pid %d): %s", process.name, process.pid, exc)
+
     def stop(self) -> None:
         """End everything (users, supervisord and its workers, Redis, PostgreSQL), then
         unmount the tmpfs and remove the directory. Never raises; safe to call twice."""
         if self._stopped:
             return
         self._stopped = True
-        # Users first (nobody to see the shutdown), supervisord before the servers its
-        # workers use; each step runs whatever the previous one did.
-        order = sorted(
-            self.processes,
-            key=lambda p: {"users": 0, "supervisord": 1, "redis": 2, "postgres": 3}.get(p.name, 0),
-        )
-        for process in order:
-            try:
-                process.stop()
-            except Exception as exc:  # keep stopping the others
-                log.error("stopping %s (pid %d): %s", process.name, process.pid, exc)
+        # Users first (nobody left to see the shutdown), then the rest at once: each
+        # server ends on its own signal, and nothing is left to serve.
+        users = [p for p in self.processes if p.name == "users"]
+        rest = [p for p in self.processes if p.name != "users"]
+        for process in users:
+            self._stop_one(process)
+        threads = [threading.Thread(target=self._stop_one, args=(p,)) for p in rest]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         umount = shutil.which("umount")
         if self.mounted and umount is not None:
             done = subprocess.run(
