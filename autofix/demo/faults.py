@@ -469,8 +469,8 @@ def schedule(seed: int = 0, *, short: bool = False, workers: tuple[str, ...] = (
     gap = 1.5 if short else 3.0
     manual = 30 * 60 / speedup
     leaker, hung = rng.sample(list(workers), 2) if len(workers) > 1 else (workers[0],) * 2
-    # Not the hung one: the restart of the hang must not make the planned restart's
-    # outcome depend on what the gates remember about that worker.
+    # Early, and not the worker that will hang: what the gates remember of earlier fixes
+    # on a worker (cooldown, flapping) would decide the planned restart's outcome.
     restarted = leaker
 
     def jitter() -> float:
@@ -481,6 +481,8 @@ def schedule(seed: int = 0, *, short: bool = False, workers: tuple[str, ...] = (
         Event("traffic-spike", "benign", jitter(), "8x traffic for a few seconds",
               targets=tuple(workers), duration=spike,
               injector=TrafficSpike(8 * load_rate, spike, seed + 1)),
+        Event("planned-restart", "benign", jitter(), f"supervisorctl restart {restarted}",
+              targets=(restarted,), duration=3.0, injector=PlannedRestart(restarted)),
         Event("disk-fill", "fault", jitter(), "old logs restored: the log disk fills",
               targets=("logs",), predictable=True, injector=DiskFill(seed)),
         Event("log-rotation", "benign", jitter(), "the app rotates its access logs",
@@ -492,8 +494,6 @@ def schedule(seed: int = 0, *, short: bool = False, workers: tuple[str, ...] = (
               injector=BackupBurst(0.33, 3.0 if short else 5.0)),
         Event("hung-worker", "fault", jitter(), f"{hung} hangs (SIGSTOP)",
               targets=(hung,), injector=HungWorker(hung)),
-        Event("planned-restart", "benign", jitter(), f"supervisorctl restart {restarted}",
-              targets=(restarted,), duration=3.0, injector=PlannedRestart(restarted)),
         Event("db-connections", "fault", jitter(), "idle sessions use up the app's DB connections",
               targets=("news-db",), injector=IdleSessions()),
         Event("cache-bloat", "fault", jitter(), "oversized cache entries fill Redis",

@@ -239,7 +239,11 @@ def _run(
     recorder = Recorder(stack, plan, busy=lambda targets: _fixing(store, targets))
     probes = ProbeLog(stack.probes)
     workers = {w.url: w.name for w in stack.workers}
-    header = [*result.stack, f"pipeline {options.pipeline}: " + "; ".join(rendered.notes[-2:])]
+    header = [
+        *result.stack,
+        f"pipeline {options.pipeline}: {len(pipeline.rules)} rules, modes as written; "
+        f"clock ×{plan.speedup:g}; human response {plan.manual_response:g}s",
+    ]
     try:
         with console.status("loading the forecaster (the MLflow champion, else the default)"):
             service.model()  # the first remediate would otherwise spend its time importing

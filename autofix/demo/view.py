@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.panel import Panel
+from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
@@ -183,31 +183,11 @@ class Feed:
         return out
 
 
-def users_table(
-    probes: list[Probe], workers: dict[str, str], now: float, span: float = 5.0
-) -> Table:
-    """Per worker, what the prober saw over the last ``span`` seconds."""
-    table = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
-    for column in ("worker", f"ok (last {span:g}s)", "p95 latency", "last answer"):
-        table.add_column(column)
-    for url, name in workers.items():
-        recent = [p for p in probes if p.worker == url and p.t >= now - span]
-        if not recent:
-            table.add_row(name, "-", "-", "-")
-            continue
-        ok = sum(p.ok for p in recent) / len(recent)
-        p95 = float(np.percentile([p.ms for p in recent], 95))
-        last = recent[-1]
-        answer = str(last.status) if last.status else (last.error or "no answer")
-        style = "green" if ok == 1 else ("yellow" if ok >= 0.5 else "red")
-        table.add_row(name, Text(f"{ok:.0%}", style=style), f"{p95:.0f} ms", answer)
-    return table
-
-
 def events_table(records: list[EventRecord], now: float, origin: float) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="dim")
+    table = Table(box=None, pad_edge=False, show_header=False, expand=False)
     for column in ("t", "event", "kind", "state"):
-        table.add_column(column)
+        # One line per event, whatever the width: the screen's height is counted on it.
+        table.add_column(column, no_wrap=True, overflow="ellipsis")
     for record in records:
         start = record.started_at
         when = "" if start is None else f"+{start - origin:.0f}s"
@@ -279,19 +259,46 @@ class LiveView:
         return text
 
     def render(self) -> RenderableType:
+        """One screen: it fits the terminal (the feed gets the lines that are left)."""
         now = time.time()
-        head = Text("\n".join(self.header))
+        width = max(40, self.console.size.width)
+        head = Text("\n".join(self.header), style="dim")
+        users = users_line(self.probes(), self.workers, now)
+        used = 3 + sum(len(line) // width + 1 for line in self.header)  # rules + header
+        used += len(users) // width + 1 + len(self.records) + 1
+        room = max(3, self.console.size.height - used - 2)
+        shown = list(self.lines)[-room:]
         feed = (
-            Group(*(self._line(line) for line in self.lines))
-            if self.lines
+            Group(*(self._line(line) for line in shown))
+            if shown
             else Text("waiting for the first decision…", style="dim")
         )
         return Group(
-            Panel(head, title="autofix demo", subtitle=f"+{now - self.origin:.0f}s"),
-            Panel(events_table(self.records, now, self.origin), title="schedule (ground truth)"),
-            Panel(users_table(self.probes(), self.workers, now), title="what users see (prober)"),
-            Panel(feed, title="autofix: forecast → decision → gates → fix → verify"),
+            Rule(f"autofix demo  +{now - self.origin:.0f}s", style="bold"),
+            head,
+            users,
+            Rule("schedule (ground truth)", style="dim"),
+            events_table(self.records, now, self.origin),
+            Rule("autofix: forecast → decision → gates → fix → verify", style="dim"),
+            feed,
         )
+
+
+def users_line(probes: list[Probe], workers: dict[str, str], now: float, span: float = 5.0) -> Text:
+    """What the prober saw per worker over the last ``span`` seconds, on one line."""
+    text = Text("users: ", style="bold")
+    for url, name in workers.items():
+        recent = [p for p in probes if p.worker == url and p.t >= now - span]
+        if not recent:
+            text.append(f"{name} -  ")
+            continue
+        ok = sum(p.ok for p in recent) / len(recent)
+        p95 = float(np.percentile([p.ms for p in recent], 95))
+        style = "green" if ok == 1 else ("yellow" if ok >= 0.5 else "red")
+        text.append(f"{name} ", style="bold")
+        text.append(f"{ok:.0%} ok", style=style)
+        text.append(f", p95 {p95:.0f} ms   ")
+    return text
 
 
 # -- the end of the demo ----------------------------------------------------------------------
@@ -362,4 +369,12 @@ def outcome_table(events: list[dict[str, Any]], fixes: dict[int, dict[str, Any]]
     return table
 
 
-__all__ = ["Feed", "Line", "LiveView", "events_table", "kpi_table", "outcome_table", "users_table"]
+__all__ = [
+    "Feed",
+    "Line",
+    "LiveView",
+    "events_table",
+    "kpi_table",
+    "outcome_table",
+    "users_line",
+]

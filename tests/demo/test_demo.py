@@ -137,8 +137,10 @@ BENIGN = [
     pytest.param(
         "planned-restart",
         id="planned-restart",
+        # Not strict: when earlier restart requests on that worker (CPU-high approvals
+        # on a busy machine) have tripped the flapping guard, the false fix is refused.
         marks=pytest.mark.xfail(
-            strict=True,
+            strict=False,
             raises=AssertionError,
             reason=f"a supervisorctl restart is not told from a fault ({ISSUE_13}): its "
             "failed health checks get the worker restarted again",

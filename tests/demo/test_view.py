@@ -53,7 +53,7 @@ def test_feed_and_screen() -> None:
     assert "log-disk-exhaustion" in screen
     assert "[b]x[/b]" in screen
     assert "8x traffic" in screen
-    assert "100%" in screen  # web-1's users
+    assert "web-1 100% ok" in screen  # what web-1's users see
 
 
 def test_end_tables() -> None:
