@@ -252,8 +252,10 @@ class LiveView:
         if self.live is not None:
             self.live.update(self.render())
 
-    def _line(self, line: Line) -> Text:
+    def _line(self, line: Line, one_line: bool = False) -> Text:
         text = Text(f"+{line.t - self.origin:6.1f}s ", style="dim")
+        if one_line:  # the screen counts its lines; the plain log keeps every word
+            text.no_wrap, text.overflow = True, "ellipsis"
         text.append(f"{line.stage:<9}", style=_STAGE_STYLE.get(line.stage, ""))
         text.append(line.text)
         return text
@@ -269,7 +271,7 @@ class LiveView:
         room = max(3, self.console.size.height - used - 2)
         shown = list(self.lines)[-room:]
         feed = (
-            Group(*(self._line(line) for line in shown))
+            Group(*(self._line(line, one_line=True) for line in shown))
             if shown
             else Text("waiting for the first decision…", style="dim")
         )
