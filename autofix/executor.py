@@ -315,6 +315,11 @@ class Executor:
             results.append(record)
             if record.state in {"succeeded", "pending_approval", "planned", "noop"}:
                 return results
+        if results and all(r.state == "refused" and r.gate == "lock" for r in results):
+            # Another fix is already working on the target (a rule and the self-healing
+            # loop saw the same fault): that fix escalates if it fails, not this one.
+            log.info("decision %s: target busy with another fix; not escalated", decision.id)
+            return results
         if decision.candidates:
             last = decision.candidates[-1]
             self.audit.escalate(
