@@ -43,7 +43,7 @@ FORECASTERS: dict[str, Callable[[], Any]] = {
 
 #: The anomaly scorers' names (``autofix.models.anomaly.SCORERS``, which imports
 #: scikit-learn): here so the CLI can list them without that import.
-SCORER_NAMES = ("default", "zscore")
+SCORER_NAMES = ("default", "onset", "zscore")
 
 
 def make_forecaster(name: str) -> Any:
