@@ -5,7 +5,8 @@ that origin and forecasts. Ground truth comes from the scenario labels: a series
 "exhausts within H" at an origin when its exhaustion time lies in ``(origin, origin+H]``.
 Origins after the exhaustion are skipped (the disk is already full).
 
-Reported per model: per-horizon precision / recall / F1, false alerts per series-week,
+Reported per model: per-horizon precision / recall / F1, Brier score and expected
+calibration error of P(exhaust within H), false alerts per series-week,
 alert flaps per day, lead time (median, share >= 30 min), ETA relative error, 80 %
 interval coverage, and the **false-fix rate**: among the fixes the default policy would
 have triggered (see DEFAULT_POLICY), the share where the problem did not happen within
@@ -166,6 +167,16 @@ def rolling_forecasts(
     return out.rename(columns={"series_id": "key"}).sort_values(["key", "origin"])
 
 
+def calibration_error(p: np.ndarray, y: np.ndarray, n_bins: int = 10) -> float:
+    """Expected calibration error: bin-weighted |mean p - observed frequency|, equal bins."""
+    if p.size == 0:
+        return 0.0
+    which = np.clip(np.digitize(p, np.linspace(0, 1, n_bins + 1)[1:-1]), 0, n_bins - 1)
+    sum_p = np.bincount(which, p, minlength=n_bins)
+    sum_y = np.bincount(which, y, minlength=n_bins)
+    return float(np.sum(np.abs(sum_p - sum_y)) / p.size)
+
+
 def within(start: np.ndarray, horizon: timedelta, t: np.datetime64 | None) -> np.ndarray:
     """Whether the exhaustion time ``t`` falls in ``(start, start + horizon]``."""
     if t is None:
@@ -192,6 +203,8 @@ def evaluate(
     policy = {**DEFAULT_POLICY, **(policy or {})}
     truth = {s.key: s for s in series}
     metrics: dict[str, float] = {}
+    probs: dict[str, list[np.ndarray]] = {h: [] for h in HORIZONS}
+    labels: dict[str, list[np.ndarray]] = {h: [] for h in HORIZONS}
     tp = dict.fromkeys(HORIZONS, 0)
     fp = dict.fromkeys(HORIZONS, 0)
     fn = dict.fromkeys(HORIZONS, 0)
@@ -215,6 +228,8 @@ def evaluate(
 
         for h, horizon in HORIZONS.items():
             label = within(origin, horizon, t_ex)
+            probs[h].append(rows[f"p_{h}"].to_numpy("float64"))
+            labels[h].append(label)
             pred = rows[f"p_{h}"].to_numpy() >= ALERT_THRESHOLD
             tp[h] += int(np.sum(pred & label))
             fp[h] += int(np.sum(pred & ~label))
@@ -267,6 +282,10 @@ def evaluate(
         metrics[f"precision_{h}"] = p
         metrics[f"recall_{h}"] = r
         metrics[f"f1_{h}"] = 2 * p * r / (p + r) if p + r else 0.0
+        p_all = np.concatenate(probs[h]) if probs[h] else np.zeros(0)
+        y_all = np.concatenate(labels[h]).astype(float) if labels[h] else np.zeros(0)
+        metrics[f"brier_{h}"] = float(np.mean((p_all - y_all) ** 2)) if p_all.size else 0.0
+        metrics[f"ece_{h}"] = calibration_error(p_all, y_all)
     weeks = series_days / 7
     metrics["false_alerts_per_series_week"] = false_alerts / weeks if weeks else 0.0
     metrics["flaps_per_series_day"] = flaps / series_days if series_days else 0.0

@@ -63,7 +63,7 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         slowdown: float = 0.5,
         cleanup_drop: float = 0.15,
         runaway_drawdown: float = 0.03,
-        interval_log_halfwidth: float | None = None,
+        interval_log_range: tuple[float, float] | None = None,
         calibration: dict[str, tuple[list[float], list[float]]] | None = None,
     ) -> None:
         self.lookback = lookback
@@ -77,7 +77,7 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         self.slowdown = slowdown
         self.cleanup_drop = cleanup_drop
         self.runaway_drawdown = runaway_drawdown
-        self.interval_log_halfwidth = interval_log_halfwidth
+        self.interval_log_range = interval_log_range
         self.calibration = calibration
 
     def fit(self, frame: pd.DataFrame) -> Self:
@@ -189,15 +189,17 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         capped = getattr(self, "cap_", np.full(len(level), np.inf)) < threshold
         slope = np.where(capped, 0.0, slope)
         eta = eta_from_line(origin, level, slope, threshold, self.max_eta)
-        if self.interval_log_halfwidth is not None:
-            # Split-conformal interval: the remaining time scaled by exp(±q), q fitted on
-            # backtest residuals (autofix.backtest.calibration) to cover 80 %.
-            remaining = (eta - origin.astype("datetime64[ns]")).astype("int64").astype("float64")
-            q = float(self.interval_log_halfwidth)
-            lo = (remaining * np.exp(-q)).astype("int64").astype("timedelta64[ns]")
-            hi = (remaining * np.exp(q)).astype("int64").astype("timedelta64[ns]")
-            eta_lo = np.where(np.isnat(eta), eta, origin.astype("datetime64[ns]") + lo)
-            eta_hi = np.where(np.isnat(eta), eta, origin.astype("datetime64[ns]") + hi)
+        start = origin.astype("datetime64[ns]")
+        remaining = np.where(np.isnat(eta), 0, (eta - start).astype("int64"))
+        if self.interval_log_range is not None:
+            # Split-conformal interval: the remaining time scaled by exp(lo) .. exp(hi), the
+            # 10th and 90th percentiles of log(true / predicted remaining time) on a
+            # backtest (autofix.backtest.calibration).
+            q_lo, q_hi = (float(x) for x in self.interval_log_range)
+            lo = (remaining * np.exp(q_lo)).astype("int64").astype("timedelta64[ns]")
+            hi = (remaining * np.exp(q_hi)).astype("int64").astype("timedelta64[ns]")
+            eta_lo = np.where(np.isnat(eta), eta, start + lo)
+            eta_hi = np.where(np.isnat(eta), eta, start + hi)
         else:
             eta_lo = eta_from_line(origin, level, slope + _Z80 * se, threshold, self.max_eta)
             eta_hi = eta_from_line(
@@ -225,6 +227,16 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
             with np.errstate(invalid="ignore"):
                 prob = ndtr((mean - threshold) / sd)
             prob = np.where(np.isfinite(slope), prob, 0.0)
+            if self.interval_log_range is not None:
+                # Where there is an ETA, P(T <= H) with log T spread as the backtest's
+                # residuals are (normal with their 10th/90th percentiles): it rises
+                # smoothly as the ETA approaches instead of jumping to 1 a day early.
+                q_lo, q_hi = (float(x) for x in self.interval_log_range)
+                sigma = max((q_hi - q_lo) / (2 * _Z80), 1e-3)
+                shift = (q_hi + q_lo) / 2
+                with np.errstate(divide="ignore"):
+                    gap = np.log(h) - np.log(np.maximum(remaining / 1e9, 1.0)) - shift
+                prob = np.where(np.isnat(eta), prob, ndtr(gap / sigma))
             prob = np.where(level >= threshold, 1.0, prob)  # already there
             if h <= timedelta(hours=4).total_seconds():
                 within = (
