@@ -138,28 +138,37 @@ def rolling_forecasts(
             picked["origin"] = grid[pos >= 0]
             parts.append(picked)
     else:
-        pseudo: list[pd.DataFrame] = []
-        for s in series:
-            ts = s.frame["ts"].to_numpy()
-            values = s.frame["value"].to_numpy()
-            for origin in origin_grid(s, step, warmup):
-                lo = np.searchsorted(ts, (origin - lookback).to_datetime64(), side="right")
-                hi = np.searchsorted(ts, origin.to_datetime64(), side="right")
-                pseudo.append(
-                    pd.DataFrame(
-                        {
-                            "series_id": f"{s.key}@{origin.isoformat()}",
-                            "ts": ts[lo:hi],
-                            "value": values[lo:hi],
-                        }
-                    )
-                )
-        for start in range(0, len(pseudo), chunk_series):
-            batch = pd.concat(pseudo[start : start + chunk_series], ignore_index=True)
+        # One pseudo-series per (series, origin): the samples in (origin - lookback,
+        # origin]. Built as index ranges into one concatenated frame (thousands of small
+        # DataFrames cost more than the fits).
+        all_ts = pd.concat([s.frame["ts"] for s in series], ignore_index=True).to_numpy(
+            "datetime64[ns]"
+        )
+        all_values = np.concatenate([s.frame["value"].to_numpy("float64") for s in series])
+        offsets = np.cumsum([0] + [len(s.frame) for s in series])
+        ranges: list[tuple[str, pd.Timestamp, int, int]] = []
+        for s, base in zip(series, offsets[:-1], strict=True):
+            ts = all_ts[base : base + len(s.frame)]
+            grid = origin_grid(s, step, warmup)
+            lo = np.searchsorted(ts, (grid - lookback).to_numpy(), side="right") + base
+            hi = np.searchsorted(ts, grid.to_numpy(), side="right") + base
+            ranges += [(s.key, o, int(a), int(b)) for o, a, b in zip(grid, lo, hi, strict=True)]
+        for start in range(0, len(ranges), chunk_series):
+            chunk = ranges[start : start + chunk_series]
+            lengths = np.array([b - a for _, _, a, b in chunk])
+            index = np.concatenate([np.arange(a, b) for _, _, a, b in chunk])
+            # Integer ids: the models sort and group by them, strings would cost more.
+            batch = pd.DataFrame(
+                {
+                    "series_id": np.repeat(np.arange(len(chunk)), lengths),
+                    "ts": all_ts[index],
+                    "value": all_values[index],
+                }
+            )
             result = factory().fit(batch).predict()
-            key_origin = result["series_id"].str.rsplit("@", n=1, expand=True)
-            result["series_id"] = key_origin[0]
-            result["origin"] = pd.to_datetime(key_origin[1])
+            pos = result["series_id"].to_numpy("int64")
+            result["series_id"] = [chunk[i][0] for i in pos]
+            result["origin"] = pd.to_datetime([chunk[i][1] for i in pos])
             parts.append(result)
     if not parts:
         raise InputError("backtest: no origins to evaluate (histories shorter than the warm-up?)")

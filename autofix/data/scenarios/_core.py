@@ -91,6 +91,7 @@ class Scenario:
     parameters: Mapping[str, float]
     host: str
     build: Builder = field(repr=False, compare=False)
+    held_out: bool = False  # kept out of default suites (see _unseen.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +108,16 @@ SCENARIOS: dict[str, Scenario] = {}
 
 
 def _scenario(
-    name: str, kind: str, host: str, description: str, parameters: dict[str, float]
+    name: str,
+    kind: str,
+    host: str,
+    description: str,
+    parameters: dict[str, float],
+    *,
+    held_out: bool = False,
 ) -> Callable[[Builder], Builder]:
     def register(build: Builder) -> Builder:
-        SCENARIOS[name] = Scenario(name, kind, description, parameters, host, build)
+        SCENARIOS[name] = Scenario(name, kind, description, parameters, host, build, held_out)
         return build
 
     return register
@@ -336,6 +343,8 @@ def write_suite(
 ) -> list[Path]:
     """Write ``<name>.<fmt>`` and ``<name>.labels.json`` per scenario plus ``suite.json``.
 
+    ``names`` defaults to every scenario except the held-out shapes (``HELD_OUT``).
+
     Returns every path written, the index last. Same arguments, same bytes (parquet from
     the same pyarrow version).
     """
@@ -344,7 +353,8 @@ def write_suite(
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     index = []
-    for name in list(names) if names is not None else sorted(SCENARIOS):
+    default = sorted(n for n, sc in SCENARIOS.items() if not sc.held_out)
+    for name in list(names) if names is not None else default:
         data = generate(name, seed=seed, days=days, step=step)
         data_path, labels_path = out_dir / f"{name}.{fmt}", out_dir / f"{name}.labels.json"
         if fmt == "parquet":

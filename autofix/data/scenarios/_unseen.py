@@ -70,6 +70,7 @@ def held_out_suite(out_dir: Path, seeds: Iterable[int] = HELD_OUT_SEEDS) -> list
     "A backfill fills the data disk for days, then finishes; flat (and high) since.",
     {"capacity_gib": 500, "start_used": 0.35, "peak_used_min": 0.84, "peak_used_max": 0.93,
      "stop_min": 0.35, "stop_max": 0.65, "noise": 0.002},
+    held_out=True,
 )  # fmt: skip
 def _disk_growth_stopped(ctx: _Ctx) -> list[_Series]:
     p, rng, off = ctx.p, ctx.rng, ctx.offset
@@ -97,6 +98,7 @@ def _disk_growth_stopped(ctx: _Ctx) -> list[_Series]:
     "A feed's output keeps growing: disk usage accelerates until the disk fills.",
     {"capacity_gib": 200, "start_used": 0.30, "full_min": 0.75, "full_max": 0.95,
      "power_min": 2.0, "power_max": 3.0, "noise": 0.002},
+    held_out=True,
 )  # fmt: skip
 def _disk_accelerating(ctx: _Ctx) -> list[_Series]:
     p, rng = ctx.p, ctx.rng
@@ -120,6 +122,7 @@ def _disk_accelerating(ctx: _Ctx) -> list[_Series]:
     "cache-3",
     "A cache-heavy host lives at ~90 % used with a daily ripple: busy, not filling.",
     {"ram_gib": 64, "used_min": 0.88, "used_max": 0.93, "ripple": 0.015, "noise": 0.004},
+    held_out=True,
 )  # fmt: skip
 def _memory_busy_stable(ctx: _Ctx) -> list[_Series]:
     p, rng, off = ctx.p, ctx.rng, ctx.offset
@@ -141,6 +144,7 @@ def _memory_busy_stable(ctx: _Ctx) -> list[_Series]:
     "A spool fills through the week and a Sunday-night job empties it; never fills.",
     {"capacity_gib": 100, "floor_used": 0.35, "peak_min": 0.90, "peak_max": 0.96,
      "cleanup_hour": 3.0, "noise": 0.002},
+    held_out=True,
 )  # fmt: skip
 def _disk_weekly_cleanup(ctx: _Ctx) -> list[_Series]:
     p, rng, off = ctx.p, ctx.rng, ctx.offset
@@ -167,6 +171,7 @@ def _disk_weekly_cleanup(ctx: _Ctx) -> list[_Series]:
     "A leak under a tall GC sawtooth: the teeth touch 90 % long before the heap is full.",
     {"limit_gib": 8, "base_used": 0.55, "amp_min": 0.12, "amp_max": 0.2, "period_min": 60,
      "period_max": 120, "full_min": 0.8, "full_max": 0.95, "noise": 0.003},
+    held_out=True,
 )  # fmt: skip
 def _memory_leak_gc_near_top(ctx: _Ctx) -> list[_Series]:
     p, rng = ctx.p, ctx.rng
