@@ -185,8 +185,9 @@ def score_history(history: pd.DataFrame, scorer: str = "default", **params: Any)
     """``history`` plus ``score``: the scorer's causal anomaly score in [0, 1] per sample.
 
     ``scorer`` is a CLI name (``default``: the robust state scorer; ``onset``: the same
-    model read as news; ``zscore``: the rolling z-score baseline). One batch over every series; a point's score uses only it and
-    earlier points of its series, so it equals what the online scorer gives live.
+    model read as news; ``zscore``: the rolling z-score baseline). One batch over every
+    series; a point's score uses only it and earlier points of its series, so it equals
+    what the online scorer gives live.
     """
     out = history.sort_values(["series_id", "ts"], kind="stable").reset_index(drop=True)
     model = make_scorer(scorer, **params)
