@@ -292,7 +292,11 @@ def _eta(value: Any, now: datetime | None) -> str:
 def backtest(
     models: Annotated[
         str,
-        typer.Option("--models", help="Comma-separated: default,predict_linear,node_mixin,prophet"),
+        typer.Option(
+            "--models",
+            help="Comma-separated, any of: " + ",".join(FORECASTERS) + " (autoets, autotheta "
+            "and mstl are statsforecast's AutoETS, AutoTheta and MSTL).",
+        ),
     ] = "default,predict_linear,node_mixin",
     scenarios: Annotated[
         Path, typer.Option("--scenarios", help="Directory written by `autofix scenarios generate`.")
