@@ -25,10 +25,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 
+from autofix.actions._quarantine import SweepResult
 from autofix.actions.base import Action, Check, Context, NoOp, Runner, run_argv
 from autofix.actions.files import purge_quarantine
 from autofix.actions.registry import ACTIONS, ActionType, get_action
@@ -168,6 +170,23 @@ class Executor:
             decision_id,
         )
         record = self._get(fix_id)
+        try:
+            return self._run_created(record, dry_run, approved_by)
+        except AutofixError:
+            raise
+        except Exception as exc:
+            # A bug or a configuration nobody validated: the fix must not stay `planned`
+            # with no event, and the user gets one line (the debug log has the traceback).
+            log.error(
+                "fix %d %s: %s", fix_id, action, exc, exc_info=log.isEnabledFor(logging.DEBUG)
+            )
+            error = f"unexpected error: {type(exc).__name__}: {exc}"
+            self.audit.append(fix_id, "failed", "unexpected", error=error)
+            self.audit.escalate(fix_id, action, target, None, error)
+            raise ActionError(f"fix {fix_id}: {error}") from exc
+
+    def _run_created(self, record: FixRecord, dry_run: bool, approved_by: str | None) -> FixRecord:
+        fix_id = record.id
         policy = self._policy(record)
         admitted = self._admit(record, policy)
         if isinstance(admitted, FixRecord):
@@ -281,9 +300,11 @@ class Executor:
         try:
             output = bound.rollback(record.undo)
         except AutofixError as exc:
+            # The attempt is on record, but the fix keeps its state: a rollback that could
+            # not run (a purged quarantine) does not make a fix that worked a failed one.
             self.audit.append(
                 fix_id,
-                "failed",
+                record.state,
                 "rollback",
                 error=f"rollback failed: {exc}",
                 actor=actor,
@@ -311,6 +332,7 @@ class Executor:
         Safe at start-up only: DuckDB lets one process write the store, so nothing else
         can be running them. Also purges quarantine entries older than the TTL.
         """
+        self.sweep_quarantines()  # leftovers of unfinished steps go before verifying
         recovered = []
         for past in self.audit.history(self.clock()):
             if past.state != "running":
@@ -340,8 +362,28 @@ class Executor:
                     f"interrupted fix not verified: {check.reason}",
                 )
             recovered.append(self._get(record.id))
-        purge_quarantine(self.settings.quarantine_dir, self.settings.quarantine_ttl, self.clock())
         return recovered
+
+    def sweep_quarantines(self) -> SweepResult:
+        """Settle steps a crash left unfinished and purge old slots, in every quarantine.
+
+        A slot that cannot be read (a malformed journal or manifest) is skipped and
+        reported in the result (and the log); the others go on.
+        """
+        bases = {self.settings.quarantine_dir}
+        for target in self.pipeline.targets:
+            own = getattr(target, "quarantine", None)
+            if isinstance(own, Path):
+                bases.add(own)
+        total = SweepResult()
+        for base in sorted(bases):
+            done = purge_quarantine(base, self.settings.quarantine_ttl, self.clock())
+            total.settled.extend(done.settled)
+            total.purged.extend(done.purged)
+            total.skipped.extend(done.skipped)
+        for what in total.settled:
+            log.warning("quarantine: settled after a crash: %s", what)
+        return total
 
     def get(self, fix_id: int) -> FixRecord:
         return self._get(fix_id)
@@ -465,9 +507,19 @@ class Executor:
                 return self._get(fix_id)
             steps = list(plan_now)
         plan = [s.as_dict() for s in steps]
-        # Durable before anything is touched: a crash from here on leaves `running`.
-        self.audit.append(fix_id, "running", "apply", plan=plan, facts=facts, actor=actor)
         started = time.monotonic()
+        try:
+            # Where the undo will live, made before anything is touched and recorded
+            # with `running`: a fix interrupted by a crash can still be rolled back.
+            pointer = bound.prepare(steps)
+        except AutofixError as exc:
+            self.audit.append(fix_id, "failed", "apply", error=str(exc), duration_ms=_ms(started))
+            self.audit.escalate(fix_id, record.action, record.target, None, f"apply failed: {exc}")
+            return self._get(fix_id)
+        # Durable before anything is touched: a crash from here on leaves `running`.
+        self.audit.append(
+            fix_id, "running", "apply", plan=plan, facts=facts, actor=actor, undo=pointer or None
+        )
         try:
             applied = bound.apply(steps)
         except PartialApplyError as exc:
@@ -476,9 +528,14 @@ class Executor:
             return self._failed_verify(
                 record, bound, "", dict(exc.undo), failed, started, step="apply"
             )
-        except AutofixError as exc:
-            self.audit.append(fix_id, "failed", "apply", error=str(exc), duration_ms=_ms(started))
-            self.audit.escalate(fix_id, record.action, record.target, None, f"apply failed: {exc}")
+        except Exception as exc:
+            if not isinstance(exc, AutofixError):
+                log.exception("fix %d %s: apply raised", fix_id, record.action)
+            error = str(exc) if isinstance(exc, AutofixError) else f"{type(exc).__name__}: {exc}"
+            self.audit.append(fix_id, "failed", "apply", error=error, duration_ms=_ms(started))
+            self.audit.escalate(
+                fix_id, record.action, record.target, None, f"apply failed: {error}"
+            )
             return self._get(fix_id)
         if not policy.postcheck:
             self.audit.append(
