@@ -56,6 +56,7 @@ __all__ = [
     "Slot",
     "SweepResult",
     "handles",
+    "new_slot",
     "open_dir",
     "read_journal",
     "restore",
@@ -149,17 +150,8 @@ class Slot:
     @classmethod
     def create(cls, base: Path, fix_id: int, root: Path, now: datetime, action: str) -> Path:
         """A new slot, made exclusively, with its journal's begin record durable."""
+        path = new_slot(base, fix_id, now)
         try:
-            base.mkdir(parents=True, exist_ok=True)
-            for _ in range(100):
-                path = base / f"fix-{fix_id}-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(6)}"
-                try:
-                    os.mkdir(path, 0o700)
-                    break
-                except FileExistsError:
-                    continue
-            else:  # pragma: no cover - 48 random bits colliding 100 times
-                raise ActionError(f"{base}: no free quarantine slot")
             header = {
                 "op": "begin",
                 "version": VERSION,
@@ -462,6 +454,26 @@ class Slot:
         os.fsync(dir_fd)
         os.unlink(entry.slot, dir_fd=self.fd)
         return True
+
+
+def new_slot(base: Path, fix_id: int, now: datetime) -> Path:
+    """A quarantine directory no other fix has or will have (``mkdir`` fails if it exists).
+
+    Fix ids restart with a new or restored store, and two stores may share ``base``:
+    the name carries the time and 48 random bits, and is created, never reused.
+    """
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        for _ in range(100):
+            path = base / f"fix-{fix_id}-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(6)}"
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                continue
+            return path
+    except OSError as exc:
+        raise ActionError(f"{base}: cannot make a quarantine slot: {exc.strerror}") from None
+    raise ActionError(f"{base}: no free quarantine slot")  # pragma: no cover - 48 random bits
 
 
 def _drop_archive(entry: Entry, dir_fd: int) -> None:

@@ -15,6 +15,9 @@ import io
 import json
 import os
 import string
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,8 @@ from hypothesis import strategies as st
 
 from autofix.cli import main
 from autofix.store import MetricStore
+from tests.clirun import run_autofix
+from tests.fsutil import tmpfs
 
 FUZZ = settings(
     max_examples=40,
@@ -219,3 +224,103 @@ _TOML_VALUE = st.one_of(
 )
 def test_random_toml_into_the_settings_loader(cli: Cli, content: bytes) -> None:
     cli.check("--config", str(cli.file(".toml", content)), "config", "show")
+
+
+# -- the real command on the cases the issue found --------------------------------------
+
+
+def _env(base: Path) -> dict[str, str]:
+    pipeline = base / "pipeline.yaml"
+    pipeline.write_text("targets: []\n")
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(base),
+        "AUTOFIX_DB_PATH": str(base / "data" / "autofix.duckdb"),
+        "AUTOFIX_PIPELINE": str(pipeline),
+        "AUTOFIX_QUARANTINE_DIR": str(base / "quarantine"),
+        "AUTOFIX_LOCK_WAIT": "30s",
+    }
+
+
+def _one_line(proc: subprocess.CompletedProcess[str], code: int, message: str) -> None:
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert message in lines[0], proc.stderr
+
+
+def test_a_fifo_is_refused_at_once_even_while_another_process_writes(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from autofix.store import MetricStore; "
+         "s = MetricStore(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+         env["AUTOFIX_DB_PATH"]],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        proc = run_autofix(["import", str(fifo)], env, check=None, timeout=60)
+        assert time.monotonic() - started < 20  # not AUTOFIX_LOCK_WAIT, not forever
+        _one_line(proc, 2, "pipe.csv: not a regular file")
+    finally:
+        holder.kill()
+        holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()
+
+
+def test_a_full_disk_at_commit_is_one_line_and_keeps_the_store(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    with tmpfs(disk, "8m") as mounted:
+        if not mounted:
+            pytest.skip("cannot mount a tmpfs here")
+        env = {**_env(tmp_path), "AUTOFIX_DB_PATH": str(disk / "autofix.duckdb")}
+        first = tmp_path / "first.csv"
+        first.write_text("timestamp,host,metric,value\n2026-01-01T00:00:00Z,h,kept,1\n")
+        run_autofix(["import", str(first)], env)
+        more = tmp_path / "more.csv"
+        rows = [f"{1767225600 + i},h,lost,{i}" for i in range(3000)]
+        more.write_text("timestamp,host,metric,value\n" + "\n".join(rows) + "\n")
+        subprocess.run(
+            ["dd", "if=/dev/zero", f"of={disk / 'filler'}", "bs=4k"], capture_output=True
+        )
+        proc = run_autofix(["import", str(more)], env, check=None)
+        _one_line(proc, 1, "No space left on device")
+        (disk / "filler").unlink()
+        with MetricStore(disk / "autofix.duckdb", read_only=True) as store:
+            assert store.series()["metric"].tolist() == ["kept"]
+
+
+def test_a_store_directory_on_a_read_only_filesystem_is_one_line(tmp_path: Path) -> None:
+    readonly = tmp_path / "ro"
+    with tmpfs(readonly, "1m") as mounted:
+        if not mounted:
+            pytest.skip("cannot mount a tmpfs here")
+        subprocess.run(["mount", "-o", "remount,ro", str(readonly)], check=True)
+        env = {**_env(tmp_path), "AUTOFIX_DB_PATH": str(readonly / "missing" / "a.duckdb")}
+        good = tmp_path / "good.csv"
+        good.write_text("timestamp,host,metric,value\n2026-01-01T00:00:00Z,h,m,1\n")
+        proc = run_autofix(["import", str(good)], env, check=None)
+        _one_line(proc, 1, "cannot create the store's directory: Read-only file system")
+
+
+def test_a_malformed_quarantine_slot_is_reported_and_the_commands_go_on(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    for name, text in (("fix-1", "not json"), ("fix-2", '{"moved_at": "garbage"}')):
+        slot = tmp_path / "quarantine" / name
+        slot.mkdir(parents=True)
+        (slot / "manifest.json").write_text(text)
+    listed = run_autofix(["fix", "list", "--json"], env)
+    assert json.loads(listed.stdout) == []
+    assert "quarantine slot skipped" in listed.stderr
+    assert "fix-1" in listed.stderr
+    assert "fix-2" in listed.stderr
+    assert "Traceback" not in listed.stderr
+    shown = run_autofix(["fix", "show", "7"], env, check=2)
+    assert "no fix with id 7" in shown.stderr
