@@ -10,8 +10,7 @@ arguments, so tests drive a real store and real servers with a fake clock.
 
 >>> from autofix.store import MetricStore
 >>> from autofix.config import load_settings
->>> from autofix.pipeline import GateOverrides, Pipeline
-from autofix.policy import Candidate, Decision
+>>> from autofix.pipeline import Pipeline
 >>> ex = Executor(MetricStore(":memory:"), Pipeline(), load_settings(environ={}))
 >>> ex.run("files.clean_temp", "nowhere").state
 'refused'
