@@ -60,7 +60,7 @@ def kpi(
         print_json(kpis.as_dict())
         return
     listing = table(
-        Col("KPI", key=True),
+        "KPI",
         Col("value", justify="right"),
         "seed target",
         "goal",
