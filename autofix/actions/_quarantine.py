@@ -617,5 +617,3 @@ def _purge(slot: Path) -> None:
             os.close(fd)
     else:
         shutil.rmtree(slot)
-
-
