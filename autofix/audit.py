@@ -6,11 +6,16 @@ undo, duration, actor), ``approvals`` and ``escalations``. Nothing is updated in
 a fix's state is its latest event. Every append is its own committed statement, so the
 ``running`` event is durable before an action is applied. Gate state (locks, cooldowns,
 budgets, breakers) is derived from these rows by ``history``.
+
+Every transition, approval verdict and escalation is also one INFO log line carrying
+the fix's ids (``fix_id``, ``action``, ``target``, ``decision_id``, ``rule``), so the
+log of a service tells what it did without a query.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +24,7 @@ from typing import Any
 import duckdb
 
 from autofix.errors import InputError, StoreError
-from autofix.gates import ApprovalRecord, PastFix
+from autofix.gates import ApprovalRecord, PastFix, cause_of
 from autofix.store import MetricStore, one_line
 
 STATES = (
@@ -34,6 +39,9 @@ STATES = (
     "noop",
 )
 _FINISHED = ("succeeded", "failed", "rolled_back", "interrupted")
+_IDS_KEPT = 256  # fixes whose ids are remembered for log lines (else one query each)
+
+log = logging.getLogger(__name__)
 
 
 def _dumps(value: Any) -> str | None:
@@ -99,6 +107,7 @@ class AuditLog:
         self.store = store
         self.clock = clock
         self.output_limit = output_limit
+        self._ids: dict[int, dict[str, Any]] = {}
 
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         # The store's connection and write lock: one writer per process, as for samples.
@@ -112,6 +121,22 @@ class AuditLog:
         if text is None or len(text) <= self.output_limit:
             return text
         return text[: self.output_limit] + f"\n… ({len(text) - self.output_limit} more chars)"
+
+    def _context(self, fix_id: int) -> dict[str, Any]:
+        """The ids a log line about ``fix_id`` carries: action, target, decision and rule."""
+        ids = self._ids.get(fix_id)
+        if ids is None:
+            rows = self._exec(
+                """SELECT f.action, f.target, f.decision_id, d.rule FROM fixes f
+                   LEFT JOIN decisions d USING (decision_id) WHERE f.fix_id = ?""",
+                [fix_id],
+            )
+            keys = ("action", "target", "decision_id", "rule")
+            ids = dict(zip(keys, rows[0], strict=True)) if rows else {}
+            if len(self._ids) >= _IDS_KEPT:
+                self._ids.clear()  # rarely reached: fixes are few; a lookup is cheap
+            self._ids[fix_id] = ids
+        return {"fix_id": fix_id, **{k: v for k, v in ids.items() if v is not None}}
 
     # -- writing -----------------------------------------------------------------------
 
@@ -181,6 +206,17 @@ class AuditLog:
                 fix_id,
             ],
         )
+        if not log.isEnabledFor(logging.INFO):
+            return
+        context = {**self._context(fix_id), "state": state, "step": step}
+        if gate is not None:
+            context["gate"] = gate
+        why = error or reason
+        if why:
+            context["reason"] = why if len(why) <= 500 else why[:500] + "…"
+        if actor is not None:
+            context["actor"] = actor
+        log.info(f"fix {state}", extra=context)
 
     def record_approval(
         self, fix_id: int, verdict: str, actor: str, expires_at: datetime
@@ -190,6 +226,8 @@ class AuditLog:
             "INSERT INTO approvals VALUES (?, ?, ?, ?, ?)",
             [fix_id, now, verdict, actor, expires_at],
         )
+        if log.isEnabledFor(logging.INFO):
+            log.info(f"fix {verdict}", extra={**self._context(fix_id), "actor": actor})
         return ApprovalRecord(verdict, actor, now)  # type: ignore[arg-type]
 
     def escalate(
@@ -199,6 +237,13 @@ class AuditLog:
             "INSERT INTO escalations VALUES (?, ?, ?, ?, ?, ?)",
             [fix_id, self.clock(), action, target, gate, self._clip(reason)],
         )
+        if not log.isEnabledFor(logging.INFO):
+            return
+        context = self._context(fix_id) if fix_id is not None else {}
+        context.update(action=action, target=target, reason=reason[:500])
+        if gate is not None:
+            context["gate"] = gate
+        log.info("escalation", extra=context)
 
     def label(
         self, fix_id: int, false_fix: bool, actor: str, comment: str | None = None
@@ -258,15 +303,27 @@ class AuditLog:
                           max(ts) FILTER (WHERE state IN {_FINISHED}) AS finished_at
                    FROM fix_events GROUP BY fix_id)
                SELECT f.fix_id, f.action, f.target, f.target_group, cur.state,
-                      f.requested_at, cur.started_at, cur.finished_at
+                      f.requested_at, cur.started_at, cur.finished_at,
+                      json_extract_string(f.inputs, '$.cause'),
+                      json_extract_string(f.inputs, '$.rule')
                FROM fixes f JOIN cur USING (fix_id)
                WHERE f.requested_at >= ? OR cur.state = 'running'
                ORDER BY f.fix_id""",
             [since],
         )
         return [
-            PastFix(int(fid), a, t, g, s, req, start, end if start is not None else None)
-            for fid, a, t, g, s, req, start, end in rows
+            PastFix(
+                int(fid),
+                a,
+                t,
+                g,
+                s,
+                req,
+                start,
+                end if start is not None else None,
+                cause_of({"cause": cause, "rule": rule}),
+            )
+            for fid, a, t, g, s, req, start, end, cause, rule in rows
         ]
 
     def get(self, fix_id: int) -> FixRecord | None:

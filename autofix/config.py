@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Level of autofix's own log lines."
     )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="Log lines as `json` (one object per line, for journald and ELK) or "
+        "`console` (readable); `auto`: console on a terminal, JSON otherwise.",
+    )
     # -- fix executor gates (each overridable per action or target in the pipelines file)
     fix_mode: Literal["off", "shadow", "approve", "auto"] = Field(
         "approve",
@@ -222,6 +227,17 @@ class Settings(BaseSettings):
     fix_output_limit: int = Field(
         4000, ge=100, description="Characters of action output kept in the audit log."
     )
+    fix_settle: Duration = Field(
+        timedelta(minutes=1),
+        description="After a fix on a target, how long symptoms on it and on the targets "
+        "that depend on it are still attributed to that fix (reconnecting pools, warming "
+        "caches): decisions there wait instead of fixing again.",
+    )
+    fix_outcome_window: Duration = Field(
+        timedelta(minutes=15),
+        description="How long after an applied fix its automatic outcome (effective, "
+        "ineffective, unneeded) is judged: the triggering condition must stay cleared.",
+    )
     quarantine_dir: Path = Field(
         Path("data/quarantine"),
         description="Where files actions move what they delete (rollback restores from here).",
@@ -264,6 +280,27 @@ class Settings(BaseSettings):
     notify_smtp_to: str = Field(
         "", description="Comma-separated recipient addresses of notification e-mails."
     )
+    notify_pagerduty_routing_key: SecretStr | None = Field(
+        None,
+        description="PagerDuty Events API v2 integration (routing) key: escalations trigger "
+        "an alert per incident, resolved when a fix verifies or the target recovers.",
+    )
+    notify_pagerduty_url: str = Field(
+        "https://events.pagerduty.com",
+        pattern=r"^https://\S+$",
+        description="Base URL of the PagerDuty Events API (the EU service: "
+        "https://events.eu.pagerduty.com).",
+    )
+    notify_alertmanager_url: str | None = Field(
+        None,
+        description="Alertmanager base URL (e.g. http://127.0.0.1:9093): escalations are "
+        "posted as AutofixEscalation alerts to its /api/v2/alerts and resolved there.",
+    )
+    notify_runbook_url: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="Runbook link for notifications whose rule has no runbook_url.",
+    )
     notify_retries: int = Field(
         5, ge=0, description="Retries of a failed notification (exponential backoff)."
     )
@@ -272,6 +309,12 @@ class Settings(BaseSettings):
     )
     notify_timeout: Duration = Field(
         timedelta(seconds=5), description="Timeout of one notification delivery attempt."
+    )
+    heartbeat_interval: Duration = Field(
+        timedelta(seconds=10),
+        description="Time between two beats of the scheduler's heartbeat (the systemd "
+        "watchdog ping and autofix_scheduler_heartbeat_timestamp_seconds); at most a third "
+        "of systemd's WatchdogSec is used.",
     )
     # -- the HTTP API that `autofix serve` runs beside the jobs
     api_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
@@ -481,6 +524,21 @@ def describe(settings: Settings, environ: Mapping[str, str] | None = None) -> li
         value = shown(name, getattr(settings, name))
         rows.append(SettingSource(name, value, source, field.description or ""))
     return rows
+
+
+def systemd_watchdog(environ: Mapping[str, str] | None = None) -> timedelta | None:
+    """systemd's watchdog timeout for this process (``WatchdogSec=``), or None.
+
+    Read like sd_watchdog_enabled(3): ``WATCHDOG_USEC``, for this process only when
+    ``WATCHDOG_PID`` names another one.
+    """
+    env = os.environ if environ is None else environ
+    usec, pid = env.get("WATCHDOG_USEC", ""), env.get("WATCHDOG_PID")
+    if not usec.isdigit() or int(usec) == 0:
+        return None
+    if pid is not None and pid != str(os.getpid()):
+        return None
+    return timedelta(microseconds=int(usec))
 
 
 def disable_library_telemetry() -> None:

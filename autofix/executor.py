@@ -25,18 +25,27 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, NamedTuple, NoReturn, ParamSpec, TypeVar
 
 import httpx
 
-from autofix.actions._quarantine import SweepResult
 from autofix.actions.base import Action, Check, Context, NoOp, Runner, run_argv
+from autofix.actions._quarantine import SweepResult
 from autofix.actions.files import purge_quarantine
 from autofix.actions.registry import ACTIONS, ActionType, get_action
 from autofix.audit import AuditLog, FixRecord
 from autofix.config import Settings, format_duration
 from autofix.errors import ActionError, AutofixError, InputError, PartialApplyError, RefusedError
-from autofix.gates import Policy, Request, approval_state, evaluate, resolve_policy
+from autofix.gates import (
+    PastFix,
+    Policy,
+    Request,
+    Verdict,
+    approval_state,
+    cause_of,
+    evaluate,
+    resolve_policy,
+)
 from autofix.pipeline import GateOverrides, Pipeline
 from autofix.policy import Candidate, Decision
 from autofix.store import MetricStore
@@ -51,6 +60,19 @@ def utcnow() -> datetime:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: Re-reads the condition that triggered a fix: ``ok`` when it has cleared.
+Condition = Callable[[], Check]
+
+
+class _Started(NamedTuple):
+    """A fix admitted and durably ``running``: what apply and verify need."""
+
+    record: FixRecord
+    bound: Action[Any, Any]
+    policy: Policy
+    facts: dict[str, Any]
+    steps: list[Any]
 
 
 def _one_at_a_time(
@@ -95,10 +117,12 @@ class Executor:
         # must not both pass the lock and cooldown gates for one target. Fixes are rare;
         # running them one at a time per executor is the simple, safe answer.
         self._lock = threading.RLock()
+        #: Fixes admitted by the gates but not durably ``running`` yet, by fix id.
+        self._reserved: dict[int, PastFix] = {}
 
     # -- building ----------------------------------------------------------------------
 
-    def _context(self, fix_id: int, policy: Policy) -> Context:
+    def _context(self, fix_id: int, policy: Policy, condition: bool = False) -> Context:
         return Context(
             fix_id=fix_id,
             quarantine_dir=self.settings.quarantine_dir,
@@ -107,16 +131,18 @@ class Executor:
             sleep=self.sleep,
             runner=self.runner,
             http_transport=self.http_transport,
+            condition=condition,
+            probe_timeout=self.settings.probe_timeout.total_seconds(),
         )
 
-    def _bind(self, record: FixRecord, policy: Policy) -> Action[Any, Any]:
+    def _bind(self, record: FixRecord, policy: Policy, condition: bool = False) -> Action[Any, Any]:
         cls = get_action(record.action, self.registry)
         target = self.pipeline.target(record.target)
         if target is None:
             raise RefusedError(
                 "allowlist", f"target {record.target!r} is not declared in the pipelines file"
             )
-        return cls.bind(target, record.params, self._context(record.id, policy))
+        return cls.bind(target, record.params, self._context(record.id, policy, condition))
 
     def _policy(self, record: FixRecord) -> Policy:
         """Settings, then action and target gates, then the rule's (kept with the fix)."""
@@ -128,11 +154,17 @@ class Executor:
         members = tuple(
             t.name for t in self.pipeline.targets if record.group and t.group == record.group
         )
-        return Request(record.action, record.target, record.group, members, downtime)
+        return Request(
+            record.action,
+            record.target,
+            record.group,
+            members,
+            downtime,
+            cause_of(record.inputs or {}),
+        )
 
     # -- the public verbs --------------------------------------------------------------
 
-    @_one_at_a_time
     def run(
         self,
         action: str,
@@ -145,12 +177,64 @@ class Executor:
         inputs: Mapping[str, Any] | None = None,
         decision_id: str | None = None,
         gates: GateOverrides | None = None,
+        condition: Condition | None = None,
     ) -> FixRecord:
         """Gate, plan and (when allowed) apply one action; returns the final record.
 
         ``gates`` are a rule's overrides (mode, cooldown, …); they apply after the
         action's and the target's and are kept with the fix for approve and rollback.
+        ``condition`` re-reads the condition that triggered the fix (``Check.ok``: it has
+        cleared): checked before apply (cleared already: a no-op, the fix is not needed)
+        and after the action's own verify (still there: the fix did not work).
+
+        Admission — gates, plan, the durable ``running`` record — is one fix at a time;
+        apply and verify run outside that lock, so fixes on different targets proceed
+        side by side (the ``running`` record is what locks a target).
         """
+        with self._lock:
+            gated = self._create_and_gate(
+                action,
+                target,
+                params,
+                dry_run=dry_run,
+                requested_by=requested_by,
+                inputs=inputs,
+                decision_id=decision_id,
+                gates=gates,
+                condition=condition,
+            )
+        if isinstance(gated, FixRecord):
+            return gated
+        record, bound, policy = gated
+        try:
+            try:
+                started = self._plan_and_start(
+                    record, bound, policy, dry_run, approved_by, condition
+                )
+            finally:
+                self._release(record.id)
+            if isinstance(started, FixRecord):
+                return started
+            return self._finish(started, condition)
+        except AutofixError:
+            raise
+        except Exception as exc:
+            self._unexpected(record, exc)
+
+    def _create_and_gate(
+        self,
+        action: str,
+        target: str,
+        params: Mapping[str, Any] | None,
+        *,
+        dry_run: bool,
+        requested_by: str | None,
+        inputs: Mapping[str, Any] | None,
+        decision_id: str | None,
+        gates: GateOverrides | None,
+        condition: Condition | None,
+    ) -> FixRecord | tuple[FixRecord, Action[Any, Any], Policy]:
+        """Record the request and run the gates; admitted, the target is reserved."""
         get_action(action, self.registry)  # an unknown action is bad input, not a fix
         found = self.pipeline.target(target)
         extra: dict[str, Any] = {"dry_run": dry_run}
@@ -170,27 +254,48 @@ class Executor:
         )
         record = self._get(fix_id)
         try:
-            return self._run_created(record, dry_run, approved_by)
+            policy = self._policy(record)
+            bound = self._gate(record, policy, condition is not None)
         except AutofixError:
             raise
         except Exception as exc:
-            # A bug or a configuration nobody validated: the fix must not stay `planned`
-            # with no event, and the user gets one line (the debug log has the traceback).
-            log.error(
-                "fix %d %s: %s", fix_id, action, exc, exc_info=log.isEnabledFor(logging.DEBUG)
-            )
-            error = f"unexpected error: {type(exc).__name__}: {exc}"
-            self.audit.append(fix_id, "failed", "unexpected", error=error)
-            self.audit.escalate(fix_id, action, target, None, error)
-            raise ActionError(f"fix {fix_id}: {error}") from exc
+            self._unexpected(record, exc)
+        if isinstance(bound, FixRecord):
+            return bound
+        return record, bound, policy
 
-    def _run_created(self, record: FixRecord, dry_run: bool, approved_by: str | None) -> FixRecord:
+    def _unexpected(self, record: FixRecord, exc: Exception) -> NoReturn:
+        """A bug, or a configuration nobody validated: recorded, escalated, one line.
+
+        The fix must not stay ``planned`` with no event (the debug log has the traceback).
+        """
+        log.error(
+            "fix %d %s: %s",
+            record.id,
+            record.action,
+            exc,
+            exc_info=log.isEnabledFor(logging.DEBUG),
+        )
+        error = f"unexpected error: {type(exc).__name__}: {exc}"
+        self.audit.append(record.id, "failed", "unexpected", error=error)
+        self.audit.escalate(record.id, record.action, record.target, None, error)
+        raise ActionError(f"fix {record.id}: {error}") from exc
+
+    def _plan_and_start(
+        self,
+        record: FixRecord,
+        bound: Action[Any, Any],
+        policy: Policy,
+        dry_run: bool,
+        approved_by: str | None,
+        condition: Condition | None,
+    ) -> FixRecord | _Started:
+        """Facts and plan, then dry run, approval or the durable start (target reserved)."""
         fix_id = record.id
-        policy = self._policy(record)
-        admitted = self._admit(record, policy)
-        if isinstance(admitted, FixRecord):
-            return admitted
-        bound, (facts, steps) = admitted
+        planned = self._plan(record, bound)
+        if planned is None:
+            return self._get(fix_id)
+        facts, steps = planned
         plan = [s.as_dict() for s in steps]
         if dry_run or policy.dry_run or policy.mode == "shadow":
             why = "dry run" if (dry_run or policy.dry_run) else "shadow mode"
@@ -215,11 +320,14 @@ class Executor:
                 facts=facts,
             )
             return self._get(fix_id)
-        return self._execute(record, bound, policy, facts, approved_by or self.actor)
+        return self._start(record, bound, policy, facts, approved_by or self.actor, condition)
 
-    @_one_at_a_time
     def run_decision(
-        self, decision: Decision, *, requested_by: str | None = None
+        self,
+        decision: Decision,
+        *,
+        requested_by: str | None = None,
+        condition: Condition | None = None,
     ) -> list[FixRecord]:
         """Try the candidates in order; stop at the first that verifies (or waits for a human)."""
         results = []
@@ -232,6 +340,7 @@ class Executor:
                 inputs={"decision": decision.reason, **decision.inputs},
                 decision_id=decision.id,
                 gates=candidate.gates,
+                condition=condition,
             )
             results.append(record)
             if record.state in {"succeeded", "pending_approval", "planned", "noop"}:
@@ -247,9 +356,29 @@ class Executor:
             )
         return results
 
-    @_one_at_a_time
     def approve(self, fix_id: int, actor: str) -> FixRecord:
         """Approve a pending fix and run it now, unless its approval window has ended."""
+        with self._lock:
+            gated = self._approve_and_gate(fix_id, actor)
+        if isinstance(gated, FixRecord):
+            return gated
+        record, bound, policy = gated
+        try:
+            planned = self._plan(record, bound)  # the pre-check again: still needed?
+            started = (
+                self._get(fix_id)
+                if planned is None
+                else self._start(record, bound, policy, planned[0], actor, None)
+            )
+        finally:
+            self._release(fix_id)
+        if isinstance(started, FixRecord):
+            return started
+        return self._finish(started, None)
+
+    def _approve_and_gate(
+        self, fix_id: int, actor: str
+    ) -> FixRecord | tuple[FixRecord, Action[Any, Any], Policy]:
         record = self._pending(fix_id)
         policy = self._policy(record)
         pending_at = self._pending_since(record)
@@ -259,11 +388,10 @@ class Executor:
         )
         if state != "approved":
             return self._refuse(record, "approval", why)
-        admitted = self._admit(record, policy)  # gates and pre-check again: still needed?
-        if isinstance(admitted, FixRecord):
-            return admitted
-        bound, planned = admitted
-        return self._execute(record, bound, policy, planned[0], actor)
+        bound = self._gate(record, policy)  # the gates again: the world moved on
+        if isinstance(bound, FixRecord):
+            return bound
+        return record, bound, policy
 
     @_one_at_a_time
     def reject(self, fix_id: int, actor: str) -> FixRecord:
@@ -329,7 +457,8 @@ class Executor:
         """Mark fixes left ``running`` by a dead process ``interrupted``, verify, never re-apply.
 
         Safe at start-up only: DuckDB lets one process write the store, so nothing else
-        can be running them. Also purges quarantine entries older than the TTL.
+        can be running them. Also settles quarantine steps a crash left unfinished and
+        purges quarantine entries older than the TTL.
         """
         self.sweep_quarantines()  # leftovers of unfinished steps go before verifying
         recovered = []
@@ -384,6 +513,32 @@ class Executor:
             log.warning("quarantine: settled after a crash: %s", what)
         return total
 
+    def preview(
+        self,
+        action: str,
+        target: str,
+        gates: GateOverrides | None = None,
+        *,
+        cause: str | None = None,
+    ) -> Verdict:
+        """What the gates would say to ``action`` on ``target`` now; records nothing.
+
+        The self-healing loop asks before it records a recovery, so that a recovery a
+        gate refuses (a cooldown) can be tried again later in the same outage without a
+        refused fix per try.
+        """
+        found = self.pipeline.target(target)
+        if found is None:
+            return Verdict(False, "allowlist", f"target {target!r} is not declared")
+        cls = get_action(action, self.registry)
+        policy = resolve_policy(self.settings, self.pipeline, action, target).override(gates)
+        members = tuple(
+            t.name for t in self.pipeline.targets if found.group and t.group == found.group
+        )
+        request = Request(action, target, found.group, members, bool(cls.downtime), cause)
+        now = self.clock()
+        return evaluate(request, self.audit.history(now - policy.horizon), policy, now)
+
     def get(self, fix_id: int) -> FixRecord:
         return self._get(fix_id)
 
@@ -428,27 +583,37 @@ class Executor:
             self.audit.escalate(record.id, record.action, record.target, gate, reason)
         return self._get(record.id)
 
-    def _admit(
-        self, record: FixRecord, policy: Policy
-    ) -> FixRecord | tuple[Action[Any, Any], tuple[dict[str, Any], list[Any]]]:
-        """Bind the action, run the gates, read facts and plan; a FixRecord means it stopped."""
+    def _gate(
+        self, record: FixRecord, policy: Policy, condition: bool = False
+    ) -> FixRecord | Action[Any, Any]:
+        """Bind the action and run the gates (under the lock); admitted, the target is
+        reserved until the fix is durably ``running`` or stops. A FixRecord: refused."""
         try:
-            bound = self._bind(record, policy)
+            bound = self._bind(record, policy, condition)
         except RefusedError as exc:
             return self._refuse(record, exc.gate, exc.reason)
         now = self.clock()
-        verdict = evaluate(
-            self._request(record, bound.downtime),
-            self.audit.history(now - policy.horizon),
-            policy,
-            now,
-        )
+        history = [*self.audit.history(now - policy.horizon), *self._reserved.values()]
+        verdict = evaluate(self._request(record, bound.downtime), history, policy, now)
         if not verdict.allowed:
             return self._refuse(record, verdict.gate or "?", verdict.reason, verdict.escalate)
-        planned = self._plan(record, bound)
-        if planned is None:
-            return self._get(record.id)
-        return bound, planned
+        # Reading facts and planning take seconds (a hung service answers slowly): they
+        # run outside the lock, and this reservation keeps a second fix off the target.
+        self._reserved[record.id] = PastFix(
+            record.id,
+            record.action,
+            record.target,
+            record.group,
+            "running",
+            now,
+            now,
+            cause=cause_of(record.inputs or {}),
+        )
+        return bound
+
+    def _release(self, fix_id: int) -> None:
+        with self._lock:
+            self._reserved.pop(fix_id, None)
 
     def _plan(
         self, record: FixRecord, bound: Action[Any, Any]
@@ -483,20 +648,33 @@ class Executor:
             return None
         return facts, list(plan)
 
-    def _execute(
+    def _start(
         self,
         record: FixRecord,
         bound: Action[Any, Any],
         policy: Policy,
         facts: dict[str, Any],
         actor: str,
-    ) -> FixRecord:
+        condition: Condition | None,
+    ) -> FixRecord | _Started:
+        """Pre-check, then the durable ``running`` record (the target is reserved)."""
         fix_id = record.id
         if policy.precheck:
             replanned = self._plan(record, bound)
             if replanned is None:
                 return self._get(fix_id)
             facts, steps = replanned
+            if condition is not None:
+                try:
+                    cleared = condition()
+                except AutofixError as exc:
+                    cleared = Check(False, f"cannot re-read the condition: {exc}")
+                if cleared.ok:
+                    reason = f"the condition cleared before the fix: {cleared.reason}"
+                    self.audit.append(
+                        fix_id, "noop", "precheck", reason=reason, output=reason, facts=facts
+                    )
+                    return self._get(fix_id)
         else:
             plan_now = bound.plan(facts)
             if isinstance(plan_now, NoOp):
@@ -506,32 +684,38 @@ class Executor:
                 return self._get(fix_id)
             steps = list(plan_now)
         plan = [s.as_dict() for s in steps]
-        started = time.monotonic()
         try:
             # Where the undo will live, made before anything is touched and recorded
             # with `running`: a fix interrupted by a crash can still be rolled back.
             pointer = bound.prepare(steps)
         except AutofixError as exc:
-            self.audit.append(fix_id, "failed", "apply", error=str(exc), duration_ms=_ms(started))
+            self.audit.append(fix_id, "failed", "apply", error=str(exc))
             self.audit.escalate(fix_id, record.action, record.target, None, f"apply failed: {exc}")
             return self._get(fix_id)
         # Durable before anything is touched: a crash from here on leaves `running`.
         self.audit.append(
             fix_id, "running", "apply", plan=plan, facts=facts, actor=actor, undo=pointer or None
         )
+        return _Started(record, bound, policy, facts, steps)
+
+    def _finish(self, started: _Started, condition: Condition | None) -> FixRecord:
+        """Apply, verify (the action, then the condition), roll back what did not work."""
+        record, bound, policy, facts, steps = started
+        fix_id = record.id
+        begun = time.monotonic()
         try:
             applied = bound.apply(steps)
         except PartialApplyError as exc:
             # Half a fix is worse than none: undo what was done, then escalate.
             failed = Check(False, f"apply stopped partway: {exc}")
             return self._failed_verify(
-                record, bound, "", dict(exc.undo), failed, started, step="apply"
+                record, bound, "", dict(exc.undo), failed, begun, step="apply"
             )
         except Exception as exc:
             if not isinstance(exc, AutofixError):
                 log.exception("fix %d %s: apply raised", fix_id, record.action)
             error = str(exc) if isinstance(exc, AutofixError) else f"{type(exc).__name__}: {exc}"
-            self.audit.append(fix_id, "failed", "apply", error=error, duration_ms=_ms(started))
+            self.audit.append(fix_id, "failed", "apply", error=error, duration_ms=_ms(begun))
             self.audit.escalate(
                 fix_id, record.action, record.target, None, f"apply failed: {error}"
             )
@@ -544,7 +728,7 @@ class Executor:
                 output=applied.output,
                 undo=applied.undo,
                 reason="post-check disabled",
-                duration_ms=_ms(started),
+                duration_ms=_ms(begun),
             )
             return self._get(fix_id)
         self.sleep(policy.verify_wait.total_seconds())
@@ -552,6 +736,8 @@ class Executor:
             check = bound.verify(facts, after := bound.facts())
         except AutofixError as exc:
             check, after = Check(False, f"re-reading facts failed: {exc}"), {}
+        if check.ok and condition is not None:
+            check = self._condition_cleared(condition, policy, check)
         if check.ok:
             self.audit.append(
                 fix_id,
@@ -561,10 +747,24 @@ class Executor:
                 reason=check.reason,
                 undo=applied.undo,
                 facts=after,
-                duration_ms=_ms(started),
+                duration_ms=_ms(begun),
             )
             return self._get(fix_id)
-        return self._failed_verify(record, bound, applied.output, applied.undo, check, started)
+        return self._failed_verify(record, bound, applied.output, applied.undo, check, begun)
+
+    def _condition_cleared(self, condition: Condition, policy: Policy, action: Check) -> Check:
+        """Poll the triggering condition for up to ``verify_wait`` more: cleared, or why not."""
+        deadline = time.monotonic() + max(policy.verify_wait.total_seconds(), 1.0)
+        while True:
+            try:
+                check = condition()
+            except AutofixError as exc:
+                check = Check(False, f"cannot re-read the condition: {exc}")
+            if check.ok:
+                return Check(True, f"{action.reason}; {check.reason}")
+            if time.monotonic() >= deadline:
+                return Check(False, f"the condition did not clear: {check.reason}")
+            self.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
     def _failed_verify(
         self,
@@ -627,4 +827,4 @@ def _ms(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 3)
 
 
-__all__ = ["ActionError", "Candidate", "Decision", "Executor", "utcnow"]
+__all__ = ["ActionError", "Candidate", "Condition", "Decision", "Executor", "utcnow"]

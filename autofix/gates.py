@@ -198,6 +198,8 @@ class PastFix:
     requested_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    #: Why it was asked (``health:hang``, ``rule:disk-full``); None for an operator's fix.
+    cause: str | None = None
 
     @property
     def applied(self) -> bool:
@@ -217,6 +219,7 @@ class Request:
     group: str | None = None
     group_members: tuple[str, ...] = ()
     downtime: bool = False
+    cause: str | None = None
 
 
 @dataclass(frozen=True)
@@ -236,8 +239,35 @@ def _refuse(gate: str, reason: str, escalate: bool = False) -> Verdict:
     return Verdict(False, gate, reason, escalate)
 
 
+def cause_of(inputs: object) -> str | None:
+    """The cause a fix answers, from its inputs: ``health:<cause>``, ``rule:<name>``.
+
+    >>> cause_of({"cause": "hang"}), cause_of({"rule": "disk-full"}), cause_of({})
+    ('health:hang', 'rule:disk-full', None)
+    """
+    if not isinstance(inputs, dict):
+        return None
+    if isinstance(inputs.get("cause"), str):
+        return f"health:{inputs['cause']}"
+    if isinstance(inputs.get("rule"), str):
+        return f"rule:{inputs['rule']}"
+    return None
+
+
 def _pair(req: Request, history: Sequence[PastFix]) -> list[PastFix]:
-    return [p for p in history if p.action == req.action and p.target == req.target]
+    """Past fixes of this action on this target for the same cause.
+
+    Gates count by cause: a restart for an error page must not use up the cooldown,
+    backoff or breaker that a restart for a real hang of the same worker needs. An
+    operator's fix (no cause) counts for every cause, and is held to all of them.
+    """
+    return [
+        p
+        for p in history
+        if p.action == req.action
+        and p.target == req.target
+        and (req.cause is None or p.cause is None or p.cause == req.cause)
+    ]
 
 
 def _fmt(moment: datetime) -> str:
@@ -490,6 +520,7 @@ __all__ = [
     "Verdict",
     "Window",
     "approval_state",
+    "cause_of",
     "evaluate",
     "parse_windows",
     "resolve_policy",

@@ -34,10 +34,15 @@ import httpx
 import pandas as pd
 
 from autofix.actions.base import Runner, run_argv
+from autofix.collect.base import parse_labels
+from autofix.conditions import rule_condition
 from autofix.config import Settings
+from autofix.depends import TargetStates, inhibitor
 from autofix.errors import AutofixError
 from autofix.executor import Executor
 from autofix.gates import resolve_policy
+from autofix.health import HealthResult
+from autofix.logs import context as log_context
 from autofix.models.anomaly import RobustScorer
 from autofix.pipeline import JOB_NAMES, AlertWhen, BaselineWhen, Pipeline, Rule
 from autofix.policy import (
@@ -129,9 +134,21 @@ class Service:
         self._model: tuple[Any, str, str] | None = None
         self._healer = SelfHealer(self)
         self._recent = self._load_recent()
+        #: The latest health results of this process, and when they were taken.
+        self._health: tuple[datetime, list[HealthResult]] | None = None
+        #: Rule decisions recorded as inhibited, by key → inhibiting target (record once).
+        self._inhibited: dict[str, str] = {}
+        #: Decisions whose fixes found nothing to do, by key: not decided again while
+        #: their condition keeps holding.
+        self._quiet: dict[str, str] = {}
         # What was already there when this process started is not news (`autofix run`
         # builds a Service per run: without this, cron would re-notify every run).
         self._notified_escalations = self._count("escalations")
+        self._incidents: Any | None = None
+        if notifier is not None:  # open incidents of earlier runs, to resolve them later
+            from autofix.notify.incidents import Incidents
+
+            self._incidents = Incidents(store, pipeline, settings, clock())
         self._notified_pending = {
             r.id for r in self.executor.audit.list(limit=1000, state="pending_approval")
         }
@@ -154,6 +171,10 @@ class Service:
 
     def run_job(self, name: str) -> JobRun:
         """Run one job now; record it in ``job_runs``; never raises for a failing job."""
+        with log_context(job=name):  # every line logged while the job runs says which
+            return self._run_job(name)
+
+    def _run_job(self, name: str) -> JobRun:
         job = self.jobs[name]
         started_at, started = self.clock(), time.perf_counter()
         try:
@@ -179,6 +200,7 @@ class Service:
             self._notify_new()
         except Exception as exc:  # bookkeeping must not take the scheduler down either
             log.error("recording job %s: %s", name, " ".join(str(exc).split()))
+        log.debug("job %s done", name, extra={"ok": run.ok, "duration_ms": run.duration_ms})
         return run
 
     def _record_run(self, run: JobRun) -> None:
@@ -196,6 +218,11 @@ class Service:
                 ],
             )
 
+    def job_skipped(self, name: str) -> None:
+        """A run of ``name`` was skipped because the previous one was still going."""
+        with self._lock:
+            self.failures[f"{name}_skipped"] += 1
+
     def close(self) -> None:
         if self._collectors is not None:
             from autofix.collect.registry import close_collectors
@@ -208,12 +235,11 @@ class Service:
 
     def collect(self) -> dict[str, Any]:
         from autofix.collect.base import CycleRunner
-        from autofix.collect.registry import build_collectors
 
-        if self._collectors is None:
-            self._collectors = build_collectors(self.pipeline, self.settings)
         runner = CycleRunner(
-            self._collectors, self.settings.hostname, self.settings.collect_timeout.total_seconds()
+            self._get_collectors(),
+            self.settings.hostname,
+            self.settings.collect_timeout.total_seconds(),
         )
         cycle = runner.run_once()
         written = self.store.write(cycle.frame)
@@ -285,24 +311,190 @@ class Service:
         predicted = self.predict(now)
         scores = self.score_anomalies(now)
         obs = dataclasses.replace(self.observe(now), scores=scores)
+        holding: set[str] = set()
         decisions = decide(
-            self.pipeline.rules, self.pipeline, obs, now, self._recent, self.settings.fix_mode
+            self.pipeline.rules,
+            self.pipeline,
+            obs,
+            now,
+            self._recent,
+            self.settings.fix_mode,
+            holding=holding,
         )
-        states: Counter[str] = Counter()
+        self._quiet = {k: v for k, v in self._quiet.items() if k in holding}
+        decisions = [rd for rd in decisions if rd.key not in self._quiet]
+        target_states = self.target_states(now)
+        runnable: list[RuleDecision] = []
+        inhibited = 0
         for rd in decisions:
-            rd = dataclasses.replace(rd, mode=self._effective_mode(rd.decision, rd.mode))
-            for record in self._act(rd, now):
+            rd = dataclasses.replace(rd, mode=self.effective_mode(rd.decision, rd.mode))
+            if self._inhibit(rd, target_states, now):
+                inhibited += 1
+            else:
+                runnable.append(rd)
+        states: Counter[str] = Counter()
+        for records in self._act_parallel(runnable, now):
+            for record in records:
                 states[record.state] += 1
         scored = self.score_decisions(now)
+        judged = self.judge_fixes(self.clock())  # the fixes above finished after `now`
         return {
             "predictions": predicted,
             "scored_points": len(scores),
             "decisions": len(decisions),
+            "inhibited": inhibited,
             "fixes": dict(states),
             "outcomes_scored": scored,
+            "fixes_judged": judged,
         }
 
-    def _effective_mode(self, decision: Decision, fallback: str) -> str:
+    def judge_fixes(self, now: datetime) -> int:
+        """Outcomes of the fixes that finished (``autofix.outcomes``)."""
+        from autofix.outcomes import judge_fixes
+
+        return judge_fixes(
+            self.store,
+            self.pipeline,
+            now,
+            window=self.settings.fix_outcome_window,
+            host=self.settings.hostname,
+        )
+
+    def _inhibit(self, rd: RuleDecision, states: TargetStates, now: datetime) -> bool:
+        """Whether a dependency (or the target's own fix) explains this decision.
+
+        An inhibited decision is recorded once per inhibitor (mode ``inhibited``) and
+        not acted on; it is not remembered as decided, so the next run decides again.
+        """
+        acting = [c.target for c in rd.decision.candidates]
+        if rd.about is not None and rd.about not in acting:
+            states = states.without_unhealthy(rd.about)  # the symptom's own target fails
+        for name in acting:
+            states = states.without_unhealthy(name)
+        found = inhibitor(
+            self.pipeline,
+            symptom=rd.about,
+            acting_on=acting,
+            states=states,
+            symptom_only=rd.symptom,
+        )
+        if found is None:
+            self._inhibited.pop(rd.key, None)
+            return False
+        if self._inhibited.get(rd.key) != found.target:
+            self._inhibited[rd.key] = found.target
+            log.info("decision %s inhibited by %s: %s", rd.decision.id, found.target, found.reason)
+            inputs = {**dict(rd.inputs), "inhibited_by": found.target}
+            self.record_decision(
+                dataclasses.replace(
+                    rd,
+                    mode="inhibited",
+                    reason=f"{rd.reason}; inhibited by {found.reason}",
+                    inputs=inputs,
+                ),
+                now,
+            )
+        return True
+
+    def _act_parallel(self, decisions: list[RuleDecision], now: datetime) -> list[list[Any]]:
+        """Act on decisions; those about different targets side by side, each target's in
+        order (the executor admits one fix at a time through its gates)."""
+        by_target: dict[str, list[RuleDecision]] = {}
+        for rd in decisions:
+            by_target.setdefault(rd.target or rd.subject, []).append(rd)
+        if len(by_target) <= 1:
+            return [self._act(rd, now) for rd in decisions]
+
+        def act_all(group: list[RuleDecision]) -> list[list[Any]]:
+            return [self._act(rd, now) for rd in group]
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        workers = min(8, len(by_target))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="act") as pool:
+            groups = list(pool.map(act_all, by_target.values()))
+        return [records for group in groups for records in group]
+
+    def target_states(
+        self, now: datetime, health: list[HealthResult] | None = None
+    ) -> TargetStates:
+        """What is known about each target now: unhealthy, planned, fixes running,
+        waiting for approval or settling (``autofix.depends``)."""
+        if health is not None:
+            self._health = (now, health)
+        unhealthy: dict[str, str] = {}
+        planned: dict[str, str] = {}
+        health_every = self.pipeline.job("health").every or timedelta(seconds=30)
+        collect_every = self.pipeline.job("collect").every or self.settings.collect_interval
+        if self._health is not None and now - self._health[0] <= 3 * health_every:
+            for result in self._health[1]:
+                if result.ok:
+                    continue
+                where = planned if result.cause == "planned" else unhealthy
+                where[result.target] = f"{result.cause or 'down'}: {result.detail}"
+        else:
+            for name, value in self._latest("autofix_health_up", now, 3 * health_every).items():
+                if value < 1.0:
+                    unhealthy.setdefault(name, "health check failing")
+        for name, value in self._latest("probe_up", now, 3 * collect_every).items():
+            if value < 1.0 and name not in planned:
+                unhealthy.setdefault(name, "probe down")
+        running: dict[str, str] = {}
+        pending: dict[str, str] = {}
+        settling: dict[str, str] = {}
+        settle = self.settings.fix_settle
+        symptoms = self._fix_symptoms(now - max(settle, timedelta(hours=2)))
+        for past in self.executor.audit.history(now - max(settle, timedelta(hours=2))):
+            what = f"fix {past.fix_id} ({past.action})"
+            # A fix holds its target, and the target whose symptom it answers (terminate
+            # idle sessions on the server because the application's role was refused).
+            held = {past.target, *symptoms.get(past.fix_id, ())}
+            if past.state == "running":
+                running.update(dict.fromkeys(held, f"{what} running"))
+            elif past.state == "pending_approval":
+                pending.update(dict.fromkeys(held, f"{what} waiting for approval"))
+            elif (
+                past.state == "succeeded"
+                and past.finished_at is not None
+                and now - past.finished_at < settle
+            ):
+                why = (
+                    f"{what} verified at {past.finished_at:%H:%M:%S}, settling until "
+                    f"{past.finished_at + settle:%H:%M:%S}"
+                )
+                settling.update(dict.fromkeys(held, why))
+        return TargetStates(unhealthy, planned, running, pending, settling)
+
+    def _fix_symptoms(self, since: datetime) -> dict[int, tuple[str, ...]]:
+        """Fix id → the declared target whose series triggered it, for recent fixes."""
+        rows = self.store.query(
+            """SELECT fix_id, json_extract_string(inputs, '$.labels.target') AS about
+               FROM fixes WHERE requested_at >= ?""",
+            [since],
+        )
+        return {
+            int(r["fix_id"]): (str(r["about"]),)
+            for r in rows.to_dict("records")
+            if isinstance(r["about"], str) and self.pipeline.target(r["about"]) is not None
+        }
+
+    def _latest(self, metric: str, now: datetime, within: timedelta) -> dict[str, float]:
+        """The newest value of ``metric`` per ``target`` label, if fresh within ``within``."""
+        rows = self.store.query(
+            """SELECT s.labels, arg_max(x.value, x.ts) AS value
+               FROM samples x JOIN series s USING (series_id)
+               WHERE s.metric = ? AND s.host = ? AND x.ts > ? AND x.ts <= ?
+               GROUP BY s.labels""",
+            [metric, self.settings.hostname, now - within, now],
+        )
+        out: dict[str, float] = {}
+        for row in rows.to_dict("records"):
+            name = parse_labels(str(row["labels"])).get("target")
+            if name:
+                out[name] = float(row["value"])
+        return out
+
+    def effective_mode(self, decision: Decision, fallback: str) -> str:
         """The mode the executor will apply to the first candidate (dry run wins)."""
         if not decision.candidates:
             return fallback
@@ -320,7 +512,7 @@ class Service:
         requested_by: str | None = None,
     ) -> list[Any]:
         """Record the decision, then run it (or escalate when nothing can be tried)."""
-        self._record_decision(rd, now, source=source)
+        self.record_decision(rd, now, source=source)
         self._recent[rd.key] = now
         if not rd.decision.candidates:
             if rd.mode not in {"shadow", "off", "dry_run"}:
@@ -328,9 +520,53 @@ class Service:
                     None, "-", rd.target or rd.subject, None, f"manual intervention: {rd.reason}"
                 )
             return []
-        return self.executor.run_decision(
-            rd.decision, requested_by=requested_by or f"rule:{rd.rule}"
+        rule = self.pipeline.rule(rd.rule)
+        condition = None
+        if rule is not None and rd.mode not in {"shadow", "off", "dry_run"}:
+            condition = rule_condition(
+                rd,
+                rule,
+                self.store,
+                self.collect_now,
+                self.collector_names(),
+                self.settings.hostname,
+            )
+        records = self.executor.run_decision(
+            rd.decision, requested_by=requested_by or f"rule:{rd.rule}", condition=condition
         )
+        if records and all(r.state == "noop" for r in records):
+            # Nothing to do (0 dead tuples): not again while the condition keeps holding.
+            self._quiet[rd.key] = records[-1].error or "no-op"
+        return records
+
+    def collector_names(self) -> set[str]:
+        """Names of the collectors this service runs (``host`` and one per target)."""
+        return {c.name for c in self._get_collectors()}
+
+    def _get_collectors(self) -> list[Any]:
+        from autofix.collect.registry import build_collectors
+
+        if self._collectors is None:
+            self._collectors = build_collectors(self.pipeline, self.settings)
+        return self._collectors
+
+    def collect_now(self, name: str) -> list[Any]:
+        """Run the collector called ``name`` once now, store what it saw, return the samples.
+
+        A fresh instance, not the collect job's: that one keeps state between its cycles
+        (CPU deltas, growth rates) that a verify in between must not disturb.
+        """
+        from autofix.collect.base import samples_to_frame
+        from autofix.collect.registry import build_collectors, close_collectors
+
+        fresh = [c for c in build_collectors(self.pipeline, self.settings) if c.name == name]
+        try:
+            samples = [s for c in fresh for s in c.collect()]
+        finally:
+            close_collectors(fresh)
+        if samples:
+            self.store.write(samples_to_frame(samples, self.settings.hostname, self.clock()))
+        return samples
 
     def handle_alerts(
         self, alerts: list[Alert], *, actor: str = "alertmanager"
@@ -359,14 +595,14 @@ class Service:
             }
             if verdict.decision is not None:
                 rd = verdict.decision
-                rd = dataclasses.replace(rd, mode=self._effective_mode(rd.decision, rd.mode))
+                rd = dataclasses.replace(rd, mode=self.effective_mode(rd.decision, rd.mode))
                 records = self._act(rd, now, source="alert", requested_by=actor)
                 entry.update(decision_id=rd.decision.id, mode=rd.mode, target=rd.target)
                 entry["fixes"] = [r.as_dict() for r in records]
             out.append(entry)
         return out
 
-    def _record_decision(self, rd: RuleDecision, now: datetime, source: str = "policy") -> None:
+    def record_decision(self, rd: RuleDecision, now: datetime, source: str = "policy") -> None:
         with self.store._write_lock:
             self.store.execute(
                 "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -386,6 +622,20 @@ class Service:
                     json.dumps(dict(rd.inputs), default=str),
                 ],
             )
+        log.info(
+            "decision",
+            extra={
+                "decision_id": rd.decision.id,
+                "rule": rd.rule,
+                "kind": rd.kind,
+                "source": source,
+                "subject": rd.subject,
+                "target": rd.target,
+                "mode": rd.mode,
+                "candidates": [c.action for c in rd.decision.candidates],
+                "reason": rd.reason[:500],
+            },
+        )
 
     def _load_recent(self) -> dict[str, datetime]:
         frame = self.store.query(
@@ -520,6 +770,7 @@ class Service:
         from autofix.tracking import Tracker
 
         now = self.clock()
+        self.judge_fixes(now)
         kpis = compute_kpis(self.store, now, manual_mttr=self.settings.kpi_manual_mttr)
         snapshot_kpis(self.store, kpis, now)
         values = {
@@ -567,18 +818,19 @@ class Service:
             self._notify_unsent(self.notifier)
 
     def _notify_unsent(self, notifier: Any) -> None:
-        from autofix.notify import approval, escalation
+        from autofix.notify import approval
+        from autofix.notify.incidents import Incidents
 
+        if self._incidents is None:
+            self._incidents = Incidents(self.store, self.pipeline, self.settings, self.clock())
         fresh = self.store.query(
             "SELECT * FROM escalations ORDER BY ts, rowid OFFSET ?", [self._notified_escalations]
         )
         self._notified_escalations += len(fresh)
         for row in fresh.to_dict("records"):
-            fix_id = None if pd.isna(row["fix_id"]) else int(row["fix_id"])
-            gate = None if pd.isna(row["gate"]) else str(row["gate"])
-            notifier.notify(
-                escalation(fix_id, str(row["action"]), str(row["target"]), gate, str(row["reason"]))
-            )
+            notifier.notify(self._incidents.escalated(row))  # carries incident key and runbook
+        for note in self._incidents.resolutions():  # a fix verified or the target recovered
+            notifier.notify(note)
         for record in self.executor.audit.list(limit=100, state="pending_approval"):
             if record.id in self._notified_pending:
                 continue
@@ -590,6 +842,7 @@ class Service:
                     record.action,
                     record.target,
                     record.requested_at + policy.approval_ttl,
+                    runbook=self._incidents.runbook_for_fix(record.id),
                 )
             )
 

@@ -8,11 +8,15 @@ labels and outcomes recorded later are ignored), over the ``window`` before ``no
   rolled back by hand after it verified counts as rolled back.
 - MTTR and recovery p50/p95: per decision, from ``detected_at`` to the first of its fixes
   that verified (fixes without a decision, e.g. an operator's ``fix run``, have none).
-- preventive execution: tasks executed by their ``window_end`` / tasks due (window ended
-  in the window, or executed), leaving out tasks cancelled and never executed.
-- false-fix rate: operator labels on applied fixes (the latest label wins), shadow and
-  dry-run decisions made in the window and scored (the latest score wins), and both
-  pooled: (false labels + not real) / (labelled + scored).
+- preventive execution: maintenance tasks executed by their ``window_end``, and fixes of
+  exhaustion forecasts that landed before the capacity was reached, over the tasks due
+  (window ended in the window, or executed; not cancelled unexecuted) and the
+  exhaustion fixes applied.
+- false-fix rate: every applied fix has an outcome (``autofix.outcomes``: effective,
+  ineffective or unneeded, the latest judgement wins) unless an operator labelled it
+  (the latest label wins over any outcome); shadow and dry-run decisions made in the
+  window are scored (the latest score wins). Pooled: (false labels + ineffective and
+  unneeded outcomes + not real) / (labelled + judged + scored).
 
 A store without some of the tables (an older schema, a Parquet snapshot of the metrics
 only) reads as having no rows in them, so those KPIs are "no data", not an error.
@@ -85,6 +89,7 @@ TARGETS: Mapping[str, Target] = {
 _TARGET_OF = {
     **{name: name for name in TARGETS},
     "false_fix_rate_labels": "false_fix_rate",
+    "false_fix_rate_outcomes": "false_fix_rate",
     "false_fix_rate_shadow": "false_fix_rate",
 }
 
@@ -109,9 +114,18 @@ class Kpis:
     maintenance_on_time: int = 0
     false_fix_rate: float | None = None
     false_fix_rate_labels: float | None = None
+    false_fix_rate_outcomes: float | None = None
     false_fix_rate_shadow: float | None = None
     labelled_fixes: int = 0
     false_labels: int = 0
+    judged_fixes: int = 0
+    judged_unlabelled: int = 0
+    false_outcomes: int = 0
+    effective_fixes: int = 0
+    ineffective_fixes: int = 0
+    unneeded_fixes: int = 0
+    exhaustion_fixes: int = 0
+    preventive_fixes: int = 0
     scored_decisions: int = 0
     not_real_decisions: int = 0
     escalations: int = 0
@@ -211,14 +225,23 @@ def kpi_rows(kpis: Kpis) -> list[KpiRow]:
             "preventive_execution_rate",
             "preventive execution rate",
             "ratio",
-            f"{k.maintenance_on_time} of {k.maintenance_due} due tasks executed on time",
+            f"{k.maintenance_on_time} of {k.maintenance_due} due tasks on time, "
+            f"{k.preventive_fixes} of {k.exhaustion_fixes} exhaustion fixes before full",
         ),
         (
             "false_fix_rate",
             "false-fix rate",
             "ratio",
-            f"{k.false_labels + k.not_real_decisions} of "
-            f"{k.labelled_fixes + k.scored_decisions} labels and scored decisions",
+            f"{k.false_labels + k.false_outcomes + k.not_real_decisions} of "
+            f"{k.labelled_fixes + k.judged_unlabelled + k.scored_decisions} judged fixes "
+            "and scored decisions",
+        ),
+        (
+            "false_fix_rate_outcomes",
+            "false-fix rate (automatic outcomes)",
+            "ratio",
+            f"{k.ineffective_fixes} ineffective + {k.unneeded_fixes} unneeded of "
+            f"{k.judged_fixes} judged applied fixes",
         ),
         (
             "false_fix_rate_labels",
@@ -259,6 +282,7 @@ _AUDIT_TABLES = (
     "fixes",
     "fix_events",
     "fix_labels",
+    "fix_outcomes",
     "escalations",
     "approvals",
     "decisions",
@@ -311,14 +335,22 @@ _FIXES = """
     lab AS (
         SELECT fix_id, arg_max(false_fix, (ts, rowid)) AS false_fix
         FROM fix_labels WHERE ts <= $2 GROUP BY fix_id),
+    out AS (
+        SELECT fix_id, arg_max(outcome, (judged_at, rowid)) AS outcome,
+               arg_max(preventive, (judged_at, rowid)) AS preventive
+        FROM fix_outcomes WHERE judged_at <= $2 GROUP BY fix_id),
     fx AS (
         SELECT f.fix_id, f.action, f.target, f.decision_id, f.requested_at, c.state,
                c.reached_running
                    AND c.state IN ('succeeded', 'failed', 'rolled_back', 'interrupted')
                    AS applied,
-               c.succeeded_at, lab.false_fix, d.detected_at
+               c.succeeded_at, lab.false_fix, d.detected_at, d.kind,
+               out.outcome, out.preventive,
+               -- What counts for the false-fix rate: a label wins over an outcome.
+               coalesce(lab.false_fix, out.outcome IN ('ineffective', 'unneeded')) AS judged_false
         FROM fixes f JOIN cur c USING (fix_id)
         LEFT JOIN lab USING (fix_id)
+        LEFT JOIN out USING (fix_id)
         LEFT JOIN decisions d ON d.decision_id = f.decision_id
         WHERE f.requested_at >= $1 AND f.requested_at <= $2),
     -- One recovery per decision: detection to the first fix of it that verified.
@@ -379,6 +411,25 @@ def compute_kpis(
                 (SELECT count(*) FILTER (WHERE applied AND false_fix IS NOT NULL) FROM fx)
                     AS labelled,
                 (SELECT count(*) FILTER (WHERE applied AND false_fix) FROM fx) AS false_labels,
+                (SELECT count(*) FILTER (WHERE applied AND outcome IS NOT NULL) FROM fx)
+                    AS judged,
+                (SELECT count(*) FILTER (WHERE applied AND outcome = 'effective') FROM fx)
+                    AS effective,
+                (SELECT count(*) FILTER (WHERE applied AND outcome = 'ineffective') FROM fx)
+                    AS ineffective,
+                (SELECT count(*) FILTER (WHERE applied AND outcome = 'unneeded') FROM fx)
+                    AS unneeded,
+                (SELECT count(*) FILTER (
+                    WHERE applied AND false_fix IS NULL AND outcome IS NOT NULL) FROM fx)
+                    AS judged_unlabelled,
+                (SELECT count(*) FILTER (
+                    WHERE applied AND false_fix IS NULL AND judged_false) FROM fx)
+                    AS false_outcomes,
+                (SELECT count(*) FILTER (
+                    WHERE applied AND kind = 'exhaustion' AND preventive IS NOT NULL) FROM fx)
+                    AS exhaustion_fixes,
+                (SELECT count(*) FILTER (WHERE applied AND kind = 'exhaustion' AND preventive)
+                    FROM fx) AS preventive_fixes,
                 (SELECT count(*) FROM rec) AS recovered,
                 (SELECT avg(seconds) FROM rec) AS mttr,
                 (SELECT quantile_cont(seconds, 0.5) FROM rec) AS p50,
@@ -416,6 +467,14 @@ def compute_kpis(
 
     applied, succeeded = int(fixes["applied"]), int(fixes["succeeded"])
     labelled, false_labels = int(fixes["labelled"]), int(fixes["false_labels"])
+    judged_unlabelled, false_outcomes = (
+        int(fixes["judged_unlabelled"]),
+        int(fixes["false_outcomes"]),
+    )
+    judged = int(fixes["judged"])
+    ineffective, unneeded = int(fixes["ineffective"]), int(fixes["unneeded"])
+    exhaustion, preventive = int(fixes["exhaustion_fixes"]), int(fixes["preventive_fixes"])
+    due, on_time = int(maintenance["due"]), int(maintenance["on_time"])
     scored, not_real = int(fixes["scored"]), int(fixes["not_real"])
     mttr = _number(fixes["mttr"])
     by_state = dict.fromkeys(STATES, 0)
@@ -434,14 +493,25 @@ def compute_kpis(
         recovery_p95_seconds=_number(fixes["p95"]),
         recovered_incidents=int(fixes["recovered"]),
         mttr_reduction=None if mttr is None else 1 - mttr / manual_mttr.total_seconds(),
-        preventive_execution_rate=_ratio(int(maintenance["on_time"]), int(maintenance["due"])),
-        maintenance_due=int(maintenance["due"]),
-        maintenance_on_time=int(maintenance["on_time"]),
-        false_fix_rate=_ratio(false_labels + not_real, labelled + scored),
+        preventive_execution_rate=_ratio(on_time + preventive, due + exhaustion),
+        maintenance_due=due,
+        maintenance_on_time=on_time,
+        false_fix_rate=_ratio(
+            false_labels + false_outcomes + not_real, labelled + judged_unlabelled + scored
+        ),
         false_fix_rate_labels=_ratio(false_labels, labelled),
+        false_fix_rate_outcomes=_ratio(ineffective + unneeded, judged),
         false_fix_rate_shadow=_ratio(not_real, scored),
         labelled_fixes=labelled,
         false_labels=false_labels,
+        judged_fixes=judged,
+        effective_fixes=int(fixes["effective"]),
+        ineffective_fixes=ineffective,
+        unneeded_fixes=unneeded,
+        exhaustion_fixes=exhaustion,
+        preventive_fixes=preventive,
+        judged_unlabelled=judged_unlabelled,
+        false_outcomes=false_outcomes,
         scored_decisions=scored,
         not_real_decisions=not_real,
         escalations=int(fixes["escalations"]),
@@ -472,7 +542,11 @@ def daily_kpis(store: MetricStore, since: datetime, now: datetime) -> pd.DataFra
                            AS succeeded_fixes,
                        count(*) FILTER (WHERE applied AND false_fix IS NOT NULL)
                            AS labelled_fixes,
-                       count(*) FILTER (WHERE applied AND false_fix) AS false_labels
+                       count(*) FILTER (WHERE applied AND false_fix) AS false_labels,
+                       count(*) FILTER (WHERE applied AND (false_fix IS NOT NULL
+                                                           OR outcome IS NOT NULL))
+                           AS judged_fixes,
+                       count(*) FILTER (WHERE applied AND judged_false) AS false_fixes
                 FROM fx GROUP BY ALL),
             r AS (
                 SELECT date_trunc('day', requested_at) AS day, avg(seconds) AS mttr_seconds,
@@ -490,6 +564,8 @@ def daily_kpis(store: MetricStore, since: datetime, now: datetime) -> pd.DataFra
                        coalesce(r.recovered_incidents, 0) AS recovered_incidents,
                        coalesce(f.labelled_fixes, 0) AS labelled_fixes,
                        coalesce(f.false_labels, 0) AS false_labels,
+                       coalesce(f.judged_fixes, 0) AS judged_fixes,
+                       coalesce(f.false_fixes, 0) AS false_fixes,
                        coalesce(s.scored_decisions, 0) AS scored_decisions,
                        coalesce(s.not_real_decisions, 0) AS not_real_decisions
                 FROM days LEFT JOIN f USING (day) LEFT JOIN r USING (day)
@@ -498,8 +574,8 @@ def daily_kpis(store: MetricStore, since: datetime, now: datetime) -> pd.DataFra
                    succeeded_fixes / nullif(applied_fixes, 0) AS auto_fix_success_rate,
                    mttr_seconds, recovered_incidents, labelled_fixes, false_labels,
                    scored_decisions, not_real_decisions,
-                   (false_labels + not_real_decisions)
-                       / nullif(labelled_fixes + scored_decisions, 0) AS false_fix_rate,
+                   (false_fixes + not_real_decisions)
+                       / nullif(judged_fixes + scored_decisions, 0) AS false_fix_rate,
                    false_labels / nullif(labelled_fixes, 0) AS false_fix_rate_labels,
                    not_real_decisions / nullif(scored_decisions, 0) AS false_fix_rate_shadow
             FROM joined ORDER BY day""",

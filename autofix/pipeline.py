@@ -11,302 +11,75 @@ the file and the path of the bad field, e.g.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
 from autofix._yaml import load_yaml
+from autofix.actions.registry import ACTIONS
 from autofix.errors import ConfigError
+from autofix.targets import (
+    ACTION_PATTERN,
+    NAME_PATTERN,
+    TARGET_KINDS,
+    ActionSpec,
+    CommandTarget,
+    DuckDBTarget,
+    DurationField,
+    EndpointTarget,
+    GateOverrides,
+    HttpTarget,
+    LogDirTarget,
+    PostgresTarget,
+    ProcessTarget,
+    Recovery,
+    RedisTarget,
+    SupervisorTarget,
+    SystemdTarget,
+    Target,
+    TcpTarget,
+)
 
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-_ACTION = r"^[a-z]+\.[a-z_]+$"
-
-
-def _duration(value: object) -> timedelta:
-    from autofix.config import parse_duration  # config imports nothing from here
-
-    return parse_duration(value)
-
-
-_Duration = Annotated[timedelta, BeforeValidator(_duration)]
-
-
-class GateOverrides(BaseModel):
-    """Gate settings for one action or one target; unset fields keep the AUTOFIX_FIX_* value."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    mode: Literal["off", "shadow", "approve", "auto"] | None = None
-    cooldown: _Duration | None = None
-    backoff_base: _Duration | None = None
-    backoff_max: _Duration | None = None
-    healthy_reset: _Duration | None = None
-    max_runs: int | None = Field(None, ge=0)
-    runs_window: _Duration | None = None
-    flap_count: int | None = Field(None, ge=1)
-    flap_window: _Duration | None = None
-    blast_radius: float | None = Field(None, gt=0, le=1)
-    unhealthy_share: float | None = Field(None, gt=0, le=1)
-    unhealthy_window: _Duration | None = None
-    breaker_failures: int | None = Field(None, ge=1)
-    breaker_hold: _Duration | None = None
-    maintenance_windows: str | None = None
-    approval_ttl: _Duration | None = None
-    verify_wait: _Duration | None = None
-    timeout: _Duration | None = None
-
-
-class ActionSpec(BaseModel):
-    """One candidate fix: an action, the target it runs on and its parameters."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    action: str = Field(pattern=_ACTION, description="Action name, e.g. service.restart.")
-    target: str | None = Field(
-        None,
-        pattern=_NAME,
-        description="Declared target to act on; unset: the target the condition is about "
-        "(the series' `target` label, or the target being recovered).",
-    )
-    params: dict[str, Any] = Field(default_factory=dict, description="Action parameters.")
-
-
-class Recovery(BaseModel):
-    """How the self-healing loop recovers a target whose health check fails."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    after: int = Field(
-        2, ge=1, le=100, description="Consecutive failed health checks before acting."
-    )
-    actions: list[ActionSpec] = Field(
-        min_length=1, description="Candidate fixes in the order they are tried."
-    )
-    mode: Literal["off", "shadow", "approve", "auto"] | None = Field(
-        None, description="Mode of these fixes (unset: gates, then AUTOFIX_FIX_MODE)."
-    )
-    gates: GateOverrides | None = None
-
-
-class _Target(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(pattern=_NAME, description="Unique name; becomes the `target` label.")
-    group: str | None = Field(None, description="Group for blast-radius accounting.")
-    actions: list[Annotated[str, Field(pattern=_ACTION)]] | None = Field(
-        None,
-        description="Allowlist of fix actions for this target; unset allows every action "
-        "that fits the kind.",
-    )
-    gates: GateOverrides | None = Field(None, description="Gate settings for this target.")
-    health: bool = Field(True, description="Health-check this target in the self-healing loop.")
-    recovery: Recovery | None = Field(
-        None, description="What the self-healing loop does when the health check keeps failing."
-    )
-
-
-class HttpTarget(_Target):
-    """An HTTP endpoint probed for status and latency."""
-
-    kind: Literal["http"]
-    url: str = Field(pattern=r"^https?://", description="URL to GET.")
-    expect_status: int = Field(200, ge=100, le=599, description="Status that counts as up.")
-
-
-class TcpTarget(_Target):
-    """A TCP port probed by connecting to it."""
-
-    kind: Literal["tcp"]
-    host: str = Field(description="Host name or address.")
-    port: int = Field(ge=1, le=65535, description="Port number.")
-
-
-class PostgresTarget(_Target):
-    """A PostgreSQL server probed by connecting and running a canary query."""
-
-    kind: Literal["postgres"]
-    dsn: str = Field(description="libpq connection string or URL.")
-    canary: str = Field("SELECT 1", description="Cheap query whose latency is measured.")
-    applications: list[str] = Field(
-        default_factory=list,
-        description="application_name values whose idle sessions may be terminated.",
-    )
-    tables: list[
-        Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")]
-    ] = Field(
-        default_factory=list,
-        description="Tables (schema.table) that vacuum, reindex and amcheck may touch.",
-    )
-
-
-class DuckDBTarget(_Target):
-    """A DuckDB file probed by opening it read-only and running a canary query."""
-
-    kind: Literal["duckdb"]
-    path: Path = Field(description="DuckDB database file.")
-    canary: str = Field("SELECT 1", description="Cheap query whose latency is measured.")
-
-
-class ProcessTarget(_Target):
-    """Processes to watch, chosen by pidfile, exact name or a cmdline regular expression."""
-
-    kind: Literal["process"]
-    pidfile: Path | None = None
-    process_name: str | None = None
-    cmdline: str | None = Field(None, description="Regular expression over the joined argv.")
-
-    @model_validator(mode="after")
-    def _one_matcher(self) -> ProcessTarget:
-        given = [m for m in (self.pidfile, self.process_name, self.cmdline) if m is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of pidfile, process_name, cmdline")
-        return self
-
-
-class LogDirTarget(_Target):
-    """A log directory whose size and growth rate (bytes/day) are tracked."""
-
-    kind: Literal["logdir"]
-    path: Path = Field(
-        description="Directory to measure (not followed through symlinks); the allowlisted "
-        "root of files actions."
-    )
-    quarantine: Path | None = Field(
-        None, description="Quarantine for files actions (default AUTOFIX_QUARANTINE_DIR)."
-    )
-    capacity: float | None = Field(
-        None,
-        gt=0,
-        description="Bytes the directory may use (a quota): the capacity of "
-        "autofix_dir_size_bytes. Unset: the filesystem's size when the path is a mount point.",
-    )
-
-
-_PROGRAM = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
-
-
-class SupervisorTarget(_Target):
-    """A program managed by supervisord, controlled over its XML-RPC interface."""
-
-    kind: Literal["supervisor"]
-    url: str = Field(
-        "http://127.0.0.1:9001/RPC2", pattern=r"^https?://", description="XML-RPC URL."
-    )
-    program: str = Field(pattern=_PROGRAM, description="Program name (group:name allowed).")
-    health_url: str | None = Field(
-        None, pattern=r"^https?://", description="Health check that must pass after a fix."
-    )
-
-
-class SystemdTarget(_Target):
-    """A systemd unit, controlled with systemctl (argv, never a shell)."""
-
-    kind: Literal["systemd"]
-    unit: str = Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9:_.@\\-]{0,200}\.(service|socket|timer|target|mount)$",
-        description="Unit name, e.g. nginx.service.",
-    )
-    user: bool = Field(False, description="Use the user manager (systemctl --user).")
-    health_url: str | None = Field(
-        None, pattern=r"^https?://", description="Health check that must pass after a fix."
-    )
-
-
-class RedisTarget(_Target):
-    """A Redis server."""
-
-    kind: Literal["redis"]
-    url: str = Field(pattern=r"^rediss?://", description="redis://host:port/db")
-    key_patterns: list[str] = Field(
-        default_factory=list, description="SCAN patterns that delete_keys may use (exact match)."
-    )
-
-
-class EndpointTarget(_Target):
-    """An HTTP control endpoint: config reload, load-balancer weight, scale webhook."""
-
-    kind: Literal["endpoint"]
-    url: str = Field(pattern=r"^https?://", description="URL the call is sent to.")
-    method: Literal["POST", "PUT", "PATCH"] = Field("PUT", description="HTTP method.")
-    field: str | None = Field(
-        None,
-        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
-        description="JSON field set by the call; its previous value (GET url) is kept "
-        "for rollback. Unset: a trigger without a value (a reload).",
-    )
-    allowed_values: list[str | int | float | bool] | None = Field(
-        None, description="Values the call may set (else any within min/max)."
-    )
-    min_value: float | None = Field(None, description="Lowest numeric value allowed.")
-    max_value: float | None = Field(None, description="Highest numeric value allowed.")
-    headers: dict[str, str] = Field(default_factory=dict, description="Static headers.")
-
-
-class CommandTarget(_Target):
-    """A command declared in configuration; parameters become whole argv elements."""
-
-    kind: Literal["command"]
-    argv: list[str] = Field(
-        min_length=1,
-        description="Program and arguments; an element exactly '{name}' takes a parameter.",
-    )
-    params: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")], str] = Field(
-        default_factory=dict,
-        description="Parameter name -> regular expression its value must fully match.",
-    )
-    check_argv: list[str] | None = Field(
-        None, description="Exit 0 means healthy: a no-op before, required after (verify)."
-    )
-    rollback_argv: list[str] | None = Field(None, description="Undo command, if any.")
-    idempotent: bool = Field(False, description="Running twice is the same as once.")
-    timeout: _Duration = Field(timedelta(seconds=60), description="Kill the command after this.")
-
-    @field_validator("argv", "check_argv", "rollback_argv")
-    @classmethod
-    def _no_nul(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and any("\x00" in part for part in value):
-            raise ValueError("argv elements cannot contain NUL")
-        return value
-
-
-Target = Annotated[
-    HttpTarget
-    | TcpTarget
-    | PostgresTarget
-    | DuckDBTarget
-    | ProcessTarget
-    | LogDirTarget
-    | SupervisorTarget
-    | SystemdTarget
-    | RedisTarget
-    | EndpointTarget
-    | CommandTarget,
-    Field(discriminator="kind"),
+# The target models live in autofix.targets; they are re-exported here because a
+# pipelines file is where users meet them.
+__all__ = [
+    "JOB_NAMES",
+    "ActionSpec",
+    "AlertWhen",
+    "AnomalyWhen",
+    "BaselineWhen",
+    "CommandTarget",
+    "Condition",
+    "DuckDBTarget",
+    "EndpointTarget",
+    "ExhaustionWhen",
+    "GateOverrides",
+    "HttpTarget",
+    "JobSpec",
+    "LogDirTarget",
+    "MaintenanceSpec",
+    "Pipeline",
+    "PostgresTarget",
+    "ProcessTarget",
+    "Recovery",
+    "RedisTarget",
+    "Rule",
+    "SupervisorTarget",
+    "SystemdTarget",
+    "Target",
+    "TcpTarget",
+    "ThresholdWhen",
+    "load_pipeline",
 ]
-_KINDS = {
-    "http",
-    "tcp",
-    "postgres",
-    "duckdb",
-    "process",
-    "logdir",
-    "supervisor",
-    "systemd",
-    "redis",
-    "endpoint",
-    "command",
-}
-
 
 # -- jobs --------------------------------------------------------------------------------
 
@@ -339,7 +112,7 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    every: _Duration | None = Field(None, description="Run at this interval.")
+    every: DurationField | None = Field(None, description="Run at this interval.")
     cron: str | None = Field(None, description="Crontab line, e.g. '30 3 * * *' (UTC).")
     enabled: bool = Field(True, description="False: never scheduled (`autofix run` still works).")
 
@@ -395,7 +168,7 @@ class ThresholdWhen(_When):
     of_capacity: bool = Field(
         False, description="Compare value / capacity (a share) instead of the raw value."
     )
-    hold: _Duration = Field(
+    hold: DurationField = Field(
         timedelta(0), alias="for", description="How long it must hold before it counts."
     )
 
@@ -419,15 +192,15 @@ class AnomalyWhen(_When):
 
     type: Literal["anomaly"]
     score: float = Field(0.9, gt=0, le=1, description="Least anomaly score that counts.")
-    hold: _Duration = Field(timedelta(0), alias="for", description="How long it must hold.")
+    hold: DurationField = Field(timedelta(0), alias="for", description="How long it must hold.")
 
 
 class BaselineWhen(_When):
     """Performance against its own past: baseline median / recent median of a latency."""
 
     type: Literal["baseline"]
-    window: _Duration = Field(timedelta(minutes=15), description="Recent window.")
-    baseline: _Duration = Field(
+    window: DurationField = Field(timedelta(minutes=15), description="Recent window.")
+    baseline: DurationField = Field(
         timedelta(hours=24), description="Baseline window, ending where the recent one starts."
     )
     performance_below: float = Field(
@@ -461,14 +234,56 @@ Condition = Annotated[
 _CONDITION_TYPES = {"threshold", "exhaustion", "anomaly", "baseline", "alert"}
 
 
+class TargetSelector(BaseModel):
+    """The declared targets a rule is about, written once for a whole group.
+
+    ``target: {group: web}`` makes the rule fire per member whose series match (a series
+    belongs to a member through its ``target`` label) and act on that member: the
+    restart goes to the worker that leaks. Every given field must match.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    group: str | None = Field(None, description="Members of this group.")
+    kind: str | None = Field(None, description="Targets of this kind (supervisor, redis …).")
+    names: list[Annotated[str, Field(pattern=NAME_PATTERN)]] | None = Field(
+        None, description="These targets by name."
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> TargetSelector:
+        if self.group is None and self.kind is None and self.names is None:
+            raise ValueError("give at least one of group, kind, names")
+        if self.kind is not None and self.kind not in TARGET_KINDS:
+            raise ValueError(f"unknown target kind {self.kind!r}")
+        return self
+
+    def members(self, targets: Sequence[Target]) -> list[Target]:
+        """The targets this selector picks, in the file's order."""
+        return [
+            t
+            for t in targets
+            if (self.group is None or t.group == self.group)
+            and (self.kind is None or t.kind == self.kind)
+            and (self.names is None or t.name in self.names)
+        ]
+
+
 class Rule(BaseModel):
     """A condition → ordered candidate fixes, with a mode and gate overrides."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=_NAME, description="Unique rule name (recorded with decisions).")
+    name: str = Field(
+        pattern=NAME_PATTERN, description="Unique rule name (recorded with decisions)."
+    )
     description: str = Field("", description="What the rule is for.")
     when: Condition
+    target: TargetSelector | None = Field(
+        None,
+        description="Fire per member of these targets (e.g. {group: web}) whose series "
+        "match, acting on that member; unset: every series that matches `when`.",
+    )
     actions: list[ActionSpec] = Field(
         default_factory=list,
         description="Candidate fixes, tried in order until one verifies; empty: the "
@@ -478,14 +293,21 @@ class Rule(BaseModel):
         None, description="Mode of this rule's fixes (unset: gates, then AUTOFIX_FIX_MODE)."
     )
     gates: GateOverrides | None = Field(None, description="Gate settings for this rule's fixes.")
-    horizon: _Duration | None = Field(
+    horizon: DurationField | None = Field(
         None,
         description="When a shadow decision is scored (was the problem real?); default: "
         "the forecast horizon, else 15m.",
     )
-    repeat: _Duration = Field(
+    repeat: DurationField = Field(
         timedelta(minutes=15),
         description="Least time between two decisions of this rule on the same subject.",
+    )
+    runbook_url: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="Runbook link carried into every notification about this rule's fixes "
+        "(escalations, approvals, PagerDuty and Alertmanager); unset: "
+        "AUTOFIX_NOTIFY_RUNBOOK_URL.",
     )
 
     @property
@@ -515,7 +337,7 @@ class MaintenanceSpec(BaseModel):
     )
     patch_target: str | None = Field(
         None,
-        pattern=_NAME,
+        pattern=NAME_PATTERN,
         description="A `command` target that installs security updates; unset: upgradable "
         "security packages are reported as a need but nothing installs them.",
     )
@@ -542,15 +364,13 @@ class Pipeline(BaseModel):
         default_factory=dict, description="Schedules; a job not named keeps its default."
     )
     rules: list[Rule] = Field(default_factory=list)
-    gates: dict[Annotated[str, Field(pattern=_ACTION)], GateOverrides] = Field(
+    gates: dict[Annotated[str, Field(pattern=ACTION_PATTERN)], GateOverrides] = Field(
         default_factory=dict, description="Gate settings per fix action."
     )
     maintenance: MaintenanceSpec = Field(default_factory=MaintenanceSpec)
 
     @model_validator(mode="after")
     def _cross_check(self) -> Pipeline:
-        from autofix.actions.registry import ACTIONS  # actions import this module
-
         seen: set[str] = set()
         for index, target in enumerate(self.targets):
             if target.name in seen:
@@ -580,6 +400,35 @@ class Pipeline(BaseModel):
         patch = self.maintenance.patch_target
         if patch is not None and patch not in seen:
             raise ValueError(f"maintenance.patch_target: no target named {patch!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_dependencies(self) -> Pipeline:
+        """``depends_on`` names declared targets and has no cycle; recoveries never overlap."""
+        names = {t.name: i for i, t in enumerate(self.targets)}
+        for index, target in enumerate(self.targets):
+            for j, dep in enumerate(target.depends_on):
+                where = f"targets[{index}].depends_on[{j}]"
+                if dep not in names:
+                    raise ValueError(f"{where}: no target named {dep!r}")
+                if dep == target.name:
+                    raise ValueError(f"{where}: {target.name!r} cannot depend on itself")
+        cycle = find_cycle({t.name: list(t.depends_on) for t in self.targets})
+        if cycle is not None:
+            index = names[cycle[0]]
+            raise ValueError(f"targets[{index}].depends_on: dependency cycle {' -> '.join(cycle)}")
+        for index, rule in enumerate(self.rules):
+            for j, spec in enumerate(rule.actions):
+                if spec.causes is not None:
+                    raise ValueError(
+                        f"rules[{index}].actions[{j}].causes: only recovery actions "
+                        "choose by health cause"
+                    )
+            if rule.target is not None and not rule.target.members(self.targets):
+                raise ValueError(f"rules[{index}].target: selects no declared target")
+        overlap = recovery_overlap(self.targets)
+        if overlap is not None:
+            raise ValueError(overlap)
         return self
 
     def job(self, name: str) -> JobSpec:
@@ -612,12 +461,92 @@ def _check_patterns(where: str, target: Any) -> None:
             raise ValueError(f"{where}.{field}: invalid regular expression: {exc}") from None
 
 
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A cycle of ``graph`` (node → what it depends on) as a closed path, or None.
+
+    >>> find_cycle({"web": ["db"], "db": ["web"]})
+    ['web', 'db', 'web']
+    >>> find_cycle({"web": ["db"], "db": []}) is None
+    True
+    """
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for dep in graph.get(node, []):
+            if state.get(dep) == 1:
+                return [*path[path.index(dep) :], dep]
+            if state.get(dep) is None and (found := visit(dep)) is not None:
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if state.get(node) is None and (found := visit(node)) is not None:
+            return found
+    return None
+
+
+def recovery_overlap(targets: Sequence[Target]) -> str | None:
+    """Two targets whose recoveries act on one program (two restarts for one fault), or None.
+
+    They overlap when their recovery actions act on the same target, or when a
+    ``process`` target with a recovery watches the program of a ``supervisor`` /
+    ``systemd`` target that has one too (its process name, or its cmdline pattern
+    matching the program or unit name).
+    """
+    recovering = [(i, t) for i, t in enumerate(targets) if t.recovery is not None]
+    acted: dict[str, tuple[int, str]] = {}
+    for index, target in recovering:
+        assert target.recovery is not None
+        for spec in target.recovery.actions:
+            on = spec.target or target.name
+            if on in acted and acted[on][1] != target.name:
+                first = acted[on][1]
+                return (
+                    f"targets[{index}].recovery: {target.name!r} and {first!r} both recover "
+                    f"{on!r} (two fixes for one fault); keep one recovery"
+                )
+            acted.setdefault(on, (index, target.name))
+    for index, target in recovering:
+        if not isinstance(target, ProcessTarget):
+            continue
+        for _, other in recovering:
+            if isinstance(other, SupervisorTarget):
+                program = other.program.split(":")[-1]
+            elif isinstance(other, SystemdTarget):
+                program = other.unit.rsplit(".", 1)[0]
+            else:
+                continue
+            if _watches(target, program):
+                return (
+                    f"targets[{index}].recovery: process target {target.name!r} watches the "
+                    f"program of {other.kind} target {other.name!r}, which has its own "
+                    "recovery (two restarts for one fault); keep the recovery on one of them"
+                )
+    return None
+
+
+def _watches(target: ProcessTarget, program: str) -> bool:
+    if target.process_name is not None:
+        return target.process_name == program
+    if target.cmdline is not None:
+        try:
+            return re.search(target.cmdline, program) is not None
+        except re.error:
+            return False
+    return False
+
+
 def _location(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in _KINDS or part in _CONDITION_TYPES:
+        elif part in TARGET_KINDS or part in _CONDITION_TYPES:
             continue  # the discriminator tag pydantic inserts; not a path the user wrote
         else:
             out += f".{part}" if out else str(part)

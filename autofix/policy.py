@@ -37,8 +37,10 @@ from autofix.pipeline import (
     ThresholdWhen,
 )
 
-#: Samples older than this are not "the latest": a silent series decides nothing.
+#: Samples older than this are never "the latest": a silent series decides nothing.
 STALE_AFTER = timedelta(minutes=5)
+#: A series is stale once its newest sample is older than this many of its own intervals.
+STALE_INTERVALS = 2.5
 #: Predictions older than this are ignored (the predict job runs every minute).
 PREDICTION_MAX_AGE = timedelta(hours=1)
 
@@ -93,6 +95,11 @@ class RuleDecision:
     reason: str
     inputs: Mapping[str, Any]
     decision: Decision
+    #: The declared target the condition is about (the series' ``target`` label), if any.
+    about: str | None = None
+    #: The condition is a symptom (health, probe errors, latency) that a troubled
+    #: dependency can explain; resource conditions (disk, memory) are not.
+    symptom: bool = False
 
     @property
     def key(self) -> str:
@@ -123,20 +130,33 @@ def decide(
     now: datetime,
     recent: Mapping[str, datetime] | None = None,
     default_mode: str = "approve",
+    *,
+    holding: set[str] | None = None,
 ) -> list[RuleDecision]:
     """Every (rule, subject) whose condition holds at ``now`` and was not decided lately.
 
     ``recent`` maps ``RuleDecision.key`` to the time of its last decision; a subject
     decided less than ``rule.repeat`` ago is skipped. ``default_mode`` is the mode when
-    neither the rule nor the gates say (AUTOFIX_FIX_MODE).
+    neither the rule nor the gates say (AUTOFIX_FIX_MODE). ``holding``, when given,
+    collects the key of every (rule, subject) whose condition holds, decided or not.
     """
     recent = recent or {}
     out: list[RuleDecision] = []
+    fresh = fresh_series(obs.samples, now)
     for rule in rules:
         if rule.mode == "off":
             continue
-        for hit in _evaluate(rule, obs, now):
+        members = (
+            {t.name for t in rule.target.members(pipeline.targets)}
+            if rule.target is not None
+            else None
+        )
+        for hit in _evaluate(rule, obs, now, fresh):
+            if members is not None and hit.labels.get("target") not in members:
+                continue
             subject = f"series:{hit.series_id}"
+            if holding is not None:
+                holding.add(decision_key(rule.name, subject))
             last = recent.get(decision_key(rule.name, subject))
             if last is not None and now - last < rule.repeat:
                 continue
@@ -158,12 +178,67 @@ class _Hit:
     value: float
 
 
-def _evaluate(rule: Rule, obs: Observations, now: datetime) -> list[_Hit]:
+def is_symptom(rule: Rule) -> bool:
+    """Whether the rule's condition is a symptom a troubled dependency can explain.
+
+    Latency (anomaly and baseline rules, ``*_duration_seconds``), probe results
+    (``probe_*``), health checks (``autofix_health_*``) and alerts are symptoms; resource
+    levels (disk, memory, connections in use) are not.
+    """
+    when = rule.when
+    if isinstance(when, AlertWhen | AnomalyWhen | BaselineWhen):
+        return True
+    metric = when.metric
+    return metric.startswith(("probe_", "autofix_health_")) or metric.endswith("_duration_seconds")
+
+
+def fresh_series(samples: pd.DataFrame, now: datetime) -> set[int]:
+    """Series whose newest sample is still "the latest" at ``now``.
+
+    Staleness follows each series' own sampling interval (the median of its recent
+    intervals): stale after ``STALE_INTERVALS`` of them, and never fresher than
+    ``STALE_AFTER`` allows. A series that a sibling has replaced — same host, metric and
+    ``target``, other labels (a restarted worker's new ``pid``) — is stale at once: its
+    sibling has newer samples and it has none.
+    """
+    if samples.empty or "series_id" not in samples:
+        return set()
+    ordered = samples[["series_id", "host", "metric", "labels", "ts"]].sort_values(
+        ["series_id", "ts"]
+    )
+    ordered["gap"] = ordered.groupby("series_id")["ts"].diff().dt.total_seconds()
+    gaps = ordered[ordered["gap"] > 0].groupby("series_id").tail(10)
+    cadence = gaps.groupby("series_id")["gap"].median()
+    info = ordered.groupby("series_id").tail(1).set_index("series_id")
+    info["cadence"] = cadence.reindex(info.index)
+    info["target"] = [parse_labels(text).get("target", "") for text in info["labels"]]
+    info["newest"] = info.groupby(["host", "metric", "target"])["ts"].transform("max")
+    limit = (STALE_INTERVALS * info["cadence"]).clip(lower=1.0)
+    limit = limit.fillna(STALE_AFTER.total_seconds()).clip(upper=STALE_AFTER.total_seconds())
+    age = (pd.Timestamp(now) - info["ts"]).dt.total_seconds()
+    behind = (info["newest"] - info["ts"]).dt.total_seconds()
+    replaced = behind > (0.5 * info["cadence"]).fillna(0.0)
+    keep = (age <= limit) & ~replaced
+    return {int(series_id) for series_id in info.index[keep.to_numpy()]}
+
+
+def _evaluate(
+    rule: Rule, obs: Observations, now: datetime, fresh: set[int] | None = None
+) -> list[_Hit]:
     when = rule.when
     if isinstance(when, ThresholdWhen):
-        return _threshold(when, obs.samples, now)
+        if fresh is None:
+            fresh = fresh_series(obs.samples, now)
+        return _threshold(when, obs.samples, now, fresh)
     if isinstance(when, ExhaustionWhen):
-        return _exhaustion(when, obs.predictions, now)
+        hits = _exhaustion(when, obs.predictions, now)
+        if "metric" in obs.samples and (obs.samples["metric"] == when.metric).any():
+            # The forecast of a series that stopped reporting (a dead worker's pid) is old
+            # news even when the prediction itself is recent.
+            if fresh is None:
+                fresh = fresh_series(obs.samples, now)
+            hits = [h for h in hits if h.series_id in fresh]
+        return hits
     if isinstance(when, AnomalyWhen):
         return _anomaly(when, obs.scores, now)
     if isinstance(when, AlertWhen):
@@ -193,10 +268,12 @@ def _run_start(ts: np.ndarray, ok: np.ndarray) -> int | None:
     return int(false[-1] + 1) if len(false) else 0
 
 
-def _held(group: pd.DataFrame, ok: np.ndarray, hold: timedelta, now: datetime) -> datetime | None:
+def _held(
+    group: pd.DataFrame, ok: np.ndarray, hold: timedelta, now: datetime, fresh: bool = True
+) -> datetime | None:
     """When the trailing run of ``ok`` started, if it is fresh and has lasted ``hold``."""
     ts = group["ts"].to_numpy("datetime64[ns]")
-    if not len(ts) or pd.Timestamp(ts[-1]).to_pydatetime() < now - STALE_AFTER:
+    if not fresh or not len(ts) or pd.Timestamp(ts[-1]).to_pydatetime() < now - STALE_AFTER:
         return None
     start = _run_start(ts, ok)
     if start is None:
@@ -207,9 +284,13 @@ def _held(group: pd.DataFrame, ok: np.ndarray, hold: timedelta, now: datetime) -
     return began
 
 
-def _threshold(when: ThresholdWhen, samples: pd.DataFrame, now: datetime) -> list[_Hit]:
+def _threshold(
+    when: ThresholdWhen, samples: pd.DataFrame, now: datetime, fresh: set[int]
+) -> list[_Hit]:
     hits = []
     for series_id, group in select(samples, when.metric, when.match).groupby("series_id"):
+        if series_id not in fresh:  # a silent or replaced series decides nothing
+            continue
         group = group.sort_values("ts")
         values = group["value"].to_numpy("float64")
         if when.of_capacity:
@@ -398,6 +479,8 @@ def _decision(
         decision=Decision(
             candidates, reason=f"{rule.name}: {reason}", id=decision_id, inputs=inputs
         ),
+        about=declared,
+        symptom=is_symptom(rule),
     )
 
 
@@ -557,6 +640,8 @@ def _alert_decision(
         decision=Decision(
             candidates, reason=f"{rule.name}: {reason}", id=decision_id, inputs=inputs
         ),
+        about=labelled,
+        symptom=True,
     )
 
 
@@ -624,6 +709,8 @@ __all__ = [
     "decide",
     "decide_alerts",
     "decision_key",
+    "fresh_series",
+    "is_symptom",
     "judge_alerts",
     "lookback",
     "rule_gates",

@@ -4,21 +4,35 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from autofix.pipeline import JOB_NAMES
-
-if TYPE_CHECKING:
-    from autofix.jobs import Service
+from autofix.heartbeat import JOB_ID as HEARTBEAT
+from autofix.heartbeat import Heartbeat
+from autofix.pipeline import JOB_NAMES, Pipeline
 
 log = logging.getLogger(__name__)
 
 
-def build_scheduler(service: Service, only: set[str] | None = None) -> Any:
+class JobHost(Protocol):
+    """What the scheduler drives: ``autofix.jobs.Service`` is one."""
+
+    @property
+    def pipeline(self) -> Pipeline: ...
+
+    def run_job(self, name: str) -> object: ...
+
+    def job_skipped(self, name: str) -> None: ...
+
+
+def build_scheduler(
+    service: JobHost, only: set[str] | None = None, heartbeat: Heartbeat | None = None
+) -> Any:
     """An APScheduler BackgroundScheduler with every enabled job of the pipeline.
 
     One instance of a job at a time; a run missed while the previous one was still going
-    is coalesced into a single late run; failures are recorded by ``run_job``.
+    is coalesced into a single late run; failures are recorded by ``run_job``. With a
+    ``heartbeat``, its ``beat`` is a job too, on an executor of its own (a long job cannot
+    delay it; a wedged scheduler stops it: see ``autofix.heartbeat``).
     """
     from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
     from apscheduler.executors.pool import ThreadPoolExecutor
@@ -46,14 +60,23 @@ def build_scheduler(service: Service, only: set[str] | None = None) -> Any:
         scheduler.add_job(
             service.run_job, trigger, args=[name], id=name, name=name, next_run_time=first
         )
+    if heartbeat is not None:
+        scheduler.add_executor(ThreadPoolExecutor(max_workers=1), HEARTBEAT)
+        scheduler.add_job(
+            heartbeat.beat,
+            IntervalTrigger(seconds=heartbeat.interval, timezone="UTC"),
+            id=HEARTBEAT,
+            name=HEARTBEAT,
+            executor=HEARTBEAT,
+            next_run_time=datetime.now(UTC),
+        )
 
     def skipped(event: JobEvent) -> None:
         log.debug("job %s skipped: the previous run is still going", event.job_id)
-        with service._lock:
-            service.failures[f"{event.job_id}_skipped"] += 1
+        service.job_skipped(event.job_id)
 
     scheduler.add_listener(skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
     return scheduler
 
 
-__all__ = ["build_scheduler"]
+__all__ = ["JobHost", "build_scheduler"]

@@ -193,6 +193,18 @@ MIGRATIONS: dict[int, Sequence[str]] = {
             raw_cutoff TIMESTAMP NOT NULL
         )""",
     ),
+    # Automatic outcomes of applied fixes (autofix.outcomes): provisional when the fix
+    # finishes, final after AUTOFIX_FIX_OUTCOME_WINDOW; the latest row of a fix wins.
+    6: (
+        """CREATE TABLE fix_outcomes (
+            fix_id BIGINT NOT NULL,
+            judged_at TIMESTAMP NOT NULL,
+            outcome VARCHAR NOT NULL,
+            final BOOLEAN NOT NULL,
+            preventive BOOLEAN,
+            reason VARCHAR NOT NULL
+        )""",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -211,6 +223,7 @@ SNAPSHOT_TABLES: tuple[tuple[str, str], ...] = (
     ("decisions", "ts"),
     ("decision_outcomes", "scored_at"),
     ("fix_labels", "fix_id, ts"),
+    ("fix_outcomes", "fix_id, judged_at"),
     ("job_runs", "started_at"),
     ("maintenance_tasks", "task_id"),
     ("maintenance_events", "task_id, ts"),

@@ -1,41 +1,96 @@
-"""The self-healing loop: health checks → recovery through the executor → escalation.
+"""The self-healing loop: health checks → cause → recovery through the executor → escalation.
 
 Every ``health`` job checks each target that has a check (``autofix.health``) and stores
-the results as ``autofix_health_up`` / ``autofix_health_check_seconds`` samples. A target
-failing ``recovery.after`` checks in a row gets its recovery actions through the executor
-and all its gates, once per outage (a failed verify rolls back and escalates there); a
-target without ``recovery`` is escalated once per outage.
+the results as ``autofix_health_up`` / ``autofix_health_check_seconds`` samples. Then, per
+unhealthy target, by the cause its check reported:
+
+- ``planned`` (a stop or start someone began, a fresh start warming up) is not a fault:
+  no streak, no decision;
+- a target failing ``recovery.after`` checks in a row is an outage. When a dependency
+  explains it (``depends_on``: the dependency is unhealthy, being fixed or settling after
+  a fix — ``autofix.depends``), the decision is recorded as *inhibited by* that
+  dependency, once, and nothing is done; it is evaluated again on every run, so the
+  target gets its own fix once the dependency is fine and it is still failing;
+- otherwise the recovery candidates that answer the cause (``causes:``; by default every
+  cause that is the target's own) go through the executor and all its gates. A recovery
+  a gate refuses is not recorded as a fix: it is tried again on every run while the
+  outage lasts, and escalated once, with the gate's reason;
+- a fix that verifies ends the outage (a new failure is a new outage); one that does not
+  is escalated by the executor and not tried again in this outage.
+
+Independent targets recover in parallel; the executor admits one fix at a time through
+its gates and lets admitted fixes apply and verify side by side.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+import httpx
 import pandas as pd
 
+from autofix.actions.base import Check, Runner
 from autofix.collect.base import format_labels
+from autofix.config import Settings
+from autofix.depends import Inhibitor, TargetStates, inhibitor
 from autofix.errors import AutofixError
-from autofix.health import HealthResult, check_all
-from autofix.pipeline import Target
+from autofix.executor import Executor
+from autofix.health import HealthResult, check_all, check_target
+from autofix.pipeline import Pipeline
 from autofix.policy import Candidate, Decision, RuleDecision, rule_gates
+from autofix.store import MetricStore
+from autofix.targets import OWN_CAUSES, Target
 
 log = logging.getLogger(__name__)
 
 #: How far back a new process looks for the failed checks of a streak still going on.
 RESTORE_WINDOW = timedelta(hours=1)
+#: Most recoveries run side by side in one health run.
+PARALLEL_RECOVERIES = 8
+#: Causes no dependency explains: the target itself crashed, hangs or refuses.
+OWN_FAULTS = frozenset({"down", "hang", "refused"})
 
-if TYPE_CHECKING:
-    from autofix.jobs import Service
+
+class Remediator(Protocol):
+    """What the loop acts through: ``autofix.jobs.Service`` is one."""
+
+    settings: Settings
+    pipeline: Pipeline
+    store: MetricStore
+    executor: Executor
+    clock: Callable[[], datetime]
+    runner: Runner
+    http_transport: httpx.BaseTransport | None
+
+    def effective_mode(self, decision: Decision, fallback: str) -> str: ...
+
+    def record_decision(self, rd: RuleDecision, now: datetime, source: str = ...) -> None: ...
+
+    def target_states(
+        self, now: datetime, health: list[HealthResult] | None = None
+    ) -> TargetStates: ...
 
 
 @dataclass
 class _Streak:
     failures: int = 0
     since: datetime | None = None
-    acted: bool = False
+    acted: bool = False  # a fix ran, or waits for approval, in this outage
+    escalated: bool = False  # a human was told about this outage
+    inhibited_by: str | None = None  # the inhibitor last recorded
+
+
+@dataclass(frozen=True)
+class _Plan:
+    target: Target
+    result: HealthResult
+    candidates: list[Candidate]
+    streak: _Streak
 
 
 def _labels(target: str) -> str:
@@ -45,53 +100,266 @@ def _labels(target: str) -> str:
 class SelfHealer:
     """Health streaks per target, and the recovery decisions they lead to."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Remediator) -> None:
         self.service = service
         self.streaks: dict[str, _Streak] = {}
 
     def run(self) -> dict[str, Any]:
-        now = self.service.clock()
+        service = self.service
+        now = service.clock()
         results = check_all(
-            self.service.pipeline,
-            self.service.settings.probe_timeout.total_seconds(),
-            runner=self.service.runner,
-            http_transport=self.service.http_transport,
+            service.pipeline,
+            service.settings.probe_timeout.total_seconds(),
+            runner=service.runner,
+            http_transport=service.http_transport,
         )
         for result in results:
             if result.target not in self.streaks:
                 self.streaks[result.target] = self._restore(result.target, now)
         self._write_health(results, now)
-        acted = []
+        states = service.target_states(now, results)
+        plans: list[_Plan] = []
+        inhibited: list[str] = []
         for result in results:
-            target = self.service.pipeline.target(result.target)
+            target = service.pipeline.target(result.target)
             if target is None:
                 continue
-            streak = self.streaks[result.target]
-            if result.ok:
+            if result.ok or result.cause == "planned":
+                # A planned stop or start is not an outage; neither is a passing check.
                 self.streaks[result.target] = _Streak()
                 continue
+            streak = self.streaks[result.target]
             streak.failures += 1
             streak.since = streak.since or now
             after = target.recovery.after if target.recovery is not None else 2
             if streak.failures < after or streak.acted:
                 continue
-            try:
-                acted.append(self._recover(target, result, streak, now))
-            except AutofixError as exc:  # the next run tries again; other targets go on
-                log.error("recovering %s: %s", target.name, exc)
-                continue
-            streak.acted = True
+            plan = self._plan(target, result, streak, states, now)
+            if plan is None:
+                inhibited.append(target.name)
+            elif plan.candidates or not streak.escalated:
+                plans.append(plan)
+        recoveries = self._run_parallel(plans, now)
         return {
             "checked": len(results),
             "unhealthy": [r.target for r in results if not r.ok],
-            "recoveries": acted,
+            "causes": {r.target: r.cause for r in results if not r.ok},
+            "inhibited": inhibited,
+            "recoveries": recoveries,
         }
+
+    # -- deciding ----------------------------------------------------------------------
+
+    def _plan(
+        self,
+        target: Target,
+        result: HealthResult,
+        streak: _Streak,
+        states: TargetStates,
+        now: datetime,
+    ) -> _Plan | None:
+        """The recovery to try now, or None when a dependency inhibits it (recorded)."""
+        recovery = target.recovery
+        specs = recovery.actions if recovery is not None else []
+        acting_on = [spec.target or target.name for spec in specs] or [target.name]
+        # The target itself fails: that is what is being recovered, not an explanation.
+        mine = states.without_unhealthy(target.name)
+        # A hang, a crash or a refused port is the target's own: a database outage makes
+        # a web app answer 503, it does not stop it. Only errors and slowness are symptoms.
+        found = inhibitor(
+            self.service.pipeline,
+            symptom=target.name,
+            acting_on=acting_on,
+            states=mine,
+            symptom_only=result.cause not in OWN_FAULTS,
+        )
+        if found is not None:
+            if streak.inhibited_by != found.target:
+                streak.inhibited_by = found.target
+                self._record_inhibited(target, result, streak, found, now)
+            return None
+        streak.inhibited_by = None
+        # A failure that names a dependency which is fine is the target's own error.
+        cause = "error" if result.cause in {None, "dependency"} else result.cause
+        candidates = []
+        if recovery is not None:
+            gates = rule_gates(recovery.mode, recovery.gates)
+            candidates = [
+                Candidate(spec.action, spec.target or target.name, dict(spec.params), gates)
+                for spec in specs
+                if cause in (spec.causes or OWN_CAUSES)
+            ]
+        return _Plan(target, result, candidates, streak)
+
+    def _run_parallel(self, plans: list[_Plan], now: datetime) -> list[dict[str, Any]]:
+        if not plans:
+            return []
+        if len(plans) == 1:
+            return [self._act(plans[0], now)]
+        workers = min(PARALLEL_RECOVERIES, len(plans))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recover") as pool:
+            return list(pool.map(lambda plan: self._act(plan, now), plans))
+
+    def _act(self, plan: _Plan, now: datetime) -> dict[str, Any]:
+        try:
+            return self._recover(plan, now)
+        except AutofixError as exc:  # the next run tries again; other targets go on
+            log.error("recovering %s: %s", plan.target.name, exc)
+            return {"target": plan.target.name, "error": str(exc)}
+
+    def _recover(self, plan: _Plan, now: datetime) -> dict[str, Any]:
+        service, target, result, streak = self.service, plan.target, plan.result, plan.streak
+        cause = result.cause or "error"
+        reason = f"{target.name} unhealthy ({cause}) for {streak.failures} checks: {result.detail}"
+        if not plan.candidates:
+            streak.escalated = True
+            configured = target.recovery is not None
+            why = (
+                f"no recovery answers cause {cause!r}: {reason}"
+                if configured
+                else f"no recovery configured: {reason}"
+            )
+            self._record(target, result, streak, [], reason, now, mode=None)
+            service.executor.audit.escalate(None, "-", target.name, None, why)
+            return {"target": target.name, "fixes": [], "escalated": True}
+        # Still true? The checks of this run are a moment old; a worker that answers again
+        # (the end of a restart someone else made) needs no decision at all.
+        condition = self._cleared(target, cause)
+        if condition().ok:
+            self.streaks[target.name] = _Streak()
+            return {"target": target.name, "fixes": [], "cleared": True}
+        # Gates first, without recording anything: a refused recovery is retried on the
+        # next run (its cooldown may end during the outage), and told to a human once.
+        refusals = [
+            service.executor.preview(c.action, c.target, c.gates, cause=f"health:{cause}")
+            for c in plan.candidates
+        ]
+        if all(not verdict.allowed for verdict in refusals):
+            first = refusals[0]
+            if not streak.escalated:
+                streak.escalated = True
+                service.executor.audit.escalate(
+                    None,
+                    plan.candidates[0].action,
+                    plan.candidates[0].target,
+                    first.gate,
+                    f"recovery refused by {first.gate}: {first.reason}; retrying while "
+                    f"the outage lasts ({reason})",
+                )
+            log.info(
+                "recovery of %s refused by %s: %s (retried next run)",
+                target.name,
+                first.gate,
+                first.reason,
+            )
+            return {"target": target.name, "fixes": [], "refused": first.gate}
+        decision = self._record(target, result, streak, plan.candidates, reason, now, mode=None)
+        records = service.executor.run_decision(
+            decision, requested_by="self-heal", condition=condition
+        )
+        states = {r.state for r in records}
+        if states & {"succeeded", "noop"}:
+            self.streaks[target.name] = _Streak()  # recovered: a new failure is a new outage
+        elif states - {"refused"}:
+            streak.acted = True  # ran (failed and escalated) or waits for approval
+        return {"target": target.name, "fixes": [(r.id, r.action, r.state) for r in records]}
+
+    def _cleared(self, target: Target, trigger: str) -> Callable[[], Check]:
+        """The recovery's condition: the target healthy again — or, when it was hung,
+        crashed or refusing, doing that no more and only waiting for a troubled dependency."""
+        service = self.service
+
+        def check() -> Check:
+            now = check_target(
+                target,
+                service.settings.probe_timeout.total_seconds(),
+                runner=service.runner,
+                http_transport=service.http_transport,
+                pipeline=service.pipeline,
+            )
+            if now.ok:
+                return Check(True, f"{target.name} healthy: {now.detail}")
+            if trigger in OWN_FAULTS and now.cause not in OWN_FAULTS | {"planned"}:
+                states = service.target_states(service.clock()).without_unhealthy(target.name)
+                found = inhibitor(
+                    service.pipeline, symptom=target.name, acting_on=[target.name], states=states
+                )
+                if found is not None:
+                    return Check(
+                        True, f"the {trigger} is gone; {target.name} waits for {found.reason}"
+                    )
+            return Check(False, f"{target.name} still unhealthy ({now.cause}): {now.detail}")
+
+        return check
+
+    # -- recording ---------------------------------------------------------------------
+
+    def _record(
+        self,
+        target: Target,
+        result: HealthResult,
+        streak: _Streak,
+        candidates: list[Candidate],
+        reason: str,
+        now: datetime,
+        *,
+        mode: str | None,
+        inhibited: Inhibitor | None = None,
+    ) -> Decision:
+        detected = streak.since or now
+        decision = Decision(
+            candidates,
+            reason=reason,
+            id=f"recovery:{target.name}:{now:%Y%m%dT%H%M%S.%f}",
+            inputs={
+                "detected_at": detected.isoformat(),
+                "health": result.detail,
+                "cause": result.cause,
+                **({"inhibited_by": inhibited.target} if inhibited is not None else {}),
+            },
+        )
+        if mode is None:
+            mode = self.service.effective_mode(decision, self.service.settings.fix_mode)
+        rd = RuleDecision(
+            rule=f"recovery:{target.name}",
+            kind="health",
+            subject=f"target:{target.name}",
+            series_id=None,
+            target=target.name,
+            mode=mode,
+            detected_at=detected,
+            score_at=now + timedelta(minutes=15),
+            reason=reason,
+            inputs=decision.inputs,
+            decision=decision,
+            about=target.name,
+            symptom=True,
+        )
+        self.service.record_decision(rd, now, source="health")
+        return decision
+
+    def _record_inhibited(
+        self,
+        target: Target,
+        result: HealthResult,
+        streak: _Streak,
+        found: Inhibitor,
+        now: datetime,
+    ) -> None:
+        reason = (
+            f"{target.name} unhealthy ({result.cause}): {result.detail}; inhibited by "
+            f"{found.reason}"
+        )
+        log.info("recovery of %s inhibited by %s: %s", target.name, found.target, found.reason)
+        self._record(target, result, streak, [], reason, now, mode="inhibited", inhibited=found)
+
+    # -- streaks and samples -----------------------------------------------------------
 
     def _restore(self, target: str, now: datetime) -> _Streak:
         """The streak as the stored health samples tell it (a new process: `autofix run`).
 
         Consecutive failed checks of the last hour, newest first, up to the last pass; it
-        was acted on when a recovery decision for the target was made since it began.
+        was acted on when a recovery fix for the target ran since it began.
         """
         rows = self.service.store.query(
             """SELECT x.ts, x.value FROM samples x JOIN series s USING (series_id)
@@ -109,38 +377,23 @@ class SelfHealer:
             return _Streak()
         since = pd.Timestamp(rows["ts"].iloc[failed - 1]).to_pydatetime()
         decided = self.service.store.query(
-            "SELECT count(*) AS n FROM decisions WHERE subject = ? AND ts >= ?",
+            """SELECT count(*) AS n FROM decisions
+               WHERE subject = ? AND ts >= ? AND mode NOT IN ('inhibited')""",
             [f"target:{target}", since],
         )
-        return _Streak(failed, since, bool(decided["n"].iloc[0]))
+        acted = bool(decided["n"].iloc[0])
+        return _Streak(failed, since, acted, escalated=acted)
 
     def _write_health(self, results: list[HealthResult], now: datetime) -> None:
         if not results:
             return
+        host = self.service.settings.hostname
         rows = []
         for r in results:
             labels = _labels(r.target)
+            rows.append((now, host, "autofix_health_up", labels, 1.0 if r.ok else 0.0, "", None))
             rows.append(
-                (
-                    now,
-                    self.service.settings.hostname,
-                    "autofix_health_up",
-                    labels,
-                    1.0 if r.ok else 0.0,
-                    "",
-                    None,
-                )
-            )
-            rows.append(
-                (
-                    now,
-                    self.service.settings.hostname,
-                    "autofix_health_check_seconds",
-                    labels,
-                    r.seconds,
-                    "seconds",
-                    None,
-                )
+                (now, host, "autofix_health_check_seconds", labels, r.seconds, "seconds", None)
             )
         frame = pd.DataFrame(
             rows, columns=["ts", "host", "metric", "labels", "value", "unit", "capacity"]
@@ -148,48 +401,5 @@ class SelfHealer:
         frame["capacity"] = frame["capacity"].astype("float64")
         self.service.store.write(frame)
 
-    def _recover(
-        self, target: Target, result: HealthResult, streak: _Streak, now: datetime
-    ) -> dict[str, Any]:
-        detected = streak.since or now
-        reason = f"{target.name} unhealthy for {streak.failures} checks: {result.detail}"
-        decision_id = f"recovery:{target.name}:{now:%Y%m%dT%H%M%S.%f}"
-        recovery = target.recovery
-        candidates = []
-        if recovery is not None:
-            gates = rule_gates(recovery.mode, recovery.gates)
-            candidates = [
-                Candidate(spec.action, spec.target or target.name, dict(spec.params), gates)
-                for spec in recovery.actions
-            ]
-        decision = Decision(
-            candidates,
-            reason=reason,
-            id=decision_id,
-            inputs={"detected_at": detected.isoformat(), "health": result.detail},
-        )
-        mode = self.service._effective_mode(decision, self.service.settings.fix_mode)
-        rd = RuleDecision(
-            rule=f"recovery:{target.name}",
-            kind="health",
-            subject=f"target:{target.name}",
-            series_id=None,
-            target=target.name,
-            mode=mode,
-            detected_at=detected,
-            score_at=now + timedelta(minutes=15),
-            reason=reason,
-            inputs=decision.inputs,
-            decision=decision,
-        )
-        self.service._record_decision(rd, now, source="health")
-        if not candidates:
-            self.service.executor.audit.escalate(
-                None, "-", target.name, None, f"no recovery configured: {reason}"
-            )
-            return {"target": target.name, "fixes": [], "escalated": True}
-        records = self.service.executor.run_decision(decision, requested_by="self-heal")
-        return {"target": target.name, "fixes": [(r.id, r.action, r.state) for r in records]}
 
-
-__all__ = ["SelfHealer"]
+__all__ = ["Remediator", "SelfHealer"]

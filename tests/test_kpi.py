@@ -383,7 +383,7 @@ def test_empty_store_has_no_data_and_formats() -> None:
     assert k.fixes_by_state["succeeded"] == 0
     data = k.as_dict()
     assert json.loads(json.dumps(data)) == data
-    assert [r.shown for r in kpi_rows(k)] == ["no data"] * 9
+    assert [r.shown for r in kpi_rows(k)] == ["no data"] * 10
     assert [TARGETS[n].describe("goal") for n in ("false_fix_rate", "recovery_p95_seconds")] == [
         "< 0.1 %",
         "≤ 60 s",
@@ -455,8 +455,11 @@ KPI_FIELDS = {
     "now", "window_seconds", "manual_mttr_seconds", "auto_fix_success_rate", "applied_fixes",
     "succeeded_fixes", "mttr_seconds", "recovery_p50_seconds", "recovery_p95_seconds",
     "recovered_incidents", "mttr_reduction", "preventive_execution_rate", "maintenance_due",
-    "maintenance_on_time", "false_fix_rate", "false_fix_rate_labels", "false_fix_rate_shadow",
-    "labelled_fixes", "false_labels", "scored_decisions", "not_real_decisions", "escalations",
+    "maintenance_on_time", "false_fix_rate", "false_fix_rate_labels", "false_fix_rate_outcomes",
+    "false_fix_rate_shadow", "labelled_fixes", "false_labels", "judged_fixes",
+    "judged_unlabelled", "false_outcomes", "effective_fixes", "ineffective_fixes",
+    "unneeded_fixes", "exhaustion_fixes", "preventive_fixes", "scored_decisions",
+    "not_real_decisions", "escalations",
     "pending_approvals", "fixes_by_state", "decisions_by_mode", "status", "targets",
 }  # fmt: skip
 

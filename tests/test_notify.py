@@ -11,6 +11,7 @@ import itertools
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 from collections import deque
@@ -22,7 +23,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword
 
@@ -30,6 +33,7 @@ import autofix.notify
 import autofix.notify.channels
 import autofix.notify.messages
 import autofix.notify.notifier
+import autofix.notify.oncall
 from autofix.config import Settings, load_settings
 from autofix.errors import ConfigError
 from autofix.notify import (
@@ -409,6 +413,7 @@ def test_webhook_payload_shape(sink: Sink) -> None:
         "tmp",
         datetime(2026, 3, 1, 13, 0),
         link="https://autofix.example/fixes/7",
+        runbook="https://wiki.example/runbooks/tmp",
     )
     with Notifier([WebhookChannel(sink.url, clock=lambda: sent_at)]) as n:
         assert n.deliver(note) == {"webhook": "sent"}
@@ -426,6 +431,8 @@ def test_webhook_payload_shape(sink: Sink) -> None:
             "expires": "2026-03-01 13:00 UTC",
         },
         "link": "https://autofix.example/fixes/7",
+        "runbook_url": "https://wiki.example/runbooks/tmp",
+        "incident": None,
         "sent_at": "2026-03-01T12:00:00+00:00",
     }
 
@@ -589,6 +596,7 @@ def test_helpers_and_module_examples() -> None:
         autofix.notify.channels,
         autofix.notify.messages,
         autofix.notify.notifier,
+        autofix.notify.oncall,
     ):
         assert doctest.testmod(module).failed == 0, module.__name__
 
@@ -648,3 +656,388 @@ def test_cli_notify_test_exit_2_without_a_channel(cli_env: dict[str, str]) -> No
         "autofix: error: no notification channel configured: set AUTOFIX_NOTIFY_SLACK_URL, "
         "AUTOFIX_NOTIFY_WEBHOOK_URL or AUTOFIX_NOTIFY_SMTP_HOST"
     )
+
+
+# --- PagerDuty (Events API v2) against a local recording server ----------------------
+
+
+class PagerDuty(ThreadingHTTPServer):
+    """Answers POST /v2/enqueue as PagerDuty does (202 + dedup_key) over TLS (the client
+    speaks https only; ``trust`` is a client context trusting its throwaway CA)."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _PagerDutyHandler)
+        ca = trustme.CA()
+        server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(server_side)
+        self.socket = server_side.wrap_socket(self.socket, server_side=True)
+        self.trust = ssl.create_default_context()
+        ca.configure_trust(self.trust)
+        self.events: list[dict[str, Any]] = []
+        self.paths: list[str] = []
+        self.fail: deque[int] = deque()  # statuses to answer first
+        self.cond = threading.Condition()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.server_address[1]}"
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.events) >= count, timeout), self.events
+            return list(self.events)
+
+
+class _PagerDutyHandler(BaseHTTPRequestHandler):
+    server: PagerDuty
+
+    def do_POST(self) -> None:
+        event = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+        pd = self.server
+        with pd.cond:
+            pd.paths.append(self.path)
+            status = pd.fail.popleft() if pd.fail else 202
+            if status == 202:
+                pd.events.append(event)
+            pd.cond.notify_all()
+        if status == 202:
+            key = event.get("dedup_key") or "generated-key"
+            answer = {"status": "success", "message": "Event processed", "dedup_key": key}
+        else:
+            answer = {"status": "invalid event", "message": "Event object is invalid"}
+        body = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def pagerduty() -> Iterator[PagerDuty]:
+    server = PagerDuty()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+ROUTING_KEY = "R0123456789abcdef0123456789abcdef"
+RUNBOOK = "https://wiki.example/runbooks/disk"
+
+
+def test_pagerduty_trigger_then_resolve_with_one_dedup_key(
+    tmp_path: Path, pagerduty: PagerDuty, sink: Sink
+) -> None:
+    settings = settings_for(
+        tmp_path,
+        AUTOFIX_HOSTNAME="web-1",
+        AUTOFIX_NOTIFY_PAGERDUTY_ROUTING_KEY=ROUTING_KEY,
+        AUTOFIX_NOTIFY_PAGERDUTY_URL=pagerduty.url,
+        AUTOFIX_NOTIFY_WEBHOOK_URL=sink.url,
+    )
+    trigger = escalation(
+        42, "files.rotate_logs", "logs", "postcheck", "verify failed: still 97 % full",
+        rule="disk-full", runbook=RUNBOOK, incident="autofix/web-1/logs",
+    )  # fmt: skip
+    with Notifier.from_settings(settings, verify=pagerduty.trust) as notifier:
+        assert notifier.channels == ("webhook", "pagerduty")
+        assert "R0123" not in repr(notifier._lanes[1].channel)  # the key is a secret
+        assert notifier.notify(approval(7, "files.clean_temp", "tmp", None))  # webhook only
+        assert notifier.notify(trigger)
+        assert notifier.notify(autofix.notify.messages.resolved("logs", "autofix/web-1/logs", "ok"))
+        assert notifier.flush(10)
+        assert notifier.stats["pagerduty"] == ChannelStats(sent=2)
+    first, second = pagerduty.wait_for(2)
+    assert pagerduty.paths == ["/v2/enqueue", "/v2/enqueue"]
+    assert first["routing_key"] == second["routing_key"] == ROUTING_KEY
+    assert (first["event_action"], second["event_action"]) == ("trigger", "resolve")
+    assert first["dedup_key"] == second["dedup_key"] == "autofix/web-1/logs"
+    payload = first["payload"]
+    assert payload["summary"] == "Fix 42 escalated: files.rotate_logs on logs"
+    assert (payload["source"], payload["severity"]) == ("web-1", "critical")
+    assert (payload["component"], payload["group"], payload["class"]) == (
+        "logs", "disk-full", "files.rotate_logs",
+    )  # fmt: skip
+    details = payload["custom_details"]
+    assert (details["fix"], details["runbook_url"], details["gate"]) == ("42", RUNBOOK, "postcheck")
+    assert details["summary"].endswith("still 97 % full")
+    assert first["links"] == [{"href": RUNBOOK, "text": "Runbook"}]
+    assert len(sink.wait_for(3)) == 3  # the approval, the escalation and the resolution
+
+
+def test_pagerduty_errors_transient_retried_permanent_not(
+    tmp_path: Path, pagerduty: PagerDuty
+) -> None:
+    channel = autofix.notify.oncall.PagerDutyChannel(
+        ROUTING_KEY, url=pagerduty.url, timeout=2, verify=pagerduty.trust
+    )
+    note = escalation(1, "a.b", "t", None, "r", incident="autofix/h/t")
+    pagerduty.fail.extend([500, 503])
+    with Notifier([channel], retries=3, backoff=BACKOFF) as notifier:
+        assert notifier.deliver(note) == {"pagerduty": "sent"}
+        pagerduty.fail.append(400)
+        result = notifier.deliver(note)["pagerduty"]
+    assert result.startswith("failed: PagerDuty")
+    assert "400" in result
+    assert len(pagerduty.paths) == 4  # 500, 503, 202, then one 400 (not retried)
+    closed = autofix.notify.oncall.PagerDutyChannel(
+        ROUTING_KEY, url=f"https://127.0.0.1:{free_port()}", verify=pagerduty.trust
+    )
+    with Notifier([closed], retries=1, backoff=BACKOFF) as notifier:
+        assert notifier.deliver(note)["pagerduty"].startswith("failed: PagerDuty")
+    with pytest.raises(autofix.notify.DeliveryError, match="incident key"):
+        channel.send(escalation(1, "a.b", "t", None, "no key"))
+
+
+def test_cli_notify_test_skips_incident_tools(
+    cli_env: dict[str, str], pagerduty: PagerDuty, sink: Sink
+) -> None:
+    cli_env |= {
+        "AUTOFIX_NOTIFY_WEBHOOK_URL": sink.url,
+        "AUTOFIX_NOTIFY_PAGERDUTY_ROUTING_KEY": ROUTING_KEY,
+        "AUTOFIX_NOTIFY_PAGERDUTY_URL": pagerduty.url,
+    }
+    proc = run_autofix(["notify", "test", "--json"], cli_env, 0)
+    results = json.loads(proc.stdout)
+    assert results["webhook"] == "sent"
+    assert results["pagerduty"] == "skipped: takes only escalation, resolved"  # nobody paged
+    assert pagerduty.events == []
+    assert ROUTING_KEY not in proc.stdout + proc.stderr
+
+
+# --- incidents from a real store: escalate, then resolve --------------------------------
+
+
+def _healing_service(
+    tmp_path: Path, verify: ssl.SSLContext | bool = True, **env: str
+) -> tuple[Any, Path]:
+    from autofix.jobs import Service
+    from autofix.pipeline import Pipeline
+    from autofix.store import MetricStore
+
+    flag = tmp_path / "healthy"
+    pipeline = Pipeline.model_validate(
+        {
+            "targets": [
+                {
+                    "name": "app",
+                    "kind": "command",
+                    "argv": ["true"],  # the recovery runs but does not make it healthy
+                    "check_argv": ["test", "-e", str(flag)],
+                    "recovery": {
+                        "after": 1,
+                        "mode": "auto",
+                        "actions": [{"action": "command.run"}],
+                    },
+                }
+            ]
+        }
+    )
+    settings = settings_for(
+        tmp_path,
+        AUTOFIX_HOSTNAME="web-1",
+        AUTOFIX_DB_PATH=str(tmp_path / "a.duckdb"),
+        AUTOFIX_QUARANTINE_DIR=str(tmp_path / "q"),
+        AUTOFIX_FIX_VERIFY_WAIT="0s",
+        AUTOFIX_NOTIFY_RUNBOOK_URL=RUNBOOK,
+        **env,
+    )
+    store = MetricStore(settings.db_path)
+    notifier = Notifier.from_settings(settings, verify=verify)
+    return Service(settings, pipeline, store, notifier=notifier), flag
+
+
+def test_service_escalates_to_pagerduty_and_resolves_when_the_target_recovers(
+    tmp_path: Path, pagerduty: PagerDuty
+) -> None:
+    service, flag = _healing_service(
+        tmp_path,
+        pagerduty.trust,
+        AUTOFIX_NOTIFY_PAGERDUTY_ROUTING_KEY=ROUTING_KEY,
+        AUTOFIX_NOTIFY_PAGERDUTY_URL=pagerduty.url,
+    )
+    try:
+        run = service.run_job("health")  # unhealthy → command.run → verify fails → escalate
+        assert run.ok, run.error
+        # Two escalations (the failed verify, then "no candidate verified"): one incident.
+        triggers = pagerduty.wait_for(2)
+        assert {(t["event_action"], t["dedup_key"]) for t in triggers} == {
+            ("trigger", "autofix/web-1/app")
+        }
+        fix_id = triggers[0]["payload"]["custom_details"]["fix"]
+        assert service.executor.get(int(fix_id)).state == "failed"
+        assert triggers[0]["payload"]["custom_details"]["gate"] == "postcheck"
+        assert triggers[0]["links"] == [{"href": RUNBOOK, "text": "Runbook"}]
+        service.run_job("health")  # still unhealthy: acted on already, nothing new
+        flag.touch()
+        service.run_job("health")  # healthy again: the incident is over
+        resolve = pagerduty.wait_for(3)[-1]
+        assert resolve == {
+            "event_action": "resolve",
+            "dedup_key": "autofix/web-1/app",
+            "routing_key": ROUTING_KEY,
+        }
+        service.run_job("health")
+        time.sleep(0.2)
+        assert len(pagerduty.events) == 3  # resolved once
+    finally:
+        service.close()
+        service.store.close()
+
+
+def test_a_new_process_resolves_the_incident_an_earlier_one_opened(
+    tmp_path: Path, pagerduty: PagerDuty
+) -> None:
+    env = {
+        "AUTOFIX_NOTIFY_PAGERDUTY_ROUTING_KEY": ROUTING_KEY,
+        "AUTOFIX_NOTIFY_PAGERDUTY_URL": pagerduty.url,
+    }
+    first, flag = _healing_service(tmp_path, pagerduty.trust, **env)
+    first.run_job("health")
+    first.close()
+    first.store.close()
+    assert [e["event_action"] for e in pagerduty.wait_for(2)] == ["trigger", "trigger"]
+    flag.touch()
+    second, _ = _healing_service(tmp_path, pagerduty.trust, **env)  # like `autofix run` from cron
+    try:
+        second.run_job("health")
+        resolve = pagerduty.wait_for(3)[-1]
+        assert (resolve["event_action"], resolve["dedup_key"]) == ("resolve", "autofix/web-1/app")
+    finally:
+        second.close()
+        second.store.close()
+
+
+def test_rule_runbook_reaches_approval_and_escalation(tmp_path: Path, sink: Sink) -> None:
+    from autofix.jobs import Service
+    from autofix.pipeline import Pipeline
+    from autofix.store import MetricStore
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    old = spool / "old.tmp"
+    old.write_bytes(b"x" * 800)
+    os.utime(old, (1_000_000_000, 1_000_000_000))
+    when = {"type": "threshold", "metric": "autofix_dir_size_bytes", "match": {"target": "spool"},
+            "of_capacity": True, "above": 0.5}  # fmt: skip
+    pipeline = Pipeline.model_validate(
+        {
+            "targets": [{"name": "spool", "kind": "logdir", "path": str(spool), "capacity": 1000}],
+            "rules": [
+                {"name": "spool-full", "when": when, "mode": "approve", "runbook_url": RUNBOOK,
+                 "actions": [{"action": "files.clean_temp", "params": {"older_than": "1h"}}]},
+                {"name": "spool-human", "when": when, "runbook_url": RUNBOOK + "#human"},
+            ],
+        }
+    )  # fmt: skip
+    settings = settings_for(
+        tmp_path,
+        AUTOFIX_DB_PATH=str(tmp_path / "a.duckdb"),
+        AUTOFIX_QUARANTINE_DIR=str(tmp_path / "q"),
+        AUTOFIX_FIX_VERIFY_WAIT="0s",
+        AUTOFIX_NOTIFY_WEBHOOK_URL=sink.url,
+        AUTOFIX_HOSTNAME="web-1",
+    )
+    with MetricStore(settings.db_path) as store:
+        service = Service(settings, pipeline, store, notifier=Notifier.from_settings(settings))
+        try:
+            service.run_job("collect")
+            assert service.run_job("remediate").ok
+            notes = {hit.json()["kind"]: hit.json() for hit in sink.wait_for(2)}
+            assert notes["approval"]["runbook_url"] == RUNBOOK
+            assert notes["escalation"]["runbook_url"] == RUNBOOK + "#human"
+            assert notes["escalation"]["incident"] == "autofix/web-1/spool"
+            pending = service.executor.audit.list(state="pending_approval")[0]
+            assert service.executor.approve(pending.id, "ann").state == "succeeded"
+            service.run_job("snapshot")  # after any job the notifications follow
+            done = sink.wait_for(3)[-1].json()
+            assert (done["kind"], done["incident"]) == ("resolved", "autofix/web-1/spool")
+            assert f"fix {pending.id} (files.clean_temp) on spool verified" in done["text"]
+        finally:
+            service.close()
+
+
+# --- Alertmanager: Debian's real one ------------------------------------------------------
+
+
+def _alerts(url: str, **params: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{url}/api/v2/alerts", params=params, timeout=5)
+    response.raise_for_status()
+    return [a for a in response.json() if a["labels"].get("alertname") == "AutofixEscalation"]
+
+
+def test_alertmanager_routes_silences_and_resolves_escalations(tmp_path: Path) -> None:
+    from tests.promstack import alertmanager, stack_or_skip, webhook_receiver
+
+    with webhook_receiver() as hook:
+        for am in stack_or_skip(lambda: alertmanager(hook.url)):
+            settings = settings_for(
+                tmp_path, AUTOFIX_HOSTNAME="web-1", AUTOFIX_NOTIFY_ALERTMANAGER_URL=am.url
+            )
+            trigger = escalation(
+                42, "files.rotate_logs", "logs", "postcheck", "verify failed",
+                rule="disk-full", runbook=RUNBOOK, incident="autofix/web-1/logs",
+            )  # fmt: skip
+            with Notifier.from_settings(settings) as notifier:
+                assert notifier.channels == ("alertmanager",)
+                assert notifier.deliver(approval(7, "a.b", "logs", None)) == {
+                    "alertmanager": "skipped: takes only escalation, resolved"
+                }
+                assert notifier.deliver(trigger) == {"alertmanager": "sent"}
+                (alert,) = _alerts(am.url)
+                assert alert["status"]["state"] == "active"
+                assert alert["labels"] == {
+                    "alertname": "AutofixEscalation",
+                    "autofix_incident": "autofix/web-1/logs",
+                    "instance": "web-1",
+                    "target": "logs",
+                    "severity": "critical",
+                    "service": "autofix",
+                }
+                notes = alert["annotations"]
+                assert (notes["runbook_url"], notes["fix_id"], notes["rule"]) == (
+                    RUNBOOK, "42", "disk-full",
+                )  # fmt: skip
+                # Alertmanager routed it to its receiver (the webhook), grouped by alertname.
+                firing = hook.wait(lambda p: p["status"] == "firing")
+                assert firing["alerts"][0]["labels"]["target"] == "logs"
+
+                # A silence applies: a silenced escalation is kept but sent to nobody.
+                silence = {
+                    "matchers": [
+                        {"name": "target", "value": "cache", "isRegex": False, "isEqual": True}
+                    ],
+                    "startsAt": "2020-01-01T00:00:00Z",
+                    "endsAt": "2099-01-01T00:00:00Z",
+                    "createdBy": "test",
+                    "comment": "maintenance",
+                }
+                created = httpx.post(f"{am.url}/api/v2/silences", json=silence, timeout=5)
+                silence_id = created.json()["silenceID"]
+                quiet = escalation(
+                    43, "redis.flushdb", "cache", None, "x", incident="autofix/web-1/cache"
+                )
+                assert notifier.deliver(quiet) == {"alertmanager": "sent"}
+                states = {a["labels"]["target"]: a["status"] for a in _alerts(am.url)}
+                assert states["cache"]["state"] == "suppressed"
+                assert states["cache"]["silencedBy"] == [silence_id]
+
+                end = autofix.notify.messages.resolved("logs", "autofix/web-1/logs", "fixed")
+                assert notifier.deliver(end) == {"alertmanager": "sent"}
+                active = _alerts(am.url, active="true", silenced="false")
+                assert [a["labels"]["target"] for a in active] == []
+                resolved_post = hook.wait(lambda p: p["status"] == "resolved")
+                assert resolved_post["alerts"][0]["labels"]["autofix_incident"] == (
+                    "autofix/web-1/logs"
+                )
+            assert all(p["alerts"][0]["labels"]["target"] == "logs" for p in hook.posts)

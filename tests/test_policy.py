@@ -288,3 +288,89 @@ def test_score_exhaustion_outcome_against_capacity() -> None:
     assert verdict is not None
     assert verdict[0] is False
     assert score_outcome(rule, NOW, spared.iloc[0:0]) is None
+
+
+# -- freshness: staleness follows each series' own interval --------------------------
+
+MEM_RULE = {
+    "name": "memory-high",
+    "when": {
+        "type": "threshold",
+        "metric": "process_resident_memory_bytes",
+        "match": {"target": "web"},
+        "above": 100.0,
+    },
+    "actions": [{"action": "service.restart", "target": "web-svc"}],
+    "mode": "auto",
+}
+
+
+def test_a_replaced_series_decides_nothing() -> None:
+    """After a restart the old pid's last (high) value is not "the latest" any more."""
+    step = timedelta(seconds=1)
+    old = samples(
+        "process_resident_memory_bytes",
+        [150.0] * 5,
+        labels={"target": "web", "pid": "100"},
+        step=step,
+        end=NOW - 3 * step,
+        series_id=1,
+    )
+    new = samples(
+        "process_resident_memory_bytes",
+        [10.0] * 3,
+        labels={"target": "web", "pid": "200"},
+        step=step,
+        series_id=2,
+    )
+    p = pipeline([MEM_RULE])
+    assert decide(p.rules, p, obs(pd.concat([old, new])), NOW) == []
+    # Without its replacement, the same series would still have been fresh.
+    (made,) = decide(p.rules, p, obs(old), NOW - 2 * step)
+    assert made.series_id == 1
+
+
+def test_staleness_follows_the_collection_interval() -> None:
+    p = pipeline([MEM_RULE])
+    every_second = samples(
+        "process_resident_memory_bytes",
+        [150.0] * 10,
+        labels={"target": "web", "pid": "1"},
+        step=timedelta(seconds=1),
+        end=NOW - timedelta(seconds=5),
+    )
+    # Five intervals without a sample: silent, although far younger than 5 minutes.
+    assert decide(p.rules, p, obs(every_second), NOW) == []
+    every_minute = samples(
+        "process_resident_memory_bytes",
+        [150.0] * 10,
+        labels={"target": "web", "pid": "1"},
+        step=timedelta(minutes=1),
+        end=NOW - timedelta(seconds=100),
+    )
+    assert len(decide(p.rules, p, obs(every_minute), NOW)) == 1
+
+
+def test_a_group_rule_fires_per_member_and_acts_on_it() -> None:
+    targets = [
+        {"name": f"web-{i}", "kind": "supervisor", "program": f"web-{i}", "group": "web"}
+        for i in (1, 2, 3)
+    ] + [{"name": "db", "kind": "postgres", "dsn": "postgresql:///x", "group": "db"}]
+    rule = {
+        "name": "worker-memory",
+        "target": {"group": "web"},
+        "when": {"type": "threshold", "metric": "worker_rss_ratio", "above": 0.9},
+        "actions": [{"action": "service.restart"}],
+        "mode": "auto",
+    }
+    p = Pipeline.model_validate({"targets": targets, "rules": [rule]})
+    frames = [
+        samples("worker_rss_ratio", [value], labels={"target": name}, series_id=i)
+        for i, (name, value) in enumerate(
+            [("web-1", 0.5), ("web-2", 0.95), ("web-3", 0.2), ("db", 0.99)], start=1
+        )
+    ]
+    (made,) = decide(p.rules, p, obs(pd.concat(frames)), NOW)
+    assert made.target == "web-2"
+    assert [c.target for c in made.decision.candidates] == ["web-2"]
+    assert made.about == "web-2"

@@ -116,6 +116,13 @@ class Context:
     sleep: Callable[[float], None] = time.sleep
     runner: Runner = run_argv
     http_transport: httpx.BaseTransport | None = None
+    #: The caller verifies the condition that triggered the fix (a health check, the
+    #: metric back under its limit): ``verify`` then checks only that the action did what
+    #: it says, not an absolute a live service may never meet.
+    condition: bool = False
+    #: Timeout of one health probe in facts (AUTOFIX_PROBE_TIMEOUT): a hung service must
+    #: not hold a fix for the whole action timeout.
+    probe_timeout: float = 5.0
 
     def http(self, timeout: float | None = None) -> httpx.Client:
         """An HTTP client on the injected transport (close it: ``with ctx.http() as c``)."""

@@ -15,7 +15,7 @@ from pydantic import ConfigDict
 
 from autofix.actions.base import Action, Applied, Check, Facts, NoOp, Params, Plan, Step
 from autofix.errors import ActionError, RefusedError
-from autofix.pipeline import CommandTarget
+from autofix.targets import CommandTarget
 
 _SLOT = re.compile(r"^\{([a-z][a-z0-9_]{0,31})\}$")
 

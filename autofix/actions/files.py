@@ -29,7 +29,7 @@ from autofix.actions._quarantine import Slot, SweepResult, restore, sweep
 from autofix.actions.base import Action, Applied, Check, Facts, NoOp, Params, Plan, Step
 from autofix.config import Duration
 from autofix.errors import ActionError, AutofixError, PartialApplyError, RefusedError
-from autofix.pipeline import LogDirTarget
+from autofix.targets import LogDirTarget
 
 _MAX_DEPTH = 32
 _SKIPPED_SHOWN = 20

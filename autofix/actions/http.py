@@ -15,7 +15,7 @@ from pydantic import Field
 
 from autofix.actions.base import Action, Applied, Check, Facts, NoOp, Params, Plan, Step
 from autofix.errors import ActionError, RefusedError
-from autofix.pipeline import EndpointTarget
+from autofix.targets import EndpointTarget
 
 Scalar = str | int | float | bool
 

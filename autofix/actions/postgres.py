@@ -18,7 +18,7 @@ from pydantic import Field
 from autofix.actions.base import Action, Applied, Check, Facts, NoOp, Params, Plan, Step
 from autofix.config import Duration
 from autofix.errors import ActionError, RefusedError
-from autofix.pipeline import PostgresTarget
+from autofix.targets import PostgresTarget
 
 _IDLE_STATES = ("idle", "idle in transaction", "idle in transaction (aborted)")
 

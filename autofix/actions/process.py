@@ -22,7 +22,7 @@ from pydantic import Field
 from autofix.actions.base import Action, Applied, Check, Facts, NoOp, Params, Plan, Step
 from autofix.config import Duration
 from autofix.errors import ActionError
-from autofix.pipeline import ProcessTarget
+from autofix.targets import ProcessTarget
 
 
 class SignalName(StrEnum):

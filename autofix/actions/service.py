@@ -9,16 +9,18 @@ when the target has one, passes again.
 from __future__ import annotations
 
 import http.client
+import time
 import xmlrpc.client
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
+import psutil
 from pydantic import Field
 
 from autofix.actions.base import Action, Applied, Check, Context, Facts, NoOp, Params, Plan, Step
 from autofix.errors import ActionError
-from autofix.pipeline import SupervisorTarget, SystemdTarget
+from autofix.targets import SupervisorTarget, SystemdTarget
 
 _RUNNING = {"RUNNING"}
 _SYSTEMD_STATE = {
@@ -60,11 +62,17 @@ def parse_systemctl_show(text: str) -> dict[str, Any]:
 
 
 def parse_supervisor_info(info: Mapping[str, Any]) -> dict[str, Any]:
-    """supervisord ``getProcessInfo`` → state and pid."""
+    """supervisord ``getProcessInfo`` → state, pid and seconds since it started.
+
+    >>> parse_supervisor_info({"statename": "RUNNING", "pid": 7, "start": 100, "now": 130})
+    {'state': 'RUNNING', 'pid': 7, 'detail': '', 'uptime': 30.0}
+    """
+    start, now = float(info.get("start", 0) or 0), float(info.get("now", 0) or 0)
     return {
         "state": str(info.get("statename", "UNKNOWN")),
         "pid": int(info.get("pid", 0) or 0),
         "detail": str(info.get("description", "")),
+        "uptime": now - start if start > 0 and now >= start else None,
     }
 
 
@@ -130,23 +138,23 @@ class _Backend:
         if self.target.health_url is None:
             return None, "no health check"
         try:
-            with self.ctx.http(timeout=min(5.0, self.ctx.timeout)) as client:
+            with self.ctx.http(timeout=min(self.ctx.probe_timeout, self.ctx.timeout)) as client:
                 reply = client.get(self.target.health_url)
         except httpx.HTTPError as exc:
             return False, f"{type(exc).__name__}: {exc}"
         return reply.is_success, f"HTTP {reply.status_code}"
 
 
-def service_health(target: SupervisorTarget | SystemdTarget, ctx: Context) -> tuple[bool, str]:
-    """Running, and its health check (when it has one) answering: the self-healing check."""
-    backend = _Backend(target, ctx)
-    state = backend.state()
-    if state["state"] not in _RUNNING:
-        return False, f"state {state['state']} ({state['detail']})"
-    healthy, detail = backend.health()
-    if healthy is False:
-        return False, f"health check failed: {detail}"
-    return True, f"running as pid {state['pid']}, {detail}"
+def service_state(target: SupervisorTarget | SystemdTarget, ctx: Context) -> dict[str, Any]:
+    """The service manager's view: ``state`` (supervisord's names), ``pid``, ``detail``
+    and ``uptime`` (seconds since it started, None when unknown)."""
+    state = _Backend(target, ctx).state()
+    if state.get("uptime") is None and state["pid"]:
+        try:
+            state["uptime"] = time.time() - psutil.Process(state["pid"]).create_time()
+        except psutil.Error:
+            state["uptime"] = None
+    return state
 
 
 class ServiceParams(Params):
@@ -191,7 +199,7 @@ class _ServiceAction(Action[ServiceParams, SupervisorTarget | SystemdTarget]):
     def verify(self, before: Facts, after: Facts) -> Check:
         if after["state"] not in _RUNNING:
             return Check(False, f"state {after['state']} ({after['detail']})")
-        if after["healthy"] is False:
+        if after["healthy"] is False and not self.ctx.condition:
             return Check(False, f"health check failed: {after['health']}")
         if before["pid"] and after["pid"] == before["pid"]:
             return Check(False, f"pid {after['pid']} unchanged: not restarted")
@@ -227,7 +235,7 @@ class Reload(_ServiceAction):
     def verify(self, before: Facts, after: Facts) -> Check:
         if after["state"] not in _RUNNING:
             return Check(False, f"state {after['state']} ({after['detail']})")
-        if after["healthy"] is False:
+        if after["healthy"] is False and not self.ctx.condition:
             return Check(False, f"health check failed: {after['health']}")
         if before["pid"] and after["pid"] != before["pid"]:
             return Check(False, f"pid changed {before['pid']} -> {after['pid']}: it restarted")

@@ -39,6 +39,7 @@ from fastapi.responses import JSONResponse
 from autofix import __version__
 from autofix.config import Settings
 from autofix.errors import AutofixError, StoreError
+from autofix.heartbeat import Heartbeat
 from autofix.jobs import Service, utcnow
 from autofix.pipeline import Pipeline, load_pipeline
 from autofix.store import MetricStore
@@ -53,6 +54,7 @@ def create_app(
     service: Service | None = None,
     pipeline: Pipeline | None = None,
     scheduler: Any | None = None,
+    heartbeat: Heartbeat | None = None,
     clock: Callable[[], datetime] | None = None,
 ) -> FastAPI:
     """The API over ``store``.
@@ -60,8 +62,9 @@ def create_app(
     ``service`` is the process's ``Service`` (its executor runs approved fixes, its
     alert rules take Alertmanager's alerts); without one, a Service is built over
     ``store`` and ``pipeline`` (default: the pipelines file in the settings).
-    ``scheduler`` (APScheduler) is what ``/readyz`` reports on. ``clock`` returns naive
-    UTC (default: the service's clock).
+    ``scheduler`` (APScheduler) is what ``/readyz`` reports on; ``heartbeat`` its
+    heartbeat, exported on ``/metrics``. ``clock`` returns naive UTC (default: the
+    service's clock).
     """
     from autofix.api import alerts, dashboard, fixes, metrics, routes
     from autofix.api.auth import Tokens
@@ -79,6 +82,7 @@ def create_app(
         tokens=Tokens(settings.api_tokens),
         clock=clock or service.clock,
         scheduler=scheduler,
+        heartbeat=heartbeat,
     )
     app = FastAPI(
         title="autofix",
@@ -92,7 +96,9 @@ def create_app(
     app.add_exception_handler(AutofixError, _autofix_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.include_router(routes.health)
-    app.include_router(metrics.router(ctx, metrics.build_registry(ctx)))
+    registry = metrics.build_registry(ctx)
+    metrics.instrument(app, registry)
+    app.include_router(metrics.router(ctx, registry))
     app.include_router(routes.router)
     app.include_router(fixes.router)
     app.include_router(alerts.router)

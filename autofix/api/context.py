@@ -25,6 +25,7 @@ from autofix.api.models import Forecast
 from autofix.collect.base import parse_labels
 from autofix.config import Settings
 from autofix.executor import Executor
+from autofix.heartbeat import Heartbeat
 from autofix.jobs import Service
 from autofix.maintenance import Maintenance
 from autofix.models.base import HORIZONS
@@ -268,6 +269,7 @@ class ApiContext:
     tokens: Tokens
     clock: Callable[[], datetime]
     scheduler: Any | None = None
+    heartbeat: Heartbeat | None = None
     predictions: PredictionCache = field(init=False)
     maintenance: Maintenance = field(init=False)
     # Operator actions one at a time: two approvals of one fix must not both run it.

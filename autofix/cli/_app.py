@@ -7,7 +7,6 @@ Commands live in sibling modules (metrics, and later models, fixes …) that reg
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ from rich.console import Console
 
 from autofix import __version__
 from autofix.config import Settings, load_settings
+from autofix.logs import configure as configure_logs
 from autofix.store import MetricStore
 
 app = typer.Typer(
@@ -34,17 +34,22 @@ err = Console(stderr=True)
 class _State:
     config_file: Path | None = None
     settings: Settings | None = None
+    command: str | None = None
+
+
+#: Commands that run unattended: their log is the record of what autofix decided and did.
+#: The others print their own result, so the audit's event lines stay at DEBUG there.
+SERVICE_COMMANDS = {"serve", "run"}
 
 
 def settings() -> Settings:
     """The settings, read once per process (after --config is known)."""
     if _State.settings is None:
         _State.settings = load_settings(_State.config_file)
-        # Plain lines, not a rich panel: log lines must stay one line each for log shippers.
-        logging.basicConfig(
-            level=_State.settings.log_level,
-            format="autofix: %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
+        configure_logs(
+            _State.settings.log_level,
+            _State.settings.log_format,
+            events=_State.command in SERVICE_COMMANDS,
         )
     return _State.settings
 
@@ -74,6 +79,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML settings file (else AUTOFIX_CONFIG).")
     ] = None,
@@ -84,3 +90,4 @@ def _main(
     """Predictive auto-remediation for a Linux service fleet."""
     _State.config_file = config
     _State.settings = None
+    _State.command = ctx.invoked_subcommand

@@ -44,6 +44,6 @@ def notify_test(
         print_json(results)
     else:
         for name, result in results.items():
-            say(f"{name}: ", (result, "green" if result == "sent" else "red"))
-    if any(result != "sent" for result in results.values()):
+            say(f"{name}: ", (result, "red" if result.startswith("failed") else "green"))
+    if any(result.startswith("failed") for result in results.values()):
         raise typer.Exit(1)

@@ -25,7 +25,14 @@ STALE_SERIES = timedelta(hours=1)
 
 def _notifier(current: Settings) -> Any | None:
     """The notifier when a channel is configured (delivery runs on its own thread)."""
-    if not (current.notify_slack_url or current.notify_webhook_url or current.notify_smtp_host):
+    channels = (
+        current.notify_slack_url,
+        current.notify_webhook_url,
+        current.notify_smtp_host,
+        current.notify_alertmanager_url,
+        current.notify_pagerduty_routing_key,
+    )
+    if not any(channels):
         return None
     from autofix.notify import Notifier
 
@@ -95,9 +102,12 @@ def serve(
     ] = False,
 ) -> None:
     """Run the scheduled jobs (collect, remediate, health, train, …) and the HTTP API."""
+    from autofix.config import systemd_watchdog
+    from autofix.heartbeat import Heartbeat, interval_for
     from autofix.jobs import build_scheduler
 
     current = settings()
+    heartbeat = Heartbeat(interval_for(current.heartbeat_interval, systemd_watchdog()))
     only = _parse_jobs(jobs)
     try:
         until = parse_duration(duration).total_seconds() if duration else None
@@ -114,13 +124,19 @@ def serve(
             recovered = service.executor.recover()
             if recovered:
                 say(f"marked {len(recovered)} interrupted fix(es) from a previous run")
-            scheduler = build_scheduler(service, only)
+            scheduler = build_scheduler(service, only, heartbeat)
             api = None
             if current.api_port and not no_api:
                 from autofix.api import create_app
                 from autofix.api.server import ApiServer
 
-                app = create_app(current, service.store, service=service, scheduler=scheduler)
+                app = create_app(
+                    current,
+                    service.store,
+                    service=service,
+                    scheduler=scheduler,
+                    heartbeat=heartbeat,
+                )
                 api = ApiServer(app, current.api_host, current.api_port)
                 api.start()
             scheduler.start()
@@ -129,12 +145,15 @@ def serve(
                 say(f"  API on {api.url} (OpenAPI: {api.url}/openapi.json)")
             for scheduled in scheduler.get_jobs():
                 say(f"  {scheduled.id:<12} {scheduled.trigger}")
+            # systemd (Type=notify): the store is open, the API listens, the jobs run.
+            heartbeat.ready(f"serving {current.db_path}" + (f" on {api.url}" if api else ""))
             started = time.monotonic()
             try:
                 while not stop.wait(0.5):
                     if until is not None and time.monotonic() - started >= until:
                         break
             finally:
+                heartbeat.stopping()
                 if api is not None:
                     api.stop()  # no new operator actions, in-flight requests finish
                 scheduler.shutdown(wait=True)

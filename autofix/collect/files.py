@@ -5,7 +5,7 @@ cycle walk the whole machine. Files that vanish mid-walk (log rotation) and entr
 may not read are skipped and counted in ``autofix_dir_walk_errors``, never raised.
 
 >>> import tempfile
->>> from autofix.pipeline import LogDirTarget
+>>> from autofix.targets import LogDirTarget
 >>> with tempfile.TemporaryDirectory() as tmp:
 ...     collector = LogDirCollector(LogDirTarget(kind="logdir", name="logs", path=tmp))
 ...     [s.metric for s in collector.collect()]
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from autofix.collect.base import Sample
 from autofix.errors import CollectError
-from autofix.pipeline import LogDirTarget
+from autofix.targets import LogDirTarget
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import psutil
 
 from autofix.collect.base import Sample
 from autofix.errors import ConfigError
-from autofix.pipeline import ProcessTarget
+from autofix.targets import ProcessTarget
 
 log = logging.getLogger(__name__)
 

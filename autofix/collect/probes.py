@@ -6,7 +6,7 @@ A failed probe never raises out of ``collect``: it reports ``probe_up 0``, keeps
 reason in ``last_error``, logs it, and emits no latency (the latency of a failure is not
 a latency, and NaN is never stored). No probe starts a subprocess or a shell.
 
->>> from autofix.pipeline import TcpTarget
+>>> from autofix.targets import TcpTarget
 >>> probe = TcpProbe(TcpTarget(kind="tcp", name="nothing", host="127.0.0.1", port=1), 1.0)
 >>> [(s.metric, s.value) for s in probe.collect()]
 [('probe_up', 0.0)]
@@ -29,7 +29,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from autofix.collect.base import Sample
 from autofix.errors import CollectError
-from autofix.pipeline import DuckDBTarget, HttpTarget, PostgresTarget, TcpTarget
+from autofix.targets import DuckDBTarget, HttpTarget, PostgresTarget, TcpTarget
 
 log = logging.getLogger(__name__)
 

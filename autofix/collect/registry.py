@@ -9,11 +9,11 @@ from autofix.collect.files import LogDirCollector
 from autofix.collect.host import HostCollector, ProcessCollector
 from autofix.collect.probes import DuckDBProbe, HttpProbe, PostgresProbe, TcpProbe
 from autofix.config import Settings
-from autofix.pipeline import (
+from autofix.pipeline import Pipeline
+from autofix.targets import (
     DuckDBTarget,
     HttpTarget,
     LogDirTarget,
-    Pipeline,
     PostgresTarget,
     ProcessTarget,
     TcpTarget,

@@ -82,10 +82,16 @@ def mrkdwn_escape(text: str, limit: int | None = None) -> str:
     return "".join(parts) + "…"
 
 
-def _slack_link(url: str) -> str:
+def _links(n: Notification) -> list[tuple[str, str]]:
+    """The notification's links with their labels, the runbook first."""
+    out = [(n.runbook, "Runbook")] if n.runbook else []
+    return out + ([(n.link, "Open in autofix")] if n.link else [])
+
+
+def _slack_link(url: str, label: str) -> str:
     # Inside <url|label> a raw '|' or '>' would end the URL early.
     safe = url.replace("&", "&amp;").replace("<", "%3C").replace(">", "%3E").replace("|", "%7C")
-    return f"<{safe}|Open in autofix>"
+    return f"<{safe}|{label}>"
 
 
 def slack_payload(n: Notification) -> dict[str, Any]:
@@ -109,10 +115,10 @@ def slack_payload(n: Notification) -> dict[str, Any]:
             for k, v in items[start : start + _SLACK_FIELDS]
         ]
         blocks.append({"type": "section", "fields": cells})
-    if n.link:
-        blocks.append(
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": _slack_link(n.link)}]}
-        )
+    links = [_slack_link(url, label) for url, label in _links(n)]
+    if links:
+        elements = [{"type": "mrkdwn", "text": link} for link in links]
+        blocks.append({"type": "context", "elements": elements})
     # ``text`` is what phone notifications show; it is mrkdwn too.
     return {"text": mrkdwn_escape(one_line(n.title, _SLACK_TEXT), _SLACK_TEXT), "blocks": blocks}
 
@@ -125,6 +131,8 @@ def webhook_payload(n: Notification, sent_at: datetime) -> dict[str, Any]:
         "text": n.text,
         "fields": dict(n.fields),
         "link": n.link,
+        "runbook_url": n.runbook,
+        "incident": n.incident,
         "sent_at": sent_at.isoformat(timespec="seconds"),
     }
 
@@ -160,7 +168,8 @@ class _HttpChannel:
         # Never the URL: a Slack webhook URL is a credential.
         return f"{type(self).__name__}(name={self._name!r})"
 
-    def payload(self, n: Notification) -> dict[str, Any]:
+    def payload(self, n: Notification) -> Any:
+        """The JSON body for ``n``."""
         raise NotImplementedError
 
     def send(self, notification: Notification) -> None:
@@ -269,6 +278,8 @@ class SmtpChannel:
         lines = [n.text, ""] if n.text else []
         # One line per field, so a value cannot forge another field.
         lines += [f"{one_line(k, 80)}: {one_line(v, 2000)}" for k, v in n.fields.items()]
+        if n.runbook:
+            lines += ["", f"Runbook: {n.runbook}"]
         if n.link:
             lines += ["", n.link]
         msg.set_content("\n".join(lines) + "\n")

@@ -1,5 +1,10 @@
-"""What to tell a human: ``Notification`` and the builders for escalations, approvals,
-the daily report and the self-test."""
+"""What to tell a human: ``Notification`` and the builders for escalations, their
+resolution, approvals, the daily report and the self-test.
+
+An escalation and its ``resolved`` note share an ``incident`` key (one per host and
+target, see ``autofix.notify.incidents``): PagerDuty's ``dedup_key`` and the identity of
+the Alertmanager alert. ``runbook`` is the rule's ``runbook_url`` (or the default).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-Kind = Literal["escalation", "approval", "report", "test"]
+Kind = Literal["escalation", "resolved", "approval", "report", "test"]
 
 
 @dataclass(frozen=True)
@@ -22,12 +27,16 @@ class Notification:
     text: str = ""
     fields: Mapping[str, str] = field(default_factory=dict)
     link: str | None = None
+    runbook: str | None = None
+    incident: str | None = None
 
     def __post_init__(self) -> None:
         # A read-only copy: the notification crosses to a worker thread after notify().
         object.__setattr__(self, "fields", MappingProxyType(dict(self.fields)))
-        if self.link is not None and not self.link.startswith(("http://", "https://")):
-            raise ValueError(f"link must be an http(s) URL, not {self.link[:40]!r}")
+        for name in ("link", "runbook"):
+            url = getattr(self, name)
+            if url is not None and not url.startswith(("http://", "https://")):
+                raise ValueError(f"{name} must be an http(s) URL, not {url[:40]!r}")
 
 
 def _utc_now() -> datetime:
@@ -45,18 +54,47 @@ def escalation(
     reason: str,
     *,
     link: str | None = None,
+    rule: str | None = None,
+    runbook: str | None = None,
+    incident: str | None = None,
 ) -> Notification:
     """A fix that stopped and needs a human (refused by a gate, failed, rolled back)."""
     subject = f"Fix {fix_id}" if fix_id is not None else "A fix"
     fields = {"fix": str(fix_id) if fix_id is not None else "-", "action": action, "target": target}
     if gate:
         fields["gate"] = gate
+    if rule:
+        fields["rule"] = rule
     return Notification(
         kind="escalation",
         title=f"{subject} escalated: {action} on {target}",
         text=f"autofix stopped and needs a human: {reason}",
         fields=fields,
         link=link,
+        runbook=runbook,
+        incident=incident,
+    )
+
+
+def resolved(
+    target: str,
+    incident: str,
+    reason: str,
+    *,
+    fix_id: int | None = None,
+    runbook: str | None = None,
+) -> Notification:
+    """The incident of an earlier escalation is over: a fix verified or the target recovered."""
+    fields = {"target": target, "incident": incident}
+    if fix_id is not None:
+        fields["fix"] = str(fix_id)
+    return Notification(
+        kind="resolved",
+        title=f"Resolved: {target}",
+        text=reason,
+        fields=fields,
+        runbook=runbook,
+        incident=incident,
     )
 
 
@@ -68,6 +106,7 @@ def approval(
     *,
     reason: str = "",
     link: str | None = None,
+    runbook: str | None = None,
 ) -> Notification:
     """A fix waiting for approval; ``expires_at`` is UTC (naive values are taken as UTC)."""
     fields = {"fix": str(fix_id), "action": action, "target": target}
@@ -83,6 +122,7 @@ def approval(
         text=text,
         fields=fields,
         link=link,
+        runbook=runbook,
     )
 
 

@@ -4,6 +4,7 @@ and the channels the ``notify_*`` settings configure."""
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections import deque
@@ -103,8 +104,12 @@ class Notifier:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] | None = None,
         queue_size: int = 100,
+        verify: ssl.SSLContext | bool = True,
     ) -> Notifier:
-        """The channels the ``notify_*`` settings configure (possibly none)."""
+        """The channels the ``notify_*`` settings configure (possibly none).
+
+        ``transport`` and ``verify`` (TLS trust of the PagerDuty client) are for tests.
+        """
         timeout = settings.notify_timeout.total_seconds()
         slack = _url(settings.notify_slack_url, "notify_slack_url")
         webhook = _url(settings.notify_webhook_url, "notify_webhook_url")
@@ -116,6 +121,7 @@ class Notifier:
             channels.append(WebhookChannel(webhook, timeout=timeout, transport=transport))
         if smtp:
             channels.append(smtp)
+        channels += _incident_tools(settings, timeout, transport, verify)
         return cls(
             channels,
             retries=settings.notify_retries,
@@ -145,16 +151,29 @@ class Notifier:
                 self._start(lane)
 
     def notify(self, notification: Notification) -> bool:
-        """Queue for every channel; False when no channel took it (none, full, closed)."""
-        accepted = [self._enqueue(lane, notification) for lane in self._lanes]
+        """Queue for every channel that takes its kind; False when none took it."""
+        accepted = [
+            self._enqueue(lane, notification)
+            for lane in self._lanes
+            if _takes(lane.channel, notification)
+        ]
         return any(accepted)
 
     def deliver(self, notification: Notification, *, retries: int | None = None) -> dict[str, str]:
-        """Send now, in this thread: ``{"slack": "sent", "smtp": "failed: …"}``."""
+        """Send now, in this thread: ``{"slack": "sent", "smtp": "failed: …"}``.
+
+        A channel that does not take the notification's kind (PagerDuty and Alertmanager
+        take only escalations and resolutions) answers ``skipped: …``.
+        """
         if self._closed:
             raise RuntimeError("the notifier is closed")
         attempts = self._retries if retries is None else retries
-        return {lane.channel.name: self._send(lane, notification, attempts) for lane in self._lanes}
+        return {
+            lane.channel.name: self._send(lane, notification, attempts)
+            if _takes(lane.channel, notification)
+            else f"skipped: takes only {', '.join(sorted(_kinds(lane.channel) or ()))}"
+            for lane in self._lanes
+        }
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued notification is sent or given up; False on timeout."""
@@ -303,6 +322,17 @@ class Notifier:
         return f"failed: {reason}"
 
 
+def _kinds(channel: Channel) -> frozenset[str] | None:
+    kinds = getattr(channel, "kinds", None)
+    return frozenset(kinds) if kinds is not None else None
+
+
+def _takes(channel: Channel, n: Notification) -> bool:
+    """A channel with ``kinds`` takes only those; every other channel takes everything."""
+    kinds = _kinds(channel)
+    return kinds is None or n.kind in kinds
+
+
 def _log_retry(name: str) -> Callable[[RetryCallState], None]:
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
@@ -327,6 +357,38 @@ def _url(value: str | None, setting: str) -> str | None:
     if not value.startswith(("http://", "https://")):
         raise ConfigError(f"{_env(setting)}: must be an http:// or https:// URL")
     return value
+
+
+def _incident_tools(
+    settings: Settings,
+    timeout: float,
+    transport: httpx.BaseTransport | None,
+    verify: ssl.SSLContext | bool,
+) -> list[Channel]:
+    from autofix.notify.oncall import AlertmanagerChannel, PagerDutyChannel
+
+    channels: list[Channel] = []
+    manager = _url(settings.notify_alertmanager_url, "notify_alertmanager_url")
+    if manager:
+        channels.append(
+            AlertmanagerChannel(
+                manager, host=settings.hostname, timeout=timeout, transport=transport
+            )
+        )
+    key = settings.notify_pagerduty_routing_key
+    if key is not None and key.get_secret_value():
+        url = _url(settings.notify_pagerduty_url, "notify_pagerduty_url")
+        assert url is not None
+        channels.append(
+            PagerDutyChannel(
+                key.get_secret_value(),
+                url=url,
+                source=settings.hostname,
+                timeout=timeout,
+                verify=verify,
+            )
+        )
+    return channels
 
 
 def _smtp(settings: Settings, timeout: float) -> SmtpChannel | None:

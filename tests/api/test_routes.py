@@ -11,14 +11,12 @@ import httpx
 import pandas as pd
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
-from prometheus_client.parser import text_string_to_metric_families
 
 from autofix.api.context import TtlCache
 from autofix.api.models import FixState, TaskState
 from autofix.audit import STATES
 from autofix.maintenance import TASK_STATES
 from tests.api.world import VIEWER, World, auth, body, make_world, prediction, serving
-from tests.promstack import prometheus, stack_or_skip
 
 # Most tests only read: they share one world and server. Tests that write make their own.
 
@@ -224,56 +222,6 @@ def test_maintenance_lists_tasks(fresh: tuple[World, httpx.Client]) -> None:
     assert client.get("/api/v1/maintenance", params={"state": "done"}).status_code == 422
 
 
-def _metrics(client: httpx.Client) -> dict[str, list[tuple[dict[str, str], float]]]:
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return {
-        family.name: [(dict(s.labels), s.value) for s in family.samples]
-        for family in text_string_to_metric_families(response.text)
-    }
-
-
-def test_metrics_exposition(world: World, client: httpx.Client) -> None:
-    metrics = _metrics(client)
-    disk = str(world.series["disk"])
-    ((labels, seconds),) = metrics["autofix_seconds_to_exhaustion"]
-    assert labels == {"series_id": disk, "host": "web-1", "metric": "node_filesystem_avail_bytes"}
-    assert seconds == pytest.approx(8 * 3600, abs=120)
-    p = {(s["series_id"], s["horizon"]): v for s, v in metrics["autofix_exhaustion_probability"]}
-    assert p[(disk, "24h")] == 0.9
-    assert p[(str(world.series["memory"]), "4d")] == 0.01
-    assert (str(world.series["memory"]), "24h") not in p  # zero: not exported
-    scores = metrics["autofix_anomaly_score"]
-    assert scores == [
-        (
-            {"series_id": str(world.series["latency"]), "host": "db-1",
-             "metric": "probe_duration_seconds"},
-            0.97,
-        )
-    ]  # fmt: skip
-    fixes = {(s["action"], s["state"]): v for s, v in metrics["autofix_fixes"]}
-    assert fixes == {
-        ("files.clean_temp", "pending_approval"): 1,
-        ("files.clean_temp", "succeeded"): 1,
-        ("files.clean_temp", "refused"): 1,
-    }
-    assert metrics["autofix_gate_refusals"] == [({"gate": "allowlist"}, 1.0)]
-    kpi = dict((s["name"], v) for s, v in metrics["autofix_kpi"])
-    assert kpi["auto_fix_success_rate"] == 1.0
-    assert kpi["pending_approvals"] == 1.0
-    assert dict((s["job"], v) for s, v in metrics["autofix_job_failures"]) == {
-        "collect": 0.0,
-        "remediate": 1.0,
-    }
-    assert ({"job": "collect"}, 0.0125) in metrics["autofix_job_duration_seconds"]
-
-
-def test_metrics_use_a_registry_per_app(world: World) -> None:
-    with serving(world) as first, serving(world) as second:
-        assert _metrics(first).keys() == _metrics(second).keys()
-
-
 def test_openapi_lists_every_route(client: httpx.Client) -> None:
     paths = body(client.get("/openapi.json"))["paths"]
     assert {
@@ -315,14 +263,3 @@ def test_ttl_cache_serves_stale_values_only_under_a_flood() -> None:
     assert cache.fresh() == 2
     time.sleep(0.35)
     assert cache.get_stale(compute) == 3  # too old to serve: computed, waited for
-
-
-def test_a_real_prometheus_scrapes_metrics(world: World, client: httpx.Client) -> None:
-    address = str(client.base_url).removeprefix("http://").rstrip("/")
-    for prom in stack_or_skip(lambda: prometheus({"autofix": [address]}, wait_for_targets=True)):
-        query = 'autofix_exhaustion_probability{horizon="24h"}'
-        result = httpx.get(f"{prom.url}/api/v1/query", params={"query": query}).json()
-        ((sample),) = result["data"]["result"]
-        assert sample["metric"]["series_id"] == str(world.series["disk"])
-        assert sample["metric"]["job"] == "autofix"
-        assert float(sample["value"][1]) == 0.9

@@ -74,7 +74,7 @@ def test_serve_runs_the_api_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert fixes.json() == {"total": 0, "limit": 50, "offset": 0, "items": []}
         assert httpx.get(f"{url}/api/v1/fixes").status_code == 401
         metrics = httpx.get(f"{url}/metrics").text
-        assert 'autofix_job_runs_total{job="collect"}' in metrics
+        assert 'autofix_job_runs_total{autofix_job="collect"}' in metrics
         # The port is taken: a second serve (its own store) says so in one line, exit 1.
         clash = run_autofix(
             ["serve", "--jobs", "collect"], _env(tmp_path, port, "b.duckdb"), check=1, timeout=60

@@ -1,0 +1,154 @@
+"""Dependencies between targets: which decisions a troubled dependency inhibits.
+
+Targets declare what they need (``depends_on: [news-db, cache]``). When a web worker's
+database has run out of connections, the worker answers 503 and its health check fails:
+that is a *symptom*, and restarting the worker is a false fix that can use up the gates
+a real fault on it will need. So, like Alertmanager's inhibition rules, a decision about
+a symptom is **inhibited by** a dependency that is itself in trouble — unhealthy, in a
+planned stop, waiting for or running a fix, or fixed so recently that its dependents may
+still be recovering (``AUTOFIX_FIX_SETTLE``). The inhibited decision is recorded, not
+executed, and is evaluated again on the next run: once the dependency's fix has settled
+the symptom is either gone or the target's own, and then it gets its own fix.
+
+A target's own state inhibits too: nothing is done to a target in a planned stop or
+start, or while a fix on it is pending, running or still settling.
+
+Pure: ``TargetStates`` is built by the service from the store and the latest health
+checks; ``inhibitor`` answers from it.
+
+>>> from autofix.pipeline import Pipeline
+>>> p = Pipeline.model_validate({"targets": [
+...     {"name": "db", "kind": "tcp", "host": "h", "port": 5432},
+...     {"name": "web", "kind": "http", "url": "http://w/", "depends_on": ["db"]}]})
+>>> states = TargetStates(unhealthy={"db": "connection refused"})
+>>> inhibitor(p, symptom="web", acting_on=["web"], states=states)
+Inhibitor(target='db', reason='db is unhealthy: connection refused')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from autofix.pipeline import Pipeline
+
+
+@dataclass(frozen=True)
+class TargetStates:
+    """What is known about each target now (target name → why)."""
+
+    unhealthy: Mapping[str, str] = field(default_factory=dict)
+    planned: Mapping[str, str] = field(default_factory=dict)
+    running: Mapping[str, str] = field(default_factory=dict)
+    pending: Mapping[str, str] = field(default_factory=dict)
+    settling: Mapping[str, str] = field(default_factory=dict)
+
+    def without_unhealthy(self, name: str) -> TargetStates:
+        """These states, except that ``name`` is not counted as unhealthy."""
+        return TargetStates(
+            {k: v for k, v in self.unhealthy.items() if k != name},
+            self.planned,
+            self.running,
+            self.pending,
+            self.settling,
+        )
+
+
+@dataclass(frozen=True)
+class Inhibitor:
+    """The target whose state explains a symptom, and how."""
+
+    target: str
+    reason: str
+
+
+def dependencies(pipeline: Pipeline, name: str) -> list[str]:
+    """Every target ``name`` depends on, directly or through others, nearest first.
+
+    >>> from autofix.pipeline import Pipeline
+    >>> p = Pipeline.model_validate({"targets": [
+    ...     {"name": "db", "kind": "tcp", "host": "h", "port": 1},
+    ...     {"name": "app", "kind": "tcp", "host": "h", "port": 2, "depends_on": ["db"]},
+    ...     {"name": "web", "kind": "http", "url": "http://w/", "depends_on": ["app"]}]})
+    >>> dependencies(p, "web")
+    ['app', 'db']
+    """
+    seen: list[str] = []
+    queue = [name]
+    while queue:
+        current = pipeline.target(queue.pop(0))
+        if current is None:
+            continue
+        for dep in current.depends_on:
+            if dep not in seen and dep != name:
+                seen.append(dep)
+                queue.append(dep)
+    return seen
+
+
+def dependents(pipeline: Pipeline, name: str) -> list[str]:
+    """Every target that depends on ``name``, directly or through others."""
+    return [t.name for t in pipeline.targets if name in dependencies(pipeline, t.name)]
+
+
+def inhibitor(
+    pipeline: Pipeline,
+    *,
+    symptom: str | None,
+    acting_on: Sequence[str],
+    states: TargetStates,
+    symptom_only: bool = True,
+) -> Inhibitor | None:
+    """Why a decision about ``symptom`` that would act on ``acting_on`` must wait, or None.
+
+    The targets acted on must not be in a planned stop or start, nor have a fix running
+    or settling (a fix waiting for approval does not hold them: a real fault must not
+    wait for a human's answer to another question). When ``symptom_only`` (the condition
+    is a symptom: a failed health check, a probe error, latency), every dependency of the
+    symptom's target and of the targets acted on — other than those targets themselves —
+    must be out of trouble too. Resource conditions (a disk filling, a leak) are not symptoms of a
+    dependency and pass ``symptom_only=False``.
+    """
+    for name in acting_on:
+        if name in states.planned:
+            return Inhibitor(name, f"{name}: {states.planned[name]}")
+        if name in states.running:
+            return Inhibitor(name, f"{name}: {states.running[name]}")
+        if name in states.settling:
+            return Inhibitor(name, f"{name}: {states.settling[name]}")
+    if not symptom_only:
+        return None
+    own = set(acting_on)
+    for dep in _deps_of([*([symptom] if symptom else []), *acting_on], pipeline):
+        if dep in own:
+            continue
+        why = _trouble(dep, states)
+        if why is not None:
+            return Inhibitor(dep, f"{dep} {why}")
+    return None
+
+
+def _deps_of(names: Iterable[str], pipeline: Pipeline) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        for dep in dependencies(pipeline, name):
+            if dep not in out:
+                out.append(dep)
+    return out
+
+
+def _trouble(name: str, states: TargetStates) -> str | None:
+    if name in states.unhealthy:
+        return f"is unhealthy: {states.unhealthy[name]}"
+    if name in states.planned:
+        return f"is in a planned stop/start: {states.planned[name]}"
+    if name in states.running:
+        return f"is being fixed: {states.running[name]}"
+    if name in states.pending:
+        return f"has a fix waiting: {states.pending[name]}"
+    if name in states.settling:
+        return f"was just fixed: {states.settling[name]}"
+    return None
+
+
+__all__ = ["Inhibitor", "TargetStates", "dependencies", "dependents", "inhibitor"]
