@@ -29,8 +29,8 @@ from typing import Any, Concatenate, NamedTuple, NoReturn, ParamSpec, TypeVar
 
 import httpx
 
-from autofix.actions.base import Action, Check, Context, NoOp, Runner, run_argv
 from autofix.actions._quarantine import SweepResult
+from autofix.actions.base import Action, Check, Context, NoOp, Runner, run_argv
 from autofix.actions.files import purge_quarantine
 from autofix.actions.registry import ACTIONS, ActionType, get_action
 from autofix.audit import AuditLog, FixRecord

@@ -24,6 +24,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,19 @@ class ImportResult:
     files: list[str]
     rows: int
     result: WriteResult
+    oldest: datetime | None = None  # as stored (after any shift), UTC
+    newest: datetime | None = None
+    shifted_by: timedelta | None = None  # --shift-to-now: what was added to every timestamp
 
     def as_dict(self) -> dict[str, object]:
-        return {"files": self.files, "rows": self.rows, **self.result.as_dict()}
+        return {
+            "files": self.files,
+            "rows": self.rows,
+            **self.result.as_dict(),
+            "oldest": self.oldest.isoformat() if self.oldest else None,
+            "newest": self.newest.isoformat() if self.newest else None,
+            "shifted_by_seconds": self.shifted_by.total_seconds() if self.shifted_by else None,
+        }
 
 
 def find_files(path: Path) -> list[Path]:
@@ -290,6 +301,25 @@ class _Parser:
             self.con.executemany(f"INSERT INTO labels_{raw} VALUES (?, ?)", mapping)
         return f"labels_{raw}"
 
+    def span(
+        self, queries: Sequence[str], shift_to: datetime | None
+    ) -> tuple[datetime | None, datetime | None, timedelta | None]:
+        """Oldest and newest timestamp of the rows (after the shift), and the shift."""
+        union = " UNION ALL ".join(f"SELECT ts FROM ({q})" for q in queries)
+        oldest, newest = self.con.execute(f"SELECT min(ts), max(ts) FROM ({union})").fetchall()[0]
+        if shift_to is None or newest is None:
+            return oldest, newest, None
+        minutes = (shift_to.replace(tzinfo=None) - newest) // timedelta(minutes=1)
+        shift = timedelta(minutes=minutes)
+        return oldest + shift, newest + shift, shift
+
+    def shifted(self, query: str, shift: timedelta) -> str:
+        micros = int(shift / timedelta(microseconds=1))
+        return (
+            f"SELECT ts + to_microseconds({micros}) AS ts, host, metric, labels, value, "
+            f"unit, capacity FROM ({query})"
+        )
+
     def batches(self, query: str, rows: int) -> pa.RecordBatchReader:
         return self.con.sql(query).to_arrow_reader(rows)
 
@@ -354,10 +384,15 @@ def import_files(
     *,
     chunk_rows: int = 1_000_000,
     progress: Progress | None = None,
+    shift_to: datetime | None = None,
 ) -> ImportResult:
-    """Import a file or a directory of files as one all-or-nothing transaction."""
+    """Import a file or a directory of files as one all-or-nothing transaction.
+
+    ``shift_to``: move every timestamp by one offset (whole minutes) so that the newest
+    sample lands within the minute before ``shift_to`` — sample data made current.
+    """
     files = find_files(path)
-    return import_paths(store, files, chunk_rows=chunk_rows, progress=progress)
+    return import_paths(store, files, chunk_rows=chunk_rows, progress=progress, shift_to=shift_to)
 
 
 def import_paths(
@@ -366,9 +401,10 @@ def import_paths(
     *,
     chunk_rows: int = 1_000_000,
     progress: Progress | None = None,
+    shift_to: datetime | None = None,
 ) -> ImportResult:
     """Parse and check every file first, then write them all in one transaction."""
-    with CheckedImport(files) as checked:
+    with CheckedImport(files, shift_to=shift_to) as checked:
         return checked.write(store, chunk_rows=chunk_rows, progress=progress)
 
 
@@ -379,15 +415,21 @@ class CheckedImport:
     the writer lock (nor waits for it).
     """
 
-    def __init__(self, files: Sequence[Path]) -> None:
+    def __init__(self, files: Sequence[Path], *, shift_to: datetime | None = None) -> None:
         self.files = list(files)
         self._parser = _Parser()
         try:
-            self._checked = [self._parser.load(i, file) for i, file in enumerate(self.files)]
+            checked = [self._parser.load(i, file) for i, file in enumerate(self.files)]
+            self.oldest, self.newest, self.shift = self._parser.span(
+                [q for q, _ in checked], shift_to
+            )
+            if self.shift is not None:
+                checked = [(self._parser.shifted(q, self.shift), n) for q, n in checked]
         except BaseException:
             self._parser.close()
             raise
-        self.rows = sum(count for _, count in self._checked)
+        self._checked = checked
+        self.rows = sum(count for _, count in checked)
 
     def write(
         self,
@@ -407,7 +449,9 @@ class CheckedImport:
                     done += batch.num_rows
                     if progress:
                         progress(done, self.rows)
-        return ImportResult([str(f) for f in self.files], self.rows, result)
+        return ImportResult(
+            [str(f) for f in self.files], self.rows, result, self.oldest, self.newest, self.shift
+        )
 
     def close(self) -> None:
         self._parser.close()
