@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import typer
 
-from autofix.cli._app import app, out, print_json
+from autofix.cli._app import app, print_json
+from autofix.cli._render import say
 from autofix.errors import InputError
 from autofix.models.registry import SCORER_NAMES
 
@@ -72,10 +73,9 @@ def score(
     if as_json:
         print_json(summary)
     else:
-        out.print(
+        say(
             f"scored {summary['points']} points of {summary['series']} series with {model} "
-            f"→ {output_path} ({summary['above_default_threshold']} >= {threshold})",
-            highlight=False,
+            f"→ {output_path} ({summary['above_default_threshold']} >= {threshold})"
         )
 
 
