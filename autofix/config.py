@@ -330,6 +330,18 @@ class Settings(BaseSettings):
     api_max_body: int = Field(
         1_048_576, ge=1024, description="Largest request body in bytes the API accepts (413)."
     )
+    # -- the CLI on another host: every command that uses the store goes to that service
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="Base URL of the API of an `autofix serve` on another host (e.g. "
+        "http://ops-1:8787): CLI commands that use the store are carried out there.",
+    )
+    token: SecretStr | None = Field(
+        None,
+        description="Bearer token the CLI sends to AUTOFIX_URL (an entry of that service's "
+        "AUTOFIX_API_TOKENS); a viewer token runs the reading commands only.",
+    )
 
     @field_validator("api_tokens")
     @classmethod

@@ -1,11 +1,18 @@
 """The ``autofix`` command. Thin: parse, call the package, print.
 
 Exit codes: 0 ok, 1 failed, 2 bad usage or bad input. Errors are one line on stderr.
+When ``autofix serve`` owns the store, commands that use it are carried out by that
+service (``autofix.control``): same output, same exit code.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import typer
 
 from autofix.cli import anomaly as _anomaly  # noqa: F401  (registers its commands)
 from autofix.cli import fix as _fix  # noqa: F401  (registers its commands)
@@ -16,18 +23,54 @@ from autofix.cli import notify as _notify  # noqa: F401
 from autofix.cli import prometheus as _prometheus  # noqa: F401
 from autofix.cli import serve as _serve  # noqa: F401
 from autofix.cli import service as _service  # noqa: F401  (registers its commands)
+
+# isort: split
+# The operator's run-time switches come last in `--help`, after the service's commands.
+from autofix.cli import control as _control  # noqa: F401  (registers its commands)
 from autofix.cli._app import app, err
-from autofix.errors import AutofixError
+from autofix.errors import AutofixError, StoreLockedError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "invoke", "main"]
 
 
-def main() -> None:
-    """Entry point: typer handles usage errors (exit 2); AutofixError becomes one line."""
+@functools.cache
+def _command() -> Any:
+    """The Typer app as one command object, built once (the service reuses it per request)."""
+    return typer.main.get_command(app)
+
+
+def invoke(argv: Sequence[str], on_locked: Callable[[str], int | None] | None = None) -> int:
+    """Run one command line in this process (or inside the service for a client); the exit
+    code. Usage errors are Typer's (exit 2); an AutofixError becomes one line.
+
+    ``on_locked`` is asked first when the store turned out to be locked: a service that was
+    still starting when this command looked for it carries the command out after all."""
     try:
-        app()
+        _command()(args=list(argv), prog_name="autofix", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except StoreLockedError as exc:
+        forwarded = on_locked(str(exc)) if on_locked is not None else None
+        if forwarded is not None:
+            return forwarded
+        err.print(f"autofix: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        return exc.exit_code
     except AutofixError as exc:
         err.print(f"autofix: error: {exc}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: through the service that owns the store when one does, else here."""
+    from autofix.control import client
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        forwarded = client.run(_command(), args)
+        if forwarded is None:
+            forwarded = invoke(args, lambda why: client.after_lock(_command(), args, why))
+        sys.exit(forwarded)
     except KeyboardInterrupt:
         sys.exit(130)

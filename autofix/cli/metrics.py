@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,17 +14,29 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
-from rich import box
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from autofix.cli._app import app, err, out, print_json, reader, settings, writer
-from autofix.config import describe, format_duration, parse_duration
+from autofix.cli._app import (
+    app,
+    client_path,
+    err,
+    out,
+    print_json,
+    reader,
+    settings,
+    writer,
+)
+from autofix.cli._app import stopped as client_gone
 from autofix.errors import InputError
 
-config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
+config_app = typer.Typer(
+    rich_markup_mode=None,  # plain help: rich's help renderer takes ~0.5 s to import
+    help="The effective settings, and a check of settings and pipelines file.",
+    no_args_is_help=True,
+)
 scenarios_app = typer.Typer(
-    help="Labelled synthetic histories for tests and backtests.", no_args_is_help=True
+    rich_markup_mode=None,  # plain help: rich's help renderer takes ~0.5 s to import
+    help="Labelled synthetic histories for tests and backtests.",
+    no_args_is_help=True,
 )
 app.add_typer(config_app, name="config")
 app.add_typer(scenarios_app, name="scenarios")
@@ -37,6 +50,10 @@ def config_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print every setting with its effective value, its source and its help."""
+    from rich.table import Table
+
+    from autofix.config import describe
+
     rows = describe(settings())
     if as_json:
         print_json(
@@ -53,6 +70,8 @@ def config_show(
 
 
 def _plain(value: Any) -> Any:
+    from autofix.config import format_duration
+
     if isinstance(value, timedelta):
         return format_duration(value)
     if isinstance(value, Path):
@@ -65,15 +84,20 @@ def _plain(value: Any) -> Any:
 
 @contextmanager
 def _stop_on_signal() -> Iterator[Callable[[], bool]]:
-    stopped = False
+    if threading.current_thread() is not threading.main_thread():
+        # Carried out by the service for a client: signals are the service's own; the
+        # command stops when the client goes away.
+        yield client_gone
+        return
+    stopped_by_signal = False
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopped
-        stopped = True
+        nonlocal stopped_by_signal
+        stopped_by_signal = True
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
-        yield lambda: stopped
+        yield lambda: stopped_by_signal
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -151,6 +175,8 @@ def collect(
 
 
 def _duration(flag: str, value: str) -> Any:
+    from autofix.config import parse_duration
+
     try:
         return parse_duration(value)
     except ValueError as exc:
@@ -162,10 +188,21 @@ def _duration(flag: str, value: str) -> Any:
 
 @app.command("import")
 def import_(
-    path: Annotated[Path, typer.Argument(help="CSV or Parquet file, or a directory of them.")],
+    path: Annotated[
+        Path,
+        typer.Argument(help="CSV or Parquet file, or a directory of them.", parser=client_path),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print counts as JSON.")] = False,
 ) -> None:
     """Import history with columns timestamp,host,metric,value[,labels,capacity,unit]."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     from autofix.collect.importer import import_files
 
     current = settings()
@@ -204,7 +241,8 @@ def import_(
 def series(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
     snapshot: Annotated[
-        Path | None, typer.Option("--snapshot", help="Read this Parquet snapshot instead.")
+        Path | None,
+        typer.Option("--snapshot", help="Read this Parquet snapshot instead.", parser=client_path),
     ] = None,
     host: Annotated[str | None, typer.Option("--host", help="Only this host.")] = None,
     metric: Annotated[str | None, typer.Option("--metric", help="Only this metric.")] = None,
@@ -214,6 +252,9 @@ def series(
     ] = False,
 ) -> None:
     """List series with their sample counts and time ranges."""
+    from rich import box
+    from rich.table import Table
+
     current = settings()
     with reader(current, snapshot) as store:
         frame = store.series()
@@ -279,6 +320,8 @@ def _human(value: Any, unit: str, metric: str) -> str:
 
 
 def _print_summary(frame: Any, as_json: bool) -> None:
+    from rich.table import Table
+
     hosts = (
         frame.groupby("host")
         .agg(
@@ -319,7 +362,10 @@ def _ts(value: Any) -> str:
 
 @app.command()
 def export(
-    parquet: Annotated[Path, typer.Option("--parquet", help="Directory to write the snapshot to.")],
+    parquet: Annotated[
+        Path,
+        typer.Option("--parquet", help="Directory to write the snapshot to.", parser=client_path),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Write a Parquet snapshot that readers use while a writer holds the store."""
