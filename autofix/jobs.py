@@ -157,6 +157,9 @@ class Service:
         }
         self._lock = threading.Lock()
         self._notify_lock = threading.Lock()
+        # One run of a job at a time: a scheduled run and one a client asked for (`autofix
+        # run JOB` carried out by this service, POST /api/v1/jobs/JOB/run) take turns.
+        self._job_locks = {name: threading.Lock() for name in JOB_NAMES}
         self.jobs: dict[str, Callable[[], dict[str, Any]]] = {
             "collect": self.collect,
             "remediate": self.remediate,
@@ -174,7 +177,7 @@ class Service:
 
     def run_job(self, name: str) -> JobRun:
         """Run one job now; record it in ``job_runs``; never raises for a failing job."""
-        with log_context(job=name):  # every line logged while the job runs says which
+        with self._job_locks[name], log_context(job=name):  # every log line says which job
             return self._run_job(name)
 
     def _run_job(self, name: str) -> JobRun:
