@@ -328,7 +328,6 @@ class StoreCollector:
         if beat.last is not None:
             f["heartbeat"].add_metric([], beat.last)
 
-
     def _holds(self, f: _Families, now: datetime) -> None:
         from autofix import pause, silences
 

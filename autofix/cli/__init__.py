@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from autofix.cli import anomaly as _anomaly  # noqa: F401  (registers its commands)
+from autofix.cli import checks as _checks  # noqa: F401  (registers its commands)
 from autofix.cli import fix as _fix  # noqa: F401  (registers its commands)
 from autofix.cli import maintenance as _maintenance  # noqa: F401  (registers its commands)
 from autofix.cli import metrics as _metrics  # noqa: F401  (registers its commands)
