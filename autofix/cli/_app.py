@@ -254,7 +254,9 @@ def plain(value: Any) -> Any:
 
 def print_json(data: Any) -> None:
     """One JSON document on one line of stdout (timestamps as ISO 8601 UTC with ``Z``)."""
-    sys.stdout.write(json.dumps(plain(data)) + "\n")
+    session = current_session()
+    stream = session.stdout if session is not None else sys.stdout
+    stream.write(json.dumps(plain(data)) + "\n")
 
 
 def words(summary: Any) -> str:

@@ -45,6 +45,8 @@ class _ClientStream(io.TextIOBase):
         self._send, self._key, self._tty = send, key, tty
 
     def write(self, text: str) -> int:
+        if not isinstance(text, str):  # as a real text stream: Click probes with b""
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         if text:
             self._send({self._key: text})
         return len(text)
@@ -108,6 +110,15 @@ def routed_std_streams() -> Iterator[None]:
         sys.stdout, sys.stderr = saved
 
 
+def _ensure_routed() -> None:
+    """Route the std streams if nothing has yet (a process serving only the API): Typer
+    and Click write usage errors there, and they belong to the client too."""
+    if not isinstance(sys.stdout, _Router):
+        sys.stdout = _Router(sys.stdout, stderr=False)
+    if not isinstance(sys.stderr, _Router):
+        sys.stderr = _Router(sys.stderr, stderr=True)
+
+
 def _console(stream: IO[str], term: Mapping[str, Any]) -> Any:
     from rich.console import Console
 
@@ -164,6 +175,7 @@ def run_request(
         remote=remote,
     )
     log.debug("control: %s runs %s", actor, argv[:3])
+    _ensure_routed()
     with serving(session):
         try:
             return invoke(argv)
