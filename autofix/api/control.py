@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
@@ -37,6 +37,8 @@ from autofix.errors import InputError
 log = logging.getLogger(__name__)
 
 Ctx = Annotated[ApiContext, Depends(context)]
+#: How long a silence lasts when the request gives neither `for` nor `ends_at`.
+DEFAULT_SILENCE = timedelta(hours=1)
 SilenceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The silence's id.")]
 
 router = APIRouter(
@@ -135,6 +137,8 @@ def add_silence(ctx: Ctx, who: Operator, body: SilenceIn) -> dict[str, Any]:
     try:
         matchers = [silencing.make_matcher(m.name, m.op, m.value) for m in body.matchers]
         span = parse_duration(body.duration) if body.duration is not None else None
+        if span is None and body.ends_at is None:
+            span = DEFAULT_SILENCE  # as `autofix silence add`
         with ctx.operator_lock:
             made = silencing.add(
                 ctx.store,

@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
+from autofix.actions.registry import ACTIONS
 from autofix.api.models import Fix, UtcNaive
 
 #: A duration as the CLI takes it: 90s, 30m, 2h, 7d, 2w.
@@ -19,6 +20,20 @@ Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,6
 ParamValue = (
     Annotated[str, StringConstraints(max_length=1024, pattern=r"^[^\x00]*$")] | int | float | bool
 )
+
+
+def _known_action(name: str) -> str:
+    if name not in ACTIONS:
+        raise ValueError(f"unknown action {name!r} (see `autofix actions`)")
+    return name
+
+
+#: An action of the catalog (``autofix actions``): the schema lists them.
+ActionName = Annotated[
+    str,
+    AfterValidator(_known_action),
+    WithJsonSchema({"type": "string", "enum": sorted(ACTIONS)}),
+]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"\S")]
 
 
@@ -38,10 +53,13 @@ class FixRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    action: Annotated[str, StringConstraints(pattern=r"^[a-z]+\.[a-z_]+$", max_length=64)]
+    action: ActionName
     target: Name
     params: dict[Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,64}$")], ParamValue] = Field(
-        default_factory=dict, max_length=32
+        default_factory=dict,
+        max_length=32,
+        # The schema says what the validator does: no other names than the pattern's.
+        json_schema_extra={"additionalProperties": False},
     )
     dry_run: bool = Field(False, description="Plan only; apply nothing.")
     approve: bool = Field(
@@ -146,8 +164,8 @@ class SilenceIn(BaseModel):
     matchers: list[MatcherIn] = Field(min_length=1, max_length=16)
     comment: Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=r"\S")]
     starts_at: UtcNaive | None = Field(None, description="Default: now.")
-    ends_at: UtcNaive | None = Field(None, description="Give this or `for`.")
-    duration: Duration | None = Field(None, alias="for", description="e.g. 2h.")
+    ends_at: UtcNaive | None = Field(None, description="Default: `for` after the start.")
+    duration: Duration | None = Field(None, alias="for", description="e.g. 2h (default 1h).")
 
 
 class Matcher(BaseModel):
