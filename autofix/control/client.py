@@ -58,6 +58,8 @@ READS = frozenset(
         ("silence", "list"),
     }
 )
+#: Seconds without a frame (output or keep-alive) after which the service counts as hung.
+SILENCE = 30.0
 #: Options that print something and exit, handled by the local process.
 _LOCAL_FLAGS = frozenset({"--help", "--version", "--install-completion", "--show-completion"})
 
@@ -156,10 +158,18 @@ def via_socket(found: _owner.Owner, db_path: Path, body: dict[str, Any]) -> int:
                 f"socket {found.socket} does not answer ({exc.strerror or exc}); wait for it "
                 "to finish starting, or restart it (systemctl restart autofix)"
             )
-        sock.settimeout(None)  # a command may run for minutes (collect --duration)
+        # A command may run for minutes; the service sends a keep-alive every few seconds.
+        sock.settimeout(SILENCE)
         sock.sendall((json.dumps(body) + "\n").encode())
-        with sock.makefile("rb") as answers:
-            return replay(answers)
+        try:
+            with sock.makefile("rb") as answers:
+                return replay(answers)
+        except TimeoutError:
+            return _fail(
+                f"autofix serve (PID {found.pid}) accepted the command but has not answered "
+                f"for {SILENCE:.0f} s; it may be hung: check `systemctl status autofix` and its "
+                "log, restart it if needed"
+            )
     finally:
         sock.close()
 

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 #: Largest request line accepted (argv of a real command is far smaller).
 MAX_REQUEST = 256 * 1024
+#: Seconds between keep-alive frames while a command runs (``autofix.control.client``
+#: gives up on a service that sends nothing for ``client.SILENCE`` seconds).
+KEEPALIVE = 5.0
 Send = Callable[[dict[str, Any]], None]
 
 
@@ -236,10 +239,24 @@ class _Handler(socketserver.StreamRequestHandler):
         except ValueError:
             send({"e": "autofix: error: bad request to the control socket\n", "x": 2})
             return
-        with self.server.tracking(cancelled):
-            code = run_request(
-                request, self.server.service, send, actor=f"cli:{_user(uid)}", cancelled=cancelled
-            )
+        done = threading.Event()
+
+        def keepalive() -> None:  # the client tells a busy service from a hung one
+            while not done.wait(KEEPALIVE):
+                send({"k": 1})
+
+        threading.Thread(target=keepalive, name="autofix-control-keepalive", daemon=True).start()
+        try:
+            with self.server.tracking(cancelled):
+                code = run_request(
+                    request,
+                    self.server.service,
+                    send,
+                    actor=f"cli:{_user(uid)}",
+                    cancelled=cancelled,
+                )
+        finally:
+            done.set()
         send({"x": code})
 
 
