@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/anomaly.py
 	$(BIN)/python benchmarks/executor.py
 	$(BIN)/python benchmarks/api.py
+	$(BIN)/python benchmarks/cli.py
 
 # JupyterLab on notebooks/ with this project's .venv (kernel "Python 3" is .venv's python).
 notebooks: $(STAMP)

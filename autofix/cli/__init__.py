@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -37,7 +38,28 @@ __all__ = ["app", "invoke", "main"]
 @functools.cache
 def _command() -> Any:
     """The Typer app as one command object, built once (the service reuses it per request)."""
-    return typer.main.get_command(app)
+    command = typer.main.get_command(app)
+    # Typer converts a parameter's value through pydantic (0.2-0.5 s to import). The root's
+    # options (--config, the completion flags) and every group's --help are converted on
+    # every command line, `autofix CMD --help` too, before the help is printed: convert
+    # those here (a path, flags), so `--help` never imports pydantic.
+    groups: list[Any] = [command]
+    while groups:
+        group = groups.pop()
+        groups += [c for c in group.commands.values() if hasattr(c, "commands")]
+        help_option = group.get_help_option(group.context_class(group))  # built, then cached
+        for param in [*(group.params if group is command else []), help_option]:
+            setattr(param, "process_value", functools.partial(_root_value, param))  # noqa: B010
+    return command
+
+
+def _root_value(param: Any, ctx: Any, value: Any) -> Any:
+    """A root option's value without Typer's pydantic conversion: a path or a flag."""
+    if param.name == "config" and value is not None:
+        value = Path(value)
+    if param.callback is not None:
+        value = param.callback(ctx, param, value)
+    return value
 
 
 def invoke(argv: Sequence[str], on_locked: Callable[[str], int | None] | None = None) -> int:
