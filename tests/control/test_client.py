@@ -113,3 +113,15 @@ def test_help_imports_nothing_heavy() -> None:
     )
     assert done.stderr.strip() == "[]"
     assert "approve" in done.stdout
+
+
+def test_doctests() -> None:
+    import doctest
+
+    import autofix.cli._app
+    import autofix.control.owner
+    import autofix.pause
+    import autofix.silences
+
+    for module in (autofix.pause, autofix.silences, autofix.control.owner, autofix.cli._app):
+        assert doctest.testmod(module).failed == 0, module.__name__
