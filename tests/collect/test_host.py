@@ -186,6 +186,7 @@ def test_process_down_is_a_sample_not_an_error(tmp_path: Path) -> None:
         assert [(s.metric, s.value) for s in samples] == [
             ("process_up", 0.0),
             ("process_count", 0.0),
+            ("process_restarts_total", 0.0),
         ], target.name
 
 
