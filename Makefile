@@ -14,20 +14,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job end to end on this host with the embedded defaults (DuckDB in data/,
-# MLflow in models/, pipelines/local.yaml): collect, import the sample history, train,
-# predict + decide + fix in dry run (rules in shadow mode), plan maintenance, KPIs,
-# a status summary and the HTML report.
+# The demo: the whole loop live on a real news-delivery stack (autofix demo). `.[dev]`
+# includes the `demo` extra (supervisor; PyPI PostgreSQL and Redis where Debian's are absent).
 run: $(STAMP)
-	$(BIN)/autofix collect --interval 5s --duration 30s
-	$(BIN)/autofix import data/samples
-	$(BIN)/autofix series --summary
-	$(BIN)/autofix train
-	AUTOFIX_DRY_RUN=true $(BIN)/autofix run remediate
-	AUTOFIX_DRY_RUN=true $(BIN)/autofix run maintenance
-	$(BIN)/autofix run kpi
-	$(BIN)/autofix status
-	$(BIN)/autofix report --out data/reports/latest
+	$(BIN)/autofix demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check autofix tests benchmarks notebooks

@@ -9,7 +9,13 @@ Charts: ``forecast_vs_actual.png`` (the riskiest series' fill ratio, the forecas
 from its origin to the ETA with the 80 % interval, capacity, and what actually happened
 after the forecast was made), ``fix_timeline.png`` (fixes over time by target, coloured
 by final state) and ``kpi_trend.png`` (KPI snapshots, or daily KPIs from the audit log
-while there are fewer than two snapshots).
+while there are fewer than two snapshots). Each forecast panel spans its own series'
+time range (not a shared axis); axes read in percent, bytes with SI prefixes and
+durations in s / min / h, dates with the year where it changes.
+
+Only series that still report are ranked (``autofix.predict.current_predictions``):
+imported history that ended long ago is not a risk today, and an ETA is never in the
+past (a passed one reads "due now").
 """
 
 from __future__ import annotations
@@ -24,14 +30,17 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: never open a window, never need a display
 
+import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
 from jinja2 import Environment, StrictUndefined
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, FuncFormatter, PercentFormatter
 
 from autofix.kpi import audit_query, compute_kpis, daily_kpis, kpi_history, kpi_rows
 from autofix.models.base import direction_for, to_fill_ratio
+from autofix.predict import current_predictions
 from autofix.store import MetricStore
 
 CHARTS = ("forecast_vs_actual.png", "fix_timeline.png", "kpi_trend.png")
@@ -73,18 +82,30 @@ def _save(fig: Figure, path: Path) -> None:
 # -- reads -----------------------------------------------------------------------------
 
 
-def riskiest(store: MetricStore, now: datetime, top: int = 5) -> pd.DataFrame:
-    """The newest prediction (made by ``now``) of the ``top`` series most likely to fill."""
-    return audit_query(
+def riskiest(
+    store: MetricStore, now: datetime, top: int = 5, lookback: timedelta = timedelta(days=7)
+) -> pd.DataFrame:
+    """The newest prediction (made by ``now``) of the ``top`` series most likely to fill.
+
+    Series that stopped reporting by ``now`` (nothing inside ``lookback``, or silent for
+    several of their sampling intervals) are left out; ETAs before ``now`` read ``now``.
+    """
+    latest = audit_query(
         store,
         """SELECT s.host, s.metric, s.labels, s.capacity, p.*
            FROM predictions p JOIN series s USING (series_id)
            WHERE p.made_at <= ?
-           QUALIFY row_number() OVER (PARTITION BY p.series_id ORDER BY p.made_at DESC) = 1
-           ORDER BY p.p_24h DESC, p.eta NULLS LAST, p.p_4d DESC, p.series_id
-           LIMIT ?""",
-        [_naive(now), top],
+           QUALIFY row_number() OVER (PARTITION BY p.series_id ORDER BY p.made_at DESC) = 1""",
+        [_naive(now)],
     )
+    if latest.empty:
+        return latest
+    current = current_predictions(store, _naive(now), lookback, latest)
+    return current.sort_values(
+        ["p_24h", "eta", "p_4d", "series_id"],
+        ascending=[False, True, False, True],
+        na_position="last",
+    ).head(top)
 
 
 def _fixes(store: MetricStore, since: datetime, now: datetime) -> pd.DataFrame:
@@ -120,6 +141,30 @@ def _escalations(store: MetricStore, since: datetime, now: datetime) -> pd.DataF
 # -- charts ----------------------------------------------------------------------------
 
 
+def _dates(ax: Axes) -> None:
+    """Dates that say the year where it changes (and only there)."""
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(
+        mdates.ConciseDateFormatter(locator)  # type: ignore[no-untyped-call]
+    )
+
+
+def _seconds(value: float, _pos: object = None) -> str:
+    """``45 s``, ``12 min``, ``3.5 h``, ``2 d``."""
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if abs(value) >= 2 * size:
+            return f"{value / size:.3g} {unit}"
+    return f"{value:.3g} s"
+
+
+def _amount(value: float, unit: str) -> str:
+    """A raw value with its unit: bytes with SI prefixes, else the number."""
+    if unit == "bytes" or unit.endswith("_bytes"):
+        return str(EngFormatter(unit="B", places=1)(value))
+    return f"{value:.4g}"
+
+
 def _forecast_chart(
     store: MetricStore, risky: pd.DataFrame, now: datetime, lookback: timedelta, path: Path
 ) -> bool:
@@ -127,18 +172,19 @@ def _forecast_chart(
         return False
     ids = [int(i) for i in risky["series_id"]]
     history = store.fill_history(lookback, end=now, series_ids=ids)
-    fig, axes = plt.subplots(
-        len(risky), 1, figsize=(10, 2.8 * len(risky)), squeeze=False, sharex=True
-    )
+    # Each series on its own time axis: one that reports every 15 s and one imported
+    # hourly would squeeze each other into a sliver on a shared one.
+    fig, axes = plt.subplots(len(risky), 1, figsize=(10, 2.9 * len(risky)), squeeze=False)
     for ax, row in zip(axes[:, 0], _records(risky), strict=True):
         mine = history[history["series_id"] == row["series_id"]]
+        direction = direction_for(str(row["metric"]))
         fill = pd.Series(
-            to_fill_ratio(mine["value"], mine["capacity"], direction_for(str(row["metric"]))),
+            to_fill_ratio(mine["value"], mine["capacity"], direction),
             index=pd.DatetimeIndex(mine["ts"]),
         )
         made_at = pd.Timestamp(row["made_at"])
         before, after = fill[fill.index <= made_at], fill[fill.index > made_at]
-        ax.plot(before.index, before.to_numpy(), lw=0.8, color="0.35", label="fill ratio")
+        ax.plot(before.index, before.to_numpy(), lw=0.8, color="0.35", label="fill")
         if not after.empty:
             ax.plot(
                 after.index, after.to_numpy(), lw=1.2, color="black", label="actual after forecast"
@@ -151,15 +197,32 @@ def _forecast_chart(
         ax.axvline(made_at, color="0.5", lw=0.7, ls=":", label="forecast made")
         highest = float(fill.max()) if fill.notna().any() else 1.0
         ax.set_ylim(0, max(1.1, highest * 1.05))
-        ax.set_ylabel("fill ratio")
-        eta = "no ETA" if row["eta"] is None else f"ETA {_ts(row['eta'])}"
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_ylabel("full")
+        start = fill.index.min() if not fill.empty else made_at
+        end = max(fill.index.max() if not fill.empty else made_at, made_at)
+        if row["eta"] is not None:
+            # Show the ETA, but not a month of empty axis for a series with a day of data.
+            horizon = pd.Timestamp(row["eta_hi"] or row["eta"])
+            end = max(end, min(horizon, end + max(end - start, pd.Timedelta(hours=1))))
+        ax.set_xlim(start, end + (end - start) * 0.02 + pd.Timedelta(seconds=1))
+        _dates(ax)
+        eta = "no ETA" if row["eta"] is None else _eta(row["eta"], now)
+        last = mine["value"].iloc[-1] if not mine.empty else None
+        capacity = mine["capacity"].iloc[-1] if not mine.empty else row["capacity"]
+        unit = str(row["metric"]).rsplit("_", 1)[-1]
+        level = (
+            f"{_amount(float(last), unit)} of {_amount(float(capacity), unit)}"
+            if last is not None and capacity is not None
+            else ""
+        )
         ax.set_title(
             _plain(f"{row['host']}  {row['metric']}  {row['labels']}", 110)
-            + f"\nP(full within 24 h) {row['p_24h']:.2f}, {eta}  ({_plain(row['model'], 30)})",
+            + f"\n{level}; P(full within 24 h) {row['p_24h']:.2f}, {eta}"
+            + f"  ({_plain(row['model'], 30)})",
             fontsize=8,
         )
         ax.legend(fontsize=7, loc="upper left")
-    fig.autofmt_xdate()
     fig.tight_layout()
     _save(fig, path)
     return True
@@ -232,7 +295,7 @@ def _timeline_chart(fixes: pd.DataFrame, escalations: pd.DataFrame, path: Path) 
     hidden = f" (the {len(targets)} busiest; {more} more)" if more else ""
     ax.set_title(f"fixes by target{hidden}")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.autofmt_xdate()
+    _dates(ax)
     fig.tight_layout()
     _save(fig, path)
     return True
@@ -259,11 +322,13 @@ def _trend_chart(store: MetricStore, since: datetime, now: datetime, path: Path)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
     for column, name in rates.items():
         top.plot(frame["ts"], frame[column] * 100, marker="o", ms=3, label=name)
-    top.set_ylabel("%")
+    top.set_ylabel("rate")
     top.set_ylim(-2, 102)
     for column, name in seconds.items():
         bottom.plot(frame["ts"], frame[column], marker="o", ms=3, label=name)
-    bottom.set_ylabel("seconds")
+    bottom.set_ylabel("time")
+    bottom.yaxis.set_major_formatter(FuncFormatter(_seconds))
+    top.yaxis.set_major_formatter(PercentFormatter(100))
     for ax, drawn in ((top, rates), (bottom, seconds)):
         ax.grid(color="0.9")
         if drawn:
@@ -271,7 +336,7 @@ def _trend_chart(store: MetricStore, since: datetime, now: datetime, path: Path)
         else:
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", color="0.5")
     top.set_title(f"KPI trend ({source})")
-    fig.autofmt_xdate()
+    _dates(bottom)
     fig.tight_layout()
     _save(fig, path)
     return source
@@ -344,11 +409,15 @@ the last {{ window }}.</p>
 <tr><td>{{ r.host }}</td><td>{{ r.metric }}</td><td><code>{{ r.labels }}</code></td>
 <td class="num">{{ '%.2f' % r.p_1h }}</td><td class="num">{{ '%.2f' % r.p_4h }}</td>
 <td class="num">{{ '%.2f' % r.p_24h }}</td><td class="num">{{ '%.2f' % r.p_4d }}</td>
-<td>{{ r.eta | ts }}</td><td>{{ r.eta_lo | ts }} … {{ r.eta_hi | ts }}</td>
+<td>{{ r.eta_text }}</td><td>{{ r.eta_lo | ts }} … {{ r.eta_hi | ts }}</td>
 <td>{{ r.model }} {{ r.model_version }}</td><td>{{ r.made_at | ts }}</td></tr>
 {% endfor %}
 </table>
 {% if forecast_chart %}<img src="forecast_vs_actual.png" alt="forecast vs actual">{% endif %}
+{% elif silent %}
+<p class="empty">No current forecasts: the {{ silent }} series with forecasts stopped
+reporting (nothing in the last {{ lookback }}, or silent for several of their own
+sampling intervals); their old forecasts are not risks now.</p>
 {% else %}
 <p class="empty">No predictions yet: run <code>autofix predict</code>.</p>
 {% endif %}
@@ -389,6 +458,15 @@ the last {{ window }}.</p>
 </body>
 </html>
 """
+
+
+def _eta(value: Any, now: datetime) -> str:
+    """``ETA 2026-03-02 18:00 (in 6 h)``, or ``due now`` for one that is not ahead."""
+    when = pd.Timestamp(value)
+    ahead = (when - pd.Timestamp(_naive(now))).total_seconds()
+    if ahead <= 0:
+        return "due now"
+    return f"ETA {when:%Y-%m-%d %H:%M} (in {_seconds(ahead)})"
 
 
 def _ts(value: Any) -> str:
@@ -440,6 +518,7 @@ def write_report(
     window: timedelta = timedelta(days=7),
     top: int = 5,
     manual_mttr: timedelta = timedelta(minutes=30),
+    lookback: timedelta = timedelta(days=7),
 ) -> Path:
     """Write ``out_dir/index.html`` and its charts; return the page's path.
 
@@ -451,7 +530,13 @@ def write_report(
     now = _naive(now)
     since = now - window
     kpis = compute_kpis(store, now, window, manual_mttr)
-    risky = riskiest(store, now, top)
+    risky = riskiest(store, now, top, lookback)
+    forecast_series = audit_query(
+        store,
+        "SELECT count(DISTINCT series_id) AS n FROM predictions WHERE made_at <= ?",
+        [now],
+    )
+    predicted = int(forecast_series["n"].iloc[0]) if not forecast_series.empty else 0
     fixes = _fixes(store, since, now)
     escalations = _escalations(store, since, now)
     drawn = {
@@ -465,6 +550,9 @@ def write_report(
     for name, written in drawn.items():
         if not written:
             (out / name).unlink(missing_ok=True)
+    risky_rows = _records(risky)
+    for risk in risky_rows:
+        risk["eta_text"] = "—" if risk["eta"] is None else _eta(risk["eta"], now)
     recent = _records(fixes.head(_TABLE_ROWS))
     for fix in recent:
         fix["label"] = _label(fix["false_fix"])
@@ -477,7 +565,9 @@ def write_report(
             "kpis": kpis,
             "kpi_rows": kpi_rows(kpis),
             "trend_source": trend_source,
-            "risky": _records(risky),
+            "risky": risky_rows,
+            "silent": predicted if risky.empty else 0,
+            "lookback": _span(lookback),
             "forecast_chart": drawn["forecast_vs_actual.png"],
             "fixes": recent,
             "fix_count": len(fixes),

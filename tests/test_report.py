@@ -245,3 +245,23 @@ def test_cli_report(tmp_path: Path) -> None:
     assert "over the last 1 day" in html
     proc = run_autofix(["report"], env)
     assert proc.stdout.strip() == str(tmp_path / "reports" / "index.html")
+
+
+def test_2024_history_is_no_risk_in_the_report(tmp_path: Path) -> None:
+    from autofix.collect.importer import import_files
+
+    samples = Path(__file__).parents[1] / "data" / "samples" / "disk_fill_linear.parquet"
+    with MetricStore(tmp_path / "old.duckdb") as store:
+        import_files(store, samples)
+        then = datetime(2024, 3, 18)
+        run = predict_store(
+            store, make_forecaster("default"), model_name="default", model_version="1", now=then
+        )
+        assert run.written == 2
+        assert riskiest(store, then)["p_4d"].max() > 0.9  # a risk back then
+        now = datetime.now(UTC).replace(tzinfo=None)
+        assert riskiest(store, now).empty
+        html, images = _check_html(write_report(store, tmp_path / "r", now))
+    assert "forecast_vs_actual.png" not in images
+    assert "No current forecasts: the 2 series with forecasts stopped" in html
+    assert "2024-03-1" not in html  # no ETA (or anything else) from back then

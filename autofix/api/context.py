@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from autofix.jobs import Service
 from autofix.maintenance import Maintenance
 from autofix.models.base import HORIZONS
 from autofix.pipeline import Pipeline
+from autofix.predict import current_predictions
 from autofix.store import MetricStore
 
 log = logging.getLogger(__name__)
@@ -123,18 +124,37 @@ class ForecastTable:
             }
         return row
 
-    def row(self, index: int, within: str) -> dict[str, Any]:
-        """Row ``index`` as a ``Forecast`` body for the horizon ``within``."""
-        p = number(self.probability[within][index])
-        return {**self._base(index), "within": within, "p_within": p}
+    def row(self, index: int, within: str, now: datetime | None = None) -> dict[str, Any]:
+        """Row ``index`` as a ``Forecast`` body for the horizon ``within``.
 
-    def row_json(self, index: int, within: str) -> bytes:
-        """A row as the JSON of a ``Forecast``: serialized once, then reused."""
+        With ``now``, an ETA (or interval bound) that has passed since the table was
+        built reads ``now``: due, never a time in the past.
+        """
+        p = number(self.probability[within][index])
+        out = {**self._base(index), "within": within, "p_within": p}
+        if now is not None:
+            moment = now.replace(tzinfo=UTC) if now.tzinfo is None else now
+            for name in ("eta", "eta_lo", "eta_hi"):
+                if out[name] is not None and out[name] < moment:
+                    out[name] = moment
+        return out
+
+    def row_json(self, index: int, within: str, now: datetime | None = None) -> bytes:
+        """A row as the JSON of a ``Forecast``: serialized once, then reused (a row whose
+        ETA has passed since the build is serialized anew, with the ETA at ``now``)."""
+        if now is not None:
+            moment = (now.replace(tzinfo=UTC) if now.tzinfo is None else now).timestamp()
+            if self.eta_epoch[index] < moment or self._passed(index, moment):
+                return Forecast(**self.row(index, within, now)).model_dump_json().encode()
         key = (index, within)
         out = self._json.get(key)
         if out is None:
             out = self._json[key] = Forecast(**self.row(index, within)).model_dump_json().encode()
         return out
+
+    def _passed(self, index: int, moment: float) -> bool:
+        low = self.columns["eta_lo"][index]
+        return not np.isnat(low) and low.astype("int64") / 1e9 < moment
 
     def metric_labels(self, index: int) -> list[str]:
         """series_id, host, metric: the labels of the row's /metrics samples."""
@@ -162,18 +182,32 @@ class ForecastTable:
 
 
 class PredictionCache:
-    """``latest_predictions`` built once per prediction run, keyed on ``max(made_at)``.
+    """The current predictions (``autofix.predict.current_predictions``), built once per
+    prediction run, keyed on ``max(made_at)`` and the ``REFRESH``-second period.
 
     The predict job appends a whole run in one statement, so a new ``max(made_at)`` (or
-    row count) is exactly a new run. ``get`` checks the key (one small aggregate instead
-    of a window over the whole predictions table) and rebuilds on a change; ``fresh``
-    answers without touching the store when the last check is under ``recheck`` seconds
-    old, so a busy route stays on the event loop (runs come a minute apart).
+    row count) is exactly a new run; the period makes a series that stopped reporting
+    drop out even when no run comes any more (a stopped service, imported history).
+    ``get`` checks the key (one small aggregate instead of a window over the whole
+    predictions table) and rebuilds on a change; ``fresh`` answers without touching the
+    store when the last check is under ``recheck`` seconds old, so a busy route stays on
+    the event loop (runs come a minute apart).
     """
 
-    def __init__(self, store: MetricStore, recheck: float = 1.0) -> None:
+    #: Seconds after which the table is rebuilt even without a new prediction run.
+    REFRESH = 30.0
+
+    def __init__(
+        self,
+        store: MetricStore,
+        recheck: float = 1.0,
+        clock: Callable[[], datetime] | None = None,
+        lookback: timedelta = timedelta(days=7),
+    ) -> None:
         self.store = store
         self.recheck = recheck
+        self.clock = clock or (lambda: datetime.now(UTC).replace(tzinfo=None))
+        self.lookback = lookback
         self._lock = threading.Lock()
         self._key: tuple[Any, ...] | None = None
         self._table: ForecastTable | None = None
@@ -192,12 +226,15 @@ class PredictionCache:
         While one caller rebuilds after a new run, the others keep getting the previous
         table instead of queueing behind the rebuild (unless there is none yet).
         """
-        key = tuple(self.store._run("SELECT max(made_at), count(*) FROM predictions")[0])
+        now = self.clock()
+        period = int(now.replace(tzinfo=UTC).timestamp() // self.REFRESH)
+        key = (*self.store._run("SELECT max(made_at), count(*) FROM predictions")[0], period)
         stale = key != self._key or self._table is None
         if stale and self._lock.acquire(blocking=self._table is None):
             try:
                 if key != self._key or self._table is None:
-                    self._table = ForecastTable.build(self.store.latest_predictions())
+                    current = current_predictions(self.store, now, self.lookback)
+                    self._table = ForecastTable.build(current)
                     self._key = key
                     self.builds += 1
             finally:
@@ -276,7 +313,9 @@ class ApiContext:
     operator_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.predictions = PredictionCache(self.store)
+        self.predictions = PredictionCache(
+            self.store, clock=self.clock, lookback=self.settings.predict_lookback
+        )
         self.maintenance = Maintenance(
             self.store, self.pipeline, self.settings, self.executor, clock=self.clock
         )

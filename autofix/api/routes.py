@@ -129,7 +129,8 @@ async def forecasts(
     if table is None:
         table = await run_in_threadpool(ctx.predictions.get)
     picked = table.select(within, host, metric, min_probability)
-    items = b",".join(table.row_json(int(i), within) for i in picked[offset : offset + limit])
+    now = ctx.clock()
+    items = b",".join(table.row_json(int(i), within, now) for i in picked[offset : offset + limit])
     page = b'{"total":%d,"limit":%d,"offset":%d,"items":[%s]}' % (
         len(picked),
         limit,
@@ -235,7 +236,8 @@ def series_forecast(
     fills = to_fill_ratio(values, capacity, direction) if capacity else np.full(len(values), np.nan)
     table: ForecastTable = ctx.predictions.get()
     index = table.series_index.get(series_id)
-    prediction = table.row(index, "24h") if index is not None else None
+    # Only a series that still reports has a current forecast (the table holds no other).
+    prediction = table.row(index, "24h", ctx.clock()) if index is not None else None
     fill0 = next((float(f) for f in fills[::-1] if np.isfinite(f)), None)
     path = (
         _path(prediction, fill0, capacity, direction)

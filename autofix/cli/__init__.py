@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 from autofix.cli import anomaly as _anomaly  # noqa: F401  (registers its commands)
+from autofix.cli import demo as _demo  # noqa: F401  (registers its commands)
 from autofix.cli import fix as _fix  # noqa: F401  (registers its commands)
 from autofix.cli import maintenance as _maintenance  # noqa: F401  (registers its commands)
 from autofix.cli import metrics as _metrics  # noqa: F401  (registers its commands)

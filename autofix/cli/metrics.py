@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from autofix.cli._app import app, err, out, print_json, reader, settings, writer
-from autofix.config import describe, format_duration, parse_duration
+from autofix.config import Settings, describe, format_duration, parse_duration
 from autofix.errors import InputError
 
 config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
@@ -164,11 +164,20 @@ def _duration(flag: str, value: str) -> Any:
 def import_(
     path: Annotated[Path, typer.Argument(help="CSV or Parquet file, or a directory of them.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print counts as JSON.")] = False,
+    shift_to_now: Annotated[
+        bool,
+        typer.Option(
+            "--shift-to-now",
+            help="Move every timestamp by one offset so the newest sample is from the last "
+            "minute (sample data: current, and kept by retention).",
+        ),
+    ] = False,
 ) -> None:
     """Import history with columns timestamp,host,metric,value[,labels,capacity,unit]."""
     from autofix.collect.importer import import_files
 
     current = settings()
+    now = datetime.now(UTC).replace(tzinfo=None)
     with (
         writer(current) as store,
         Progress(
@@ -187,7 +196,9 @@ def import_(
             path,
             chunk_rows=current.import_chunk_rows,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            shift_to=now if shift_to_now else None,
         )
+    _warn_retention(result.oldest, result.newest, now, current)
     if as_json:
         print_json(result.as_dict())
         return
@@ -197,6 +208,40 @@ def import_(
         f"imported {len(result.files)} file(s), {result.rows} rows: "
         f"[green]{info['stored']} stored[/], {info['duplicates']} duplicates, "
         f"{info['rejected']} rejected" + (f" ({reasons})" if reasons else "")
+    )
+
+
+def _warn_retention(
+    oldest: datetime | None, newest: datetime | None, now: datetime, current: Settings
+) -> None:
+    """Say so (on stderr) when retention will roll up or drop what was just imported."""
+    if oldest is None or newest is None:
+        return
+    raw, rollup = current.raw_retention, current.rollup_retention
+    if oldest >= now - raw:
+        return
+    if newest < now - rollup:
+        fate = (
+            f"all of it is older than AUTOFIX_ROLLUP_RETENTION ({format_duration(rollup)}): "
+            "`autofix run retention` deletes it"
+        )
+    elif oldest < now - rollup:
+        fate = (
+            f"what is older than AUTOFIX_ROLLUP_RETENTION ({format_duration(rollup)}) is "
+            "deleted by `autofix run retention`, the rest rolled up into 5-minute buckets"
+        )
+    else:
+        fate = (
+            f"`autofix run retention` rolls samples older than AUTOFIX_RAW_RETENTION "
+            f"({format_duration(raw)}) up into 5-minute buckets"
+        )
+    err.print(
+        f"autofix: warning: the imported history runs {oldest:%Y-%m-%d} to {newest:%Y-%m-%d}; "
+        f"{fate}. To keep sample data, import it with --shift-to-now (it then ends now); "
+        "to keep real history, raise those settings.",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
     )
 
 

@@ -18,7 +18,7 @@ from rich.table import Table
 from autofix.cli._app import app, err, out, print_json, settings, writer
 from autofix.config import parse_duration
 from autofix.errors import InputError
-from autofix.models.base import HORIZONS, to_fill_ratio
+from autofix.models.base import HORIZONS, direction_for, to_fill_ratio
 from autofix.models.registry import FORECASTERS, make_forecaster
 from autofix.training import REGISTERED_MODEL
 
@@ -103,8 +103,18 @@ def forecast(
         "default"
     ),
     direction: Annotated[
-        str, typer.Option("--direction", help="up: value rises to capacity; down: falls to 0.")
-    ] = "up",
+        str | None,
+        typer.Option(
+            "--direction",
+            help="up: the value rises to capacity; down: it falls to 0 (default: from "
+            "--metric: *_avail_bytes, *_available_bytes, *_free_bytes, *_files_free are "
+            "down; else up).",
+        ),
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option("--metric", help="Metric name of the CSV's values (default: its file name)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object per series).")] = (
         False
     ),
@@ -114,8 +124,11 @@ def forecast(
         raise InputError(f"--capacity: must be a positive number, not {capacity:g}")
     if not (threshold > 0 and math.isfinite(threshold)):
         raise InputError(f"--threshold: must be a positive number, not {threshold:g}")
-    if direction not in {"up", "down"}:
+    if direction is not None and direction not in {"up", "down"}:
         raise InputError(f"--direction: {direction!r} is not up or down")
+    name = metric or input_file.stem
+    assumed = direction is None
+    chosen = direction_for(name) if direction is None else direction
     try:
         span = parse_duration(horizon)
     except ValueError as exc:
@@ -123,9 +136,20 @@ def forecast(
     estimator = make_forecaster(model)
     frame = read_value_csv(input_file)
     multi = "series_id" in pd.read_csv(input_file, nrows=0).columns
-    frame["value"] = to_fill_ratio(
-        frame["value"], capacity, "down" if direction == "down" else "up"
-    )
+    if assumed:
+        # On stderr, so that --json output stays one JSON document per line.
+        what = (
+            "it counts what is left: exhausted at 0"
+            if chosen == "down"
+            else "it counts what is used: exhausted at --capacity"
+        )
+        err.print(
+            f"autofix: assuming --direction {chosen} for {name!r} ({what}); "
+            "give --direction to override",
+            highlight=False,
+            markup=False,
+        )
+    frame["value"] = to_fill_ratio(frame["value"], capacity, "down" if chosen == "down" else "up")
     result = estimator.fit(frame).predict(threshold)
     records = []
     for row in result.itertuples(index=False):
@@ -167,7 +191,7 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
     """Forecast every exhaustible series in the store with the champion; write predictions."""
-    from autofix.predict import predict_store
+    from autofix.predict import current_predictions, predict_store
 
     current = settings()
     try:
@@ -183,7 +207,9 @@ def predict(
         run = predict_store(
             store, estimator, model_name=name, model_version=version, now=now, lookback=span
         )
-        latest = store.latest_predictions() if run.written else pd.DataFrame()
+        # Only series that still report are risks (stale history is left out, and an
+        # ETA that has passed reads now).
+        latest = current_predictions(store, now, span) if run.written else pd.DataFrame()
     summary = {
         "series": run.series,
         "written": run.written,
@@ -196,7 +222,14 @@ def predict(
     made_by = f"{name} (untracked)" if version == "untracked" else f"{name} v{version}"
     out.print(f"{run.written} predictions written by {made_by}")
     if not latest.empty:
-        print_riskiest(latest, top)
+        print_riskiest(latest, top, now)
+    elif not run.written:
+        out.print(
+            f"no series has reported within the last {lookback}: nothing to forecast "
+            "(imported history that ended earlier is not a risk now; "
+            "`autofix import --shift-to-now` moves sample data to the present)",
+            highlight=False,
+        )
 
 
 def _champion_or_default(models_dir: Path) -> tuple[Any, str, str]:
@@ -212,8 +245,8 @@ def _champion_or_default(models_dir: Path) -> tuple[Any, str, str]:
     return champion_or_default(models_dir)
 
 
-def print_riskiest(latest: pd.DataFrame, top: int) -> None:
-    """The series most likely to exhaust, with ETA and interval."""
+def print_riskiest(latest: pd.DataFrame, top: int, now: datetime | None = None) -> None:
+    """The series most likely to exhaust, with ETA and interval (``due`` once passed)."""
     table = Table(title=f"riskiest series (of {len(latest)})", box=box.SIMPLE_HEAD)
     table.add_column("host")
     table.add_column("series", overflow="fold")
@@ -225,7 +258,7 @@ def print_riskiest(latest: pd.DataFrame, top: int) -> None:
         table.add_row(
             str(row.host),
             short_series(str(row.metric), str(row.labels)),
-            _short(row.eta),
+            _eta(row.eta, now),
             f"{_short(row.eta_lo)} … {_short(row.eta_hi)}",
             f"{row.p_4h:.2f}",
             f"{row.p_24h:.2f}",
@@ -247,6 +280,12 @@ def short_series(metric: str, labels: str) -> str:
 
 def _short(value: Any) -> str:
     return "—" if value is None or pd.isna(value) else str(pd.Timestamp(value))[:16]
+
+
+def _eta(value: Any, now: datetime | None) -> str:
+    if now is None or value is None or pd.isna(value):
+        return _short(value)
+    return "due now" if pd.Timestamp(value) <= pd.Timestamp(now) else _short(value)
 
 
 @app.command()

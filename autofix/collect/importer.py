@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,19 @@ class ImportResult:
     files: list[str]
     rows: int
     result: WriteResult
+    oldest: datetime | None = None  # as stored (after any shift), UTC
+    newest: datetime | None = None
+    shifted_by: timedelta | None = None  # --shift-to-now: what was added to every timestamp
 
     def as_dict(self) -> dict[str, object]:
-        return {"files": self.files, "rows": self.rows, **self.result.as_dict()}
+        return {
+            "files": self.files,
+            "rows": self.rows,
+            **self.result.as_dict(),
+            "oldest": self.oldest.isoformat() if self.oldest else None,
+            "newest": self.newest.isoformat() if self.newest else None,
+            "shifted_by_seconds": self.shifted_by.total_seconds() if self.shifted_by else None,
+        }
 
 
 def find_files(path: Path) -> list[Path]:
@@ -220,6 +231,25 @@ class _Parser:
             self.con.executemany(f"INSERT INTO labels_{raw} VALUES (?, ?)", mapping)
         return f"labels_{raw}"
 
+    def span(
+        self, queries: Sequence[str], shift_to: datetime | None
+    ) -> tuple[datetime | None, datetime | None, timedelta | None]:
+        """Oldest and newest timestamp of the rows (after the shift), and the shift."""
+        union = " UNION ALL ".join(f"SELECT ts FROM ({q})" for q in queries)
+        oldest, newest = self.con.execute(f"SELECT min(ts), max(ts) FROM ({union})").fetchall()[0]
+        if shift_to is None or newest is None:
+            return oldest, newest, None
+        minutes = (shift_to.replace(tzinfo=None) - newest) // timedelta(minutes=1)
+        shift = timedelta(minutes=minutes)
+        return oldest + shift, newest + shift, shift
+
+    def shifted(self, query: str, shift: timedelta) -> str:
+        micros = int(shift / timedelta(microseconds=1))
+        return (
+            f"SELECT ts + to_microseconds({micros}) AS ts, host, metric, labels, value, "
+            f"unit, capacity FROM ({query})"
+        )
+
     def batches(self, query: str, rows: int) -> pa.RecordBatchReader:
         return self.con.sql(query).to_arrow_reader(rows)
 
@@ -230,10 +260,15 @@ def import_files(
     *,
     chunk_rows: int = 1_000_000,
     progress: Progress | None = None,
+    shift_to: datetime | None = None,
 ) -> ImportResult:
-    """Import a file or a directory of files as one all-or-nothing transaction."""
+    """Import a file or a directory of files as one all-or-nothing transaction.
+
+    ``shift_to``: move every timestamp by one offset (whole minutes) so that the newest
+    sample lands within the minute before ``shift_to`` — sample data made current.
+    """
     files = find_files(path)
-    return import_paths(store, files, chunk_rows=chunk_rows, progress=progress)
+    return import_paths(store, files, chunk_rows=chunk_rows, progress=progress, shift_to=shift_to)
 
 
 def import_paths(
@@ -242,11 +277,15 @@ def import_paths(
     *,
     chunk_rows: int = 1_000_000,
     progress: Progress | None = None,
+    shift_to: datetime | None = None,
 ) -> ImportResult:
     """Parse and check every file first, then write them all in one transaction."""
     parser = _Parser()
     try:
         checked = [parser.load(index, file) for index, file in enumerate(files)]
+        oldest, newest, shift = parser.span([q for q, _ in checked], shift_to)
+        if shift is not None:
+            checked = [(parser.shifted(q, shift), n) for q, n in checked]
         total_rows = sum(count for _, count in checked)
         done = 0
         result = WriteResult()
@@ -259,6 +298,6 @@ def import_paths(
                     done += batch.num_rows
                     if progress:
                         progress(done, total_rows)
-        return ImportResult([str(f) for f in files], total_rows, result)
+        return ImportResult([str(f) for f in files], total_rows, result, oldest, newest, shift)
     finally:
         parser.close()

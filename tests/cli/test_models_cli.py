@@ -105,6 +105,38 @@ def test_forecast_bad_input(
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("name", "direction"),
+    [("node_filesystem_free_bytes", "down"), ("process_resident_memory_bytes", "up")],
+)  # fmt: skip
+def test_forecast_infers_the_direction_from_the_metric_name(
+    env: dict[str, str], tmp_path: Path, name: str, direction: str
+) -> None:
+    ts = pd.date_range("2026-01-01", periods=7 * 288, freq="5min")
+    used = np.linspace(40.0, 95.0, len(ts))
+    value = 100 - used if direction == "down" else used  # the same fill, either way
+    path = tmp_path / f"{name}.csv"
+    pd.DataFrame({"timestamp": ts.strftime("%Y-%m-%dT%H:%M:%SZ"), "value": value}).to_csv(
+        path, index=False
+    )
+    out = run(["forecast", "--input", str(path), "--capacity", "100", "--json"], env)
+    assert f"assuming --direction {direction} for {name!r}" in out.stderr
+    result = json.loads(out.stdout)
+    assert result["eta"] is not None
+    assert result["p_within"]["24h"] > 0.9
+    # Said only when assumed; --metric names a file that does not.
+    other = tmp_path / "values.csv"
+    path.rename(other)
+    flipped = "up" if direction == "down" else "down"
+    out = run(["forecast", "--input", str(other), "--capacity", "100", "--json",
+               "--direction", flipped], env)  # fmt: skip
+    assert out.stderr == ""
+    assert json.loads(out.stdout)["eta"] is None  # read the wrong way round: never full
+    out = run(["forecast", "--input", str(other), "--capacity", "100", "--json",
+               "--metric", name], env)  # fmt: skip
+    assert json.loads(out.stdout)["eta"] == result["eta"]
+
+
 def test_forecast_bad_capacity(env: dict[str, str], fill_csv: Path) -> None:
     proc = run(["forecast", "--input", str(fill_csv), "--capacity", "-5"], env, check=2)
     assert "--capacity" in proc.stderr
@@ -145,7 +177,8 @@ def test_train_promotes_then_predict_uses_champion(env: dict[str, str]) -> None:
     assert second["promoted"] is True  # same recall, same false-fix rate: not worse
     listed = [json.loads(x) for x in run(["models", "list", "--json"], env).stdout.splitlines()]
     assert {row["version"] for row in listed} == {first["version"], second["version"]}
-    run(["import", str(ROOT / "data" / "samples" / "disk_fill_linear.parquet")], env)
+    sample = str(ROOT / "data" / "samples" / "disk_fill_linear.parquet")
+    run(["import", sample, "--shift-to-now"], env)
     summary = json.loads(run(["predict", "--json"], env).stdout)
     assert summary["model_version"] == str(second["version"])
     assert summary["written"] == 2

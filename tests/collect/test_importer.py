@@ -154,3 +154,29 @@ def test_write_failure_mid_import_rolls_back(store: MetricStore, tmp_path: Path)
 def test_missing_path(store: MetricStore, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
         import_files(store, tmp_path / "nope.csv")
+
+
+def test_shift_to_now_moves_every_sample_by_one_offset(store: MetricStore, tmp_path: Path) -> None:
+    from datetime import datetime, timedelta
+
+    text = (
+        "timestamp,host,metric,value\n"
+        "2024-03-17T23:50:00Z,h,m,1\n"
+        "2024-03-17T23:55:30Z,h,m,2\n"
+        "2024-03-18T00:00:00Z,h2,m,3\n"
+    )
+    now = datetime(2026, 12, 2, 13, 7, 45)
+    result = import_files(store, write(tmp_path / "old.csv", text), shift_to=now)
+    assert result.shifted_by is not None
+    assert result.shifted_by % timedelta(minutes=1) == timedelta(0)  # whole minutes
+    assert result.newest == datetime(2026, 12, 2, 13, 7)  # within the minute before now
+    assert result.oldest == datetime(2026, 12, 2, 12, 57)
+    ts = store.query("SELECT ts FROM samples ORDER BY ts")["ts"].tolist()
+    assert [t.to_pydatetime() for t in ts] == [
+        datetime(2026, 12, 2, 12, 57), datetime(2026, 12, 2, 13, 2, 30),
+        datetime(2026, 12, 2, 13, 7),
+    ]  # fmt: skip
+    # Without it, the history is stored as it is, and the result says so.
+    plain = import_files(MetricStore(":memory:"), write(tmp_path / "old.csv", text))
+    assert plain.shifted_by is None
+    assert plain.newest == datetime(2024, 3, 18)
