@@ -34,6 +34,8 @@ EXHAUSTIBLE_METRICS = frozenset(
         "redis_memory_used_rss_bytes",
         "redis_connected_clients",
         "pg_connections_in_use",
+        "pg_roles_connections",
+        "pg_database_connections",
     }
 )
 

@@ -9,6 +9,9 @@ probe's ``statement_timeout``):
   ``reserved_connections`` (PostgreSQL 16+); ``pg_stat_activity_max_tx_duration`` (the
   oldest open transaction) and ``pg_stat_activity_max_state_duration`` (how long the
   longest session has been in its state: idle in transaction …) per database and state;
+- roles and databases with a ``CONNECTION LIMIT`` of their own (an application's role
+  runs out long before the server does): ``pg_roles_connections{rolname}`` and
+  ``pg_database_connections{datname}`` against that limit;
 - ``pg_locks_waiting{datname}``: sessions waiting for a lock;
 - per declared table (``tables:``): live and dead tuples, size, and the estimated bloat
   (``pg_table_bloat_bytes`` / ``_ratio``: the table's size beyond what its rows need at
@@ -68,6 +71,23 @@ _ACTIVITY_SQL = """
            -- what a role without pg_read_all_stats sees of another role's session
            OR (backend_type IS NULL AND datname IS NOT NULL AND usename IS NOT NULL))
     GROUP BY 1, 2
+"""
+
+#: Roles and databases with a connection limit of their own: an application's role hits
+#: its CONNECTION LIMIT long before the server's pool is full.
+_LIMITS_SQL = """
+    WITH sessions AS (
+        SELECT usename, datname FROM pg_stat_activity
+        WHERE pid <> pg_backend_pid()
+          AND (backend_type = 'client backend'
+               OR (backend_type IS NULL AND datname IS NOT NULL AND usename IS NOT NULL)))
+    SELECT 'role', r.rolname, r.rolconnlimit,
+           (SELECT count(*) FROM sessions s WHERE s.usename = r.rolname)::int
+    FROM pg_roles r WHERE r.rolconnlimit >= 0 AND r.rolcanlogin
+    UNION ALL
+    SELECT 'database', d.datname, d.datconnlimit,
+           (SELECT count(*) FROM sessions s WHERE s.datname = d.datname)::int
+    FROM pg_database d WHERE d.datconnlimit >= 0 AND d.datallowconn
 """
 
 _LOCKS_SQL = """
@@ -214,6 +234,7 @@ class PostgresCollector(PostgresProbe):
         errors = 0
         parts: Sequence[Callable[[], list[Sample]]] = (
             lambda: self._activity(conn, str(database), pool),
+            lambda: self._limits(conn),
             lambda: self._locks(conn, str(database)),
             lambda: self._tables(conn, str(database)),
             lambda: self._replication(conn),
@@ -244,6 +265,17 @@ class PostgresCollector(PostgresProbe):
             out.append(Sample("pg_stat_activity_max_state_duration", state_age, labels, "seconds"))
         mine = {"target": self.name}
         out.append(Sample("pg_connections_in_use", total, mine, "count", pool))
+        return out
+
+    def _limits(self, conn: psycopg.Connection[Any]) -> list[Sample]:
+        out = []
+        for kind, name, limit, used in conn.execute(_LIMITS_SQL).fetchall():
+            key = "rolname" if kind == "role" else "datname"
+            labels = {"target": self.name, key: str(name)}
+            prefix = "pg_roles" if kind == "role" else "pg_database"
+            capacity = float(limit) if limit > 0 else None
+            out.append(Sample(f"{prefix}_connections", float(used), labels, "count", capacity))
+            out.append(Sample(f"{prefix}_connection_limit", float(limit), labels, "count"))
         return out
 
     def _locks(self, conn: psycopg.Connection[Any], database: str) -> list[Sample]:

@@ -112,6 +112,29 @@ def test_connections_by_state_against_the_pool(postgres: PostgresServer) -> None
     assert _one(samples, "pg_replication_is_replica").value == 0
 
 
+def test_roles_and_databases_with_a_connection_limit(postgres: PostgresServer) -> None:
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS limited_app")
+        conn.execute("CREATE ROLE limited_app LOGIN PASSWORD 'app' CONNECTION LIMIT 4")
+        conn.execute("DROP DATABASE IF EXISTS limited_db")
+        conn.execute("CREATE DATABASE limited_db CONNECTION LIMIT 3")
+    app = make_conninfo(postgres.dsn, user="limited_app", password="app", dbname="limited_db")
+    try:
+        with psycopg.connect(app), psycopg.connect(app):
+            samples = _collect(postgres.dsn)
+    finally:
+        with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS limited_db WITH (FORCE)")
+            conn.execute("DROP ROLE IF EXISTS limited_app")
+    role = _one(samples, "pg_roles_connections", rolname="limited_app")
+    assert (role.value, role.capacity) == (2, 4)  # the role runs out at 4, not at the pool
+    assert _one(samples, "pg_roles_connection_limit", rolname="limited_app").value == 4
+    db = _one(samples, "pg_database_connections", datname="limited_db")
+    assert (db.value, db.capacity) == (2, 3)
+    # Roles without a limit are not listed: nothing to run out of but the pool.
+    assert not [s for s in samples if s.labels.get("rolname") == "autofix"]
+
+
 def test_tables_dead_tuples_and_bloat(postgres: PostgresServer, articles: str) -> None:
     before = _collect(postgres.dsn, tables=[articles])
     ratio = _one(before, "pg_table_bloat_ratio", relname="metrics_articles")
