@@ -34,7 +34,6 @@ APPLIED = {"succeeded", "failed", "rolled_back", "interrupted"}
 GRACE = 3.0  # a decision is made on samples a collection cycle old
 
 ISSUE_13 = "issue 13"
-ISSUE_18 = "issue 18"
 
 
 def _env(tmp: Path) -> dict[str, str]:
@@ -85,27 +84,8 @@ FAULTS = [
         ),
     ),
     pytest.param("hung-worker", id="hung-worker"),
-    pytest.param(
-        "db-connections",
-        id="db-connections",
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=AssertionError,
-            reason=f"no PostgreSQL connection metrics ({ISSUE_18}) and no dependency-aware "
-            f"health causes ({ISSUE_13}): the superuser probe still connects, so "
-            "postgres.terminate_idle never runs; the workers answering 503 are restarted",
-        ),
-    ),
-    pytest.param(
-        "cache-bloat",
-        id="cache-bloat",
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=AssertionError,
-            reason=f"no Redis memory metric or rule ({ISSUE_18}), and redis.delete_keys' "
-            f"verify demands no key left while the app writes new ones ({ISSUE_13})",
-        ),
-    ),
+    pytest.param("db-connections", id="db-connections"),
+    pytest.param("cache-bloat", id="cache-bloat"),
 ]
 
 
