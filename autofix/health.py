@@ -278,6 +278,19 @@ _PG_USAGE = """
 """
 
 
+#: Roles the target's applications log in as, at their CONNECTION LIMIT.
+_PG_ROLES_FULL = """
+    SELECT r.rolname, count(*) AS used, r.rolconnlimit
+    FROM pg_stat_activity a JOIN pg_roles r ON r.rolname = a.usename
+    WHERE r.rolconnlimit >= 0
+      AND r.rolname IN (SELECT usename FROM pg_stat_activity
+                        WHERE application_name = ANY(%s) AND usename IS NOT NULL)
+    GROUP BY r.rolname, r.rolconnlimit
+    HAVING count(*) >= r.rolconnlimit
+    ORDER BY r.rolname
+"""
+
+
 def _postgres(target: PostgresTarget, timeout: float) -> _Verdict:
     """Connect and run the canary, then look at the pool: a superuser's connection uses
     the reserved slots, so "it connects" does not mean the application can."""
@@ -311,11 +324,23 @@ def _postgres(target: PostgresTarget, timeout: float) -> _Verdict:
                 return _Verdict(False, f"canary query ran past {timeout:g}s", "slow")
             cur.execute(_PG_USAGE)
             row = cur.fetchone()
+            full_roles: list[tuple[str, int, int]] = []
+            if target.applications:
+                cur.execute(_PG_ROLES_FULL, [list(target.applications)])
+                full_roles = [(str(r), int(n), int(m)) for r, n, m in cur.fetchall()]
         conn.rollback()
     except psycopg.Error as exc:
         return _Verdict(False, " ".join(str(exc).split()), "error")
     finally:
         conn.close()
+    if full_roles:
+        role, used_by_role, limit = full_roles[0]
+        return _Verdict(
+            False,
+            f"role {role} at its connection limit ({used_by_role} of {limit}): "
+            f"{', '.join(target.applications)} cannot connect",
+            "error",
+        )
     if row is not None:
         used, most, reserved = (int(v) for v in row)
         if used - 1 >= most - reserved:  # ourselves left out: we may hold a reserved slot

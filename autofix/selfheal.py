@@ -236,7 +236,8 @@ class SelfHealer:
         ]
         if all(not verdict.allowed for verdict in refusals):
             first = refusals[0]
-            if not streak.escalated:
+            busy = all(v.gate == "lock" for v in refusals)  # another fix is on it already
+            if not streak.escalated and not busy:
                 streak.escalated = True
                 service.executor.audit.escalate(
                     None,

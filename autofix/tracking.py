@@ -31,6 +31,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
 
 from autofix import __version__
 from autofix.config import disable_library_telemetry
@@ -369,8 +370,28 @@ class Tracker:
         mlflow = _mlflow()
         with self._store() as client:
             source = client.get_model_version(model_name, str(info.version)).source
-            estimator = mlflow.sklearn.load_model(source)
+            estimator = mlflow.sklearn.load_model(self._relocate(str(source)))
         return estimator, info.version
+
+    def _relocate(self, uri: str) -> str:
+        """An artifact URI under this ``models_dir``, wherever the store was written.
+
+        MLflow records absolute artifact paths; a ``models/`` directory that was moved or
+        copied (another checkout, a backup restored elsewhere) still holds its artifacts
+        below ``artifacts/``, so a path that no longer exists is rebased onto ours.
+        """
+        path = Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else Path(uri)
+        if path.exists() or "artifacts" not in path.parts:
+            return uri
+        parts = path.parts
+        # Run artifacts are <root>/<experiment>/<run>/artifacts/...: try each "artifacts"
+        # in the path as the old root, outermost first.
+        for i, part in enumerate(parts):
+            moved = self.artifact_root.joinpath(*parts[i + 1 :])
+            if part == "artifacts" and moved.exists():
+                log.info("model artifacts moved: %s -> %s", path, moved)
+                return str(moved)
+        return uri
 
     def list_models(self, recall_metric: str = "recall_24h") -> list[dict[str, object]]:
         """Every registered version, newest first per model, for ``autofix models list``."""

@@ -252,3 +252,25 @@ def test_a_superuser_probe_still_sees_pool_exhaustion(postgres_dsn: str) -> None
         with psycopg.connect(postgres_dsn, autocommit=True) as admin:
             admin.execute("DROP ROLE IF EXISTS filler")
     assert check_target(p.targets[0], 2.0).ok
+
+
+def test_a_role_at_its_connection_limit_fails_the_servers_check(postgres_dsn: str) -> None:
+    """The application's own role is full: the superuser gets in, the app does not."""
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS capped")
+        admin.execute("CREATE ROLE capped LOGIN PASSWORD 'capped' CONNECTION LIMIT 2")
+    app = make_conninfo(postgres_dsn, user="capped", password="capped")
+    p = _pipeline(
+        {"name": "db", "kind": "postgres", "dsn": postgres_dsn, "applications": ["news-web"]}
+    )
+    held = [psycopg.connect(app, application_name="news-web") for _ in range(2)]
+    try:
+        result = check_target(p.targets[0], 2.0)
+        assert (result.ok, result.cause) == (False, "error"), result
+        assert "role capped at its connection limit (2 of 2)" in result.detail
+    finally:
+        for conn in held:
+            conn.close()
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute("DROP ROLE IF EXISTS capped")
+    assert check_target(p.targets[0], 2.0).ok

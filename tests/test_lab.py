@@ -209,7 +209,7 @@ def test_run_backtest_is_the_backtest(small_suite: lab.Suite) -> None:
 
 def test_log_run_compare_and_list(tmp_path: Path) -> None:
     good = {"false_fix_rate": 0.0, "recall_24h": 0.9, "decisions": 10.0, "eta": math.nan}
-    first = lab.log_run("default", good, models_dir=tmp_path)
+    first = lab.log_run("default", good, models_dir=tmp_path, register=True)
     assert first.metrics == {"false_fix_rate": 0.0, "recall_24h": 0.9, "decisions": 10.0}
     verdict = lab.compare_with_champion(first)
     assert verdict.promotable
@@ -217,7 +217,10 @@ def test_log_run_compare_and_list(tmp_path: Path) -> None:
     assert "first version" in verdict.reason
     Tracker(tmp_path).promote_if_better(first.registered_model, first.version)
     worse = lab.log_run(
-        "predict_linear", {"false_fix_rate": 0.0, "recall_24h": 0.5}, models_dir=tmp_path
+        "predict_linear",
+        {"false_fix_rate": 0.0, "recall_24h": 0.5},
+        models_dir=tmp_path,
+        register=True,
     )
     verdict = lab.compare_with_champion(worse, metrics=("recall_24h", "false_fix_rate"))
     assert not verdict.promotable
@@ -226,6 +229,18 @@ def test_log_run_compare_and_list(tmp_path: Path) -> None:
     models = lab.list_models(tmp_path)
     assert models["version"].tolist() == [worse.version, first.version]
     assert models["alias"].tolist() == [None, "champion"]
+
+
+def test_notebook_runs_do_not_register_in_the_real_store_unless_asked(tmp_path: Path) -> None:
+    real, scratch = tmp_path / "models", tmp_path / "scratch"
+    good = {"false_fix_rate": 0.0, "recall_24h": 0.9}
+    run = lab.log_run("default", good, models_dir=real, scratch_dir=scratch)
+    assert run.models_dir == scratch
+    assert lab.list_models(real).empty  # nothing registered in the real store
+    assert lab.list_models(scratch)["version"].tolist() == [run.version]
+    assert lab.compare_with_champion(run).champion_version is None  # compared with real's
+    kept = lab.log_run("default", good, models_dir=real, register=True)
+    assert lab.list_models(real)["version"].tolist() == [kept.version]
 
 
 def test_score_history_and_event_sweep(small_suite: lab.Suite) -> None:

@@ -37,7 +37,9 @@ def test_predictions_are_written_with_model_and_version() -> None:
     assert top["p_24h"] >= latest["p_24h"].iloc[-1]
     # The linear fill on web-1's /var/log is among the sure ones.
     var_log = latest[(latest["host"] == "web-1") & latest["labels"].str.contains("/var/log")]
-    assert var_log["p_4d"].iloc[0] > 0.9
+    # Calibrated on a trap-heavy tuning suite, where "sure within 4 days" came true 69 %
+    # of the time (autofix/models/calibration.json): an alert, not a certainty.
+    assert var_log["p_4d"].iloc[0] > 0.5
 
 
 def test_capacity_in_force_is_used_for_a_grown_disk() -> None:

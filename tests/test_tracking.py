@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -249,3 +250,24 @@ def test_telemetry_stays_off_outside_tests(tracker: Tracker) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert (done.stdout, done.stderr) == ("", "")
+
+
+def test_champion_loads_after_the_models_directory_moved(tmp_path: Path) -> None:
+    """Train, move models/ elsewhere (another checkout, a restored backup), load the champion."""
+    from autofix.models.envelope import EnvelopeTrendForecaster
+
+    first = Tracker(tmp_path / "old" / "models")
+    estimator = EnvelopeTrendForecaster(min_blocks=4)
+    run = first.log_training_run(
+        model_name="moved",
+        estimator=estimator,
+        params=estimator.get_params(),
+        metrics={"false_fix_rate": 0.0, "recall_24h": 1.0},
+    )
+    assert first.promote_if_better("moved", run.version).promoted
+    shutil.move(tmp_path / "old" / "models", tmp_path / "new-home")
+    assert not (tmp_path / "old" / "models").exists()
+    loaded, version = Tracker(tmp_path / "new-home").load_champion("moved")
+    assert version == run.version
+    assert isinstance(loaded, EnvelopeTrendForecaster)
+    assert loaded.get_params()["min_blocks"] == 4

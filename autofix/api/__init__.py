@@ -26,11 +26,14 @@ fix's state does not allow it), 413 (body over AUTOFIX_API_MAX_BODY), 422 (valid
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from autofix import __version__
@@ -91,6 +94,7 @@ def create_app(
     app.state.autofix = ctx
     app.add_middleware(BodyLimit, max_body=settings.api_max_body)
     app.add_exception_handler(AutofixError, _autofix_error)
+    app.add_exception_handler(RequestValidationError, _invalid)
     app.include_router(routes.health)
     registry = metrics.build_registry(ctx)
     metrics.instrument(app, registry)
@@ -102,6 +106,25 @@ def create_app(
     if not len(ctx.tokens):
         log.warning("API: AUTOFIX_API_TOKENS is empty; every /api/v1 request is refused")
     return app
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    """422 with the validation errors; NaN/Infinity a body sent are shown as text.
+
+    (FastAPI's own handler echoes them as numbers, which JSON cannot carry: a 500.)
+    """
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse({"detail": _finite(jsonable_encoder(errors))}, 422)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 async def _autofix_error(request: Request, exc: Exception) -> JSONResponse:

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import typer
 
-from autofix.cli._app import app, out, print_json
+from autofix.cli._app import app, print_json
+from autofix.cli._render import say
 from autofix.errors import InputError
 from autofix.models.registry import SCORER_NAMES
 
@@ -28,19 +29,29 @@ def score(
         Path, typer.Option("--output", help="CSV to write: the input plus anomaly_score.")
     ],
     model: Annotated[
-        str, typer.Option("--model", help=f"Scorer: {' or '.join(SCORER_NAMES)}.")
+        str, typer.Option("--model", help=f"Scorer: {', '.join(SCORER_NAMES)}.")
     ] = "default",
+    direction: Annotated[
+        str | None,
+        typer.Option(
+            "--direction",
+            help="Which way is bad: up (latency), down, or both (traffic); default: the "
+            "scorer's own (default: up, onset: both).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Score every point in [0, 1], causally: a score uses only its point and earlier ones.
 
     With a series_id column each series is scored on its own, all in one batch. Rows are
-    written in input order. A series' first points (its warm-up: 20 for default, 20 for
-    zscore) score 0.
+    written in input order and every row gets a score, repeated timestamps included. A
+    series' first points (its warm-up: 20 points) score 0.
     """
     from autofix.models.anomaly import make_scorer  # scikit-learn: only when scoring
 
-    scorer = make_scorer(model)
+    if direction is not None and direction not in ("up", "down", "both"):
+        raise InputError(f"--direction: {direction!r} is not up, down or both")
+    scorer = make_scorer(model, **({"direction": direction} if direction else {}))
     frame, has_series = read_samples(input_path)
     started = time.perf_counter()
     scores = scorer.fit_score(
@@ -62,10 +73,9 @@ def score(
     if as_json:
         print_json(summary)
     else:
-        out.print(
+        say(
             f"scored {summary['points']} points of {summary['series']} series with {model} "
-            f"→ {output_path} ({summary['above_default_threshold']} >= {threshold})",
-            highlight=False,
+            f"→ {output_path} ({summary['above_default_threshold']} >= {threshold})"
         )
 
 
@@ -92,9 +102,8 @@ def read_samples(path: Path) -> tuple[pd.DataFrame, bool]:
     value = pd.to_numeric(raw["value"], errors="coerce").to_numpy(dtype=np.float64)
     _first_bad(path, raw["value"], ~np.isfinite(value), "value", "not a finite number")
     series = raw["series_id"] if "series_id" in raw.columns else pd.Series("", index=raw.index)
+    # Repeated times (a DST change, a re-sent batch) are real data: every row is scored.
     frame = raw.assign(ts=ts, value_f=value, series_id=series)
-    dup = frame.duplicated(["series_id", "ts"], keep="first").to_numpy()
-    _first_bad(path, raw["timestamp"], dup, "timestamp", "duplicate time in its series")
     frame = frame.rename(columns={"value": "value_text", "value_f": "value"})
     return frame, "series_id" in raw.columns
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from autofix.cli._app import app, out, print_json, settings, writer
+from autofix.cli._app import app, print_json, settings, writer
+from autofix.cli._render import Col, show, table
 from autofix.config import format_duration
 from autofix.errors import InputError
 
@@ -60,11 +60,11 @@ def _why(row: dict[str, Any]) -> str:
 
 
 def _table(rows: list[dict[str, Any]], title: str) -> None:
-    table = Table(
-        "id",
+    tasks = table(
+        Col("id", justify="right"),
         "need",
         "target",
-        "action",
+        Col("action", key=True),
         "urgency",
         "due",
         "window",
@@ -80,7 +80,7 @@ def _table(rows: list[dict[str, Any]], title: str) -> None:
             if row["window_start"]
             else ""
         )
-        table.add_row(
+        tasks.add_row(
             "" if row["task_id"] is None else str(row["task_id"]),
             row["need"],
             row["target"],
@@ -91,9 +91,9 @@ def _table(rows: list[dict[str, Any]], title: str) -> None:
             "yes" if row["downtime"] else "no",
             format_duration(timedelta(seconds=round(float(row["estimated_s"])))),
             row["state"],
-            _why(row)[:80],
+            _why(row)[:200],
         )
-    out.print(table)
+    show(tasks)
 
 
 @maintenance_app.command("plan")

@@ -12,10 +12,9 @@ from typing import Annotated, Any
 import numpy as np
 import pandas as pd
 import typer
-from rich import box
-from rich.table import Table
 
-from autofix.cli._app import app, err, out, print_json, settings, writer
+from autofix.cli._app import app, err, print_json, settings, writer
+from autofix.cli._render import Col, say, show, table
 from autofix.config import parse_duration
 from autofix.errors import InputError
 from autofix.models.base import HORIZONS, direction_for, to_fill_ratio
@@ -143,11 +142,10 @@ def forecast(
             if chosen == "down"
             else "it counts what is used: exhausted at --capacity"
         )
-        err.print(
+        say(
             f"autofix: assuming --direction {chosen} for {name!r} ({what}); "
             "give --direction to override",
-            highlight=False,
-            markup=False,
+            console=err,
         )
     frame["value"] = to_fill_ratio(frame["value"], capacity, "down" if chosen == "down" else "up")
     result = estimator.fit(frame).predict(threshold)
@@ -161,23 +159,22 @@ def forecast(
         for record in records:
             print_json(record)
         return
-    table = Table(
+    forecasts = table(
         "series",
         "eta",
         "80 % interval",
-        *[f"p {h}" for h in HORIZONS],
+        *[Col(f"p {h}", justify="right") for h in HORIZONS],
         "model",
-        box=box.SIMPLE_HEAD,
     )
     for record in records:
-        table.add_row(
+        forecasts.add_row(
             str(record.get("series_id", input_file.name)),
             record["eta"] or "—",
             f"{record['eta_lo'] or '—'} … {record['eta_hi'] or '—'}",
             *[f"{record['p_within'][h]:.2f}" for h in HORIZONS],
             record["model"],
         )
-    out.print(table)
+    show(forecasts)
 
 
 @app.command()
@@ -220,15 +217,14 @@ def predict(
         print_json(summary)
         return
     made_by = f"{name} (untracked)" if version == "untracked" else f"{name} v{version}"
-    out.print(f"{run.written} predictions written by {made_by}")
+    say(f"{run.written} predictions written by {made_by}")
     if not latest.empty:
         print_riskiest(latest, top, now)
     elif not run.written:
-        out.print(
+        say(
             f"no series has reported within the last {lookback}: nothing to forecast "
             "(imported history that ended earlier is not a risk now; "
-            "`autofix import --shift-to-now` moves sample data to the present)",
-            highlight=False,
+            "`autofix import --shift-to-now` moves sample data to the present)"
         )
 
 
@@ -237,9 +233,9 @@ def _champion_or_default(models_dir: Path) -> tuple[Any, str, str]:
     from autofix.training import champion_or_default
 
     if Tracker(models_dir).champion(REGISTERED_MODEL) is None:
-        err.print(
+        say(
             "autofix: no champion model yet (run `autofix train`); using the default model",
-            highlight=False,
+            console=err,
         )
         return make_forecaster("default"), "default", "untracked"
     return champion_or_default(models_dir)
@@ -247,15 +243,16 @@ def _champion_or_default(models_dir: Path) -> tuple[Any, str, str]:
 
 def print_riskiest(latest: pd.DataFrame, top: int, now: datetime | None = None) -> None:
     """The series most likely to exhaust, with ETA and interval (``due`` once passed)."""
-    table = Table(title=f"riskiest series (of {len(latest)})", box=box.SIMPLE_HEAD)
-    table.add_column("host")
-    table.add_column("series", overflow="fold")
-    table.add_column("eta (UTC)")
-    table.add_column("80 % interval", overflow="fold")
-    for h in ("4h", "24h", "4d"):
-        table.add_column(f"p {h}", justify="right")
+    risky = table(
+        Col("host", key=True),
+        "series",
+        "eta (UTC)",
+        "80 % interval",
+        *[Col(f"p {h}", justify="right") for h in ("4h", "24h", "4d")],
+        title=f"riskiest series (of {len(latest)})",
+    )
     for row in latest.head(top).itertuples(index=False):
-        table.add_row(
+        risky.add_row(
             str(row.host),
             short_series(str(row.metric), str(row.labels)),
             _eta(row.eta, now),
@@ -264,7 +261,7 @@ def print_riskiest(latest: pd.DataFrame, top: int, now: datetime | None = None) 
             f"{row.p_24h:.2f}",
             f"{row.p_4d:.2f}",
         )
-    out.print(table)
+    show(risky)
 
 
 _TELLING_LABELS = ("mountpoint", "container", "target", "path", "query")
@@ -292,7 +289,11 @@ def _eta(value: Any, now: datetime | None) -> str:
 def backtest(
     models: Annotated[
         str,
-        typer.Option("--models", help="Comma-separated: default,predict_linear,node_mixin,prophet"),
+        typer.Option(
+            "--models",
+            help="Comma-separated, any of: " + ",".join(FORECASTERS) + " (autoets, autotheta "
+            "and mstl are statsforecast's AutoETS, AutoTheta and MSTL).",
+        ),
     ] = "default,predict_linear,node_mixin",
     scenarios: Annotated[
         Path, typer.Option("--scenarios", help="Directory written by `autofix scenarios generate`.")
@@ -330,10 +331,12 @@ def backtest(
 def print_metrics(results: dict[str, dict[str, float]]) -> None:
     """Metrics side by side, one column per model."""
     names = list(results)
-    table = Table("metric", *names, box=box.SIMPLE_HEAD, title="backtest")
+    metrics = table(
+        Col("metric", key=True), *[Col(n, justify="right") for n in names], title="backtest"
+    )
     for metric in results[names[0]]:
-        table.add_row(metric, *[f"{results[n][metric]:.4g}" for n in names])
-    out.print(table)
+        metrics.add_row(metric, *[f"{results[n][metric]:.4g}" for n in names])
+    show(metrics)
 
 
 @app.command()
@@ -352,11 +355,13 @@ def train(
     if as_json:
         print_json(result.as_dict())
         return
-    verdict = "[green]promoted to champion[/]" if result.promoted else "[yellow]not promoted[/]"
-    out.print(
+    verdict = ("promoted to champion", "green") if result.promoted else ("not promoted", "yellow")
+    say(
         f"{result.model} v{result.version}: false_fix_rate "
         f"{result.metrics['false_fix_rate']:.4f}, recall_24h "
-        f"{result.metrics['recall_24h']:.3f} — {verdict}: {result.reason}"
+        f"{result.metrics['recall_24h']:.3f} — ",
+        verdict,
+        f": {result.reason}",
     )
 
 
@@ -372,14 +377,14 @@ def models_list(
         for row in rows:
             print_json(row)
         return
-    table = Table(
-        "model", "version", "alias", "created", "false_fix_rate", "recall_24h", box=box.SIMPLE_HEAD
+    versions = table(
+        Col("model", key=True), "version", "alias", "created", "false_fix_rate", "recall_24h"
     )
     for row in rows:
-        table.add_row(
+        versions.add_row(
             *[
                 str(row.get(k, ""))
                 for k in ("name", "version", "alias", "created", "false_fix_rate", "recall")
             ]
         )
-    out.print(table)
+    show(versions)

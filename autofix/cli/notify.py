@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from autofix.cli._app import app, out, print_json, settings
+from autofix.cli._app import app, print_json, settings
+from autofix.cli._render import say
 from autofix.errors import ConfigError
 
 notify_app = typer.Typer(
@@ -44,7 +44,6 @@ def notify_test(
         print_json(results)
     else:
         for name, result in results.items():
-            colour = "red" if result.startswith("failed") else "green"
-            out.print(f"{name}: [{colour}]{escape(result)}[/]", highlight=False)
+            say(f"{name}: ", (result, "red" if result.startswith("failed") else "green"))
     if any(result.startswith("failed") for result in results.values()):
         raise typer.Exit(1)

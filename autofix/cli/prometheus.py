@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from autofix.cli._app import app, err, out, print_json, settings, writer
-from autofix.config import format_duration, parse_duration
+from autofix.cli._app import app, err, print_json, settings, writer
+from autofix.cli._render import say
+from autofix.config import format_duration, parse_duration, redact_url
 from autofix.errors import InputError
 
 
@@ -86,13 +87,14 @@ def import_prometheus_cmd(
         print_json(summary.as_dict())
         return
     info = summary.as_dict()
-    out.print(
-        f"imported {len(query)} quer{'y' if len(query) == 1 else 'ies'} from {summary.url} "
+    say(
+        f"imported {len(query)} quer{'y' if len(query) == 1 else 'ies'} from "
+        f"{redact_url(summary.url)} "
         f"({format_duration(end - start)} every {format_duration(resolution)}): "
-        f"{summary.series} series, {summary.points} points: [green]{info['stored']} stored[/], "
-        f"{info['duplicates']} duplicates, {info['rejected']} rejected, "
+        f"{summary.series} series, {summary.points} points: ",
+        (f"{info['stored']} stored", "green"),
+        f", {info['duplicates']} duplicates, {info['rejected']} rejected, "
         f"{summary.dropped_non_finite} NaN/Inf dropped",
-        highlight=False,
     )
 
 

@@ -12,10 +12,9 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
-from rich import box
-from rich.table import Table
 
-from autofix.cli._app import app, out, print_json, reader, settings, writer
+from autofix.cli._app import app, print_json, reader, settings, writer
+from autofix.cli._render import Col, say, show, table
 from autofix.config import Settings, format_duration, parse_duration
 from autofix.errors import ActionError, InputError
 from autofix.pipeline import JOB_NAMES, load_pipeline
@@ -82,9 +81,9 @@ def run_job(
     if as_json:
         print_json(result.as_dict())
     else:
-        state = "[green]ok[/]" if result.ok else "[red]failed[/]"
+        state = ("ok", "green") if result.ok else ("failed", "red")
         summary = ", ".join(f"{k} {v}" for k, v in result.summary.items())
-        out.print(f"{job}: {state} in {result.duration_ms / 1000:.2f}s  {summary}")
+        say(f"{job}: ", state, f" in {result.duration_ms / 1000:.2f}s  {summary}")
     if not result.ok:
         raise ActionError(f"job {job} failed: {result.error}")
 
@@ -124,7 +123,7 @@ def serve(
         with _service(current) as service:
             recovered = service.executor.recover()
             if recovered:
-                out.print(f"marked {len(recovered)} interrupted fix(es) from a previous run")
+                say(f"marked {len(recovered)} interrupted fix(es) from a previous run")
             scheduler = build_scheduler(service, only, heartbeat)
             api = None
             if current.api_port and not no_api:
@@ -141,11 +140,11 @@ def serve(
                 api = ApiServer(app, current.api_host, current.api_port)
                 api.start()
             scheduler.start()
-            out.print(f"autofix serving {current.db_path} with {current.pipeline}")
+            say(f"autofix serving {current.db_path} with {current.pipeline}")
             if api is not None:
-                out.print(f"  API on {api.url} (OpenAPI: {api.url}/openapi.json)")
+                say(f"  API on {api.url} (OpenAPI: {api.url}/openapi.json)")
             for scheduled in scheduler.get_jobs():
-                out.print(f"  {scheduled.id:<12} {scheduled.trigger}")
+                say(f"  {scheduled.id:<12} {scheduled.trigger}")
             # systemd (Type=notify): the store is open, the API listens, the jobs run.
             heartbeat.ready(f"serving {current.db_path}" + (f" on {api.url}" if api else ""))
             started = time.monotonic()
@@ -160,7 +159,7 @@ def serve(
                 scheduler.shutdown(wait=True)
             failed = {k: v for k, v in service.failures.items() if v and "_skipped" not in k}
             skipped = sum(v for k, v in service.failures.items() if "_skipped" in k)
-            out.print(
+            say(
                 f"stopped: {sum(service.runs.values())} job runs, "
                 f"{sum(failed.values())} failed{' ' + str(failed) if failed else ''}, "
                 f"{skipped} skipped while the previous run was still going"
@@ -190,11 +189,17 @@ def jobs_status(
         for row in rows:
             print_json(row)
         return
-    table = Table(box=box.SIMPLE_HEAD)
-    for column in ("job", "runs", "failures", "last run (UTC)", "last", "p50", "p95"):
-        table.add_column(column)
+    runs = table(
+        Col("job", key=True),
+        Col("runs", justify="right"),
+        Col("failures", justify="right"),
+        "last run (UTC)",
+        "last",
+        Col("p50", justify="right"),
+        Col("p95", justify="right"),
+    )
     for row in rows:
-        table.add_row(
+        runs.add_row(
             str(row["job"]),
             str(row["runs"]),
             str(row["failures"]),
@@ -203,7 +208,7 @@ def jobs_status(
             f"{row['p50_ms'] / 1000:.2f}s",
             f"{row['p95_ms'] / 1000:.2f}s",
         )
-    out.print(table)
+    show(runs)
 
 
 @app.command()
@@ -234,29 +239,32 @@ def status(
         )
         kpis = compute_kpis(store, now, manual_mttr=current.kpi_manual_mttr)
     if latest.empty:
-        out.print("no predictions yet (run `autofix run remediate`)")
+        say("no predictions yet (run `autofix run remediate`)")
     else:
         # Forecasts of series that stopped reporting describe the past: not risks now.
         import pandas as pd
 
         fresh = latest[pd.to_datetime(latest["origin"]) >= now - STALE_SERIES]
         if fresh.empty:
-            out.print(f"no series has reported in the last {format_duration(STALE_SERIES)}")
+            say(f"no series has reported in the last {format_duration(STALE_SERIES)}")
         else:
             print_riskiest(fresh, top)
         if len(fresh) < len(latest):
-            out.print(
+            say(
                 f"({len(latest) - len(fresh)} series silent for more than "
-                f"{format_duration(STALE_SERIES)} left out, e.g. imported history)",
-                highlight=False,
+                f"{format_duration(STALE_SERIES)} left out, e.g. imported history)"
             )
-    table = Table(
-        title=f"decisions in the last {since} ({len(decisions)} shown)", box=box.SIMPLE_HEAD
+    made = table(
+        "when (UTC)",
+        Col("rule", key=True),
+        "mode",
+        "target",
+        "fix",
+        "why",
+        title=f"decisions in the last {since} ({len(decisions)} shown)",
     )
-    for column in ("when (UTC)", "rule", "mode", "target", "fix", "why"):
-        table.add_column(column, overflow="fold")
     for row in decisions.to_dict("records"):
-        table.add_row(
+        made.add_row(
             str(row["ts"])[:19],
             str(row["rule"]),
             str(row["mode"]),
@@ -264,13 +272,15 @@ def status(
             str(row["fix_state"] or "-"),
             str(row["reason"])[:120],
         )
-    out.print(table if len(decisions) else f"no decisions in the last {since}")
+    if len(decisions):
+        show(made)
+    else:
+        say(f"no decisions in the last {since}")
     rate = kpis.auto_fix_success_rate
     ffr = kpis.false_fix_rate
-    out.print(
+    say(
         f"KPIs (30d): success rate {'n/a' if rate is None else f'{rate:.0%}'}, "
         f"false-fix rate {'n/a' if ffr is None else f'{ffr:.2%}'} "
         f"({kpis.scored_decisions} shadow decisions scored, {kpis.labelled_fixes} labelled), "
-        f"escalations {kpis.escalations}, pending approvals {kpis.pending_approvals}",
-        highlight=False,
+        f"escalations {kpis.escalations}, pending approvals {kpis.pending_approvals}"
     )

@@ -7,19 +7,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from autofix.cli._app import app, out, print_json, reader, settings, writer
+from autofix.cli._app import app, print_json, reader, settings, writer
+from autofix.cli._render import Col, line, say, show, table
 from autofix.cli.fix import _actor, fix_app
 from autofix.config import parse_duration
 from autofix.errors import InputError, StoreError
 
 _STATUS_STYLE = {
-    "meets_goal": "[green]meets goal[/]",
-    "meets_target": "[yellow]meets target[/]",
-    "misses": "[red]misses[/]",
-    "no_data": "[dim]no data[/]",
+    "meets_goal": ("meets goal", "green"),
+    "meets_target": ("meets target", "yellow"),
+    "misses": ("misses", "red"),
+    "no_data": ("no data", "dim"),
 }
 
 
@@ -60,22 +59,29 @@ def kpi(
     if as_json:
         print_json(kpis.as_dict())
         return
-    table = Table("KPI", "value", "seed target", "goal", "status", "basis", title=f"KPIs, {window}")
+    listing = table(
+        "KPI",
+        Col("value", justify="right"),
+        "seed target",
+        "goal",
+        "status",
+        "basis",
+        title=f"KPIs, {window}",
+    )
     for row in kpi_rows(kpis):
-        table.add_row(
+        listing.add_row(
             row.label,
             row.shown,
             row.seed,
             row.goal,
-            _STATUS_STYLE[row.status] if row.status else "",
+            line(_STATUS_STYLE[row.status]) if row.status else "",
             row.basis,
         )
-    out.print(table)
+    show(listing)
     states = ", ".join(f"{n} {s}" for s, n in kpis.fixes_by_state.items() if n)
-    out.print(
+    say(
         f"fixes: {states or 'none'}; escalations {kpis.escalations}; "
-        f"pending approvals {kpis.pending_approvals}",
-        highlight=False,
+        f"pending approvals {kpis.pending_approvals}"
     )
 
 
@@ -104,7 +110,7 @@ def report(
             window=span,
             manual_mttr=current.kpi_manual_mttr,
         )
-    out.print(str(path), highlight=False, soft_wrap=True)
+    say(path)
 
 
 @fix_app.command("label")
@@ -131,8 +137,12 @@ def fix_label(
     if as_json:
         print_json({**record.as_dict(), "labels": labels})
         return
-    verdict = "[red]false fix[/]" if false_fix else "[green]correct[/]"
-    out.print(
-        f"fix {record.id} {escape(record.action)} on {escape(record.target)} "
-        f"({record.state}) labelled {verdict}"
+    verdict = ("false fix", "red") if false_fix else ("correct", "green")
+    say(
+        f"fix {record.id} ",
+        record.action,
+        " on ",
+        record.target,
+        f" ({record.state}) labelled ",
+        verdict,
     )

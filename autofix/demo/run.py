@@ -142,10 +142,20 @@ class _Pids:
                 mine.append(pid)
 
 
-def run_demo(options: DemoOptions, console: Console, stop: threading.Event) -> DemoResult:
-    """Run the demo; see the module docstring. ``stop`` ends it early (Ctrl-C, SIGTERM)."""
+def run_demo(
+    options: DemoOptions,
+    console: Console,
+    stop: threading.Event,
+    *,
+    plan: Schedule | None = None,
+) -> DemoResult:
+    """Run the demo; see the module docstring. ``stop`` ends it early (Ctrl-C, SIGTERM).
+
+    ``plan``: another schedule than the seed's (``benchmarks/faults.py`` adds cascades).
+    """
     started = time.monotonic()
-    plan = schedule(options.seed, short=options.short)
+    if plan is None:
+        plan = schedule(options.seed, short=options.short)
     result = DemoResult(0.0, plan, None, None, None, [], [], [], None)
     pids = _Pids()
     result.pids = pids.seen

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -79,8 +80,9 @@ class LoggedRun:
     registered_model: str
     version: int
     run_id: str
-    models_dir: Path
+    models_dir: Path  # the store the run was logged to
     metrics: dict[str, float] = field(default_factory=dict)
+    champion_dir: Path | None = None  # the store whose champion it is compared with
 
 
 @dataclass(frozen=True)
@@ -97,26 +99,36 @@ def _models_dir(models_dir: str | Path | None) -> Path:
     return Path(models_dir) if models_dir is not None else settings().models_dir
 
 
+#: Where notebook runs go unless they ask to be registered: a scratch MLflow store, so
+#: running a notebook never adds versions to the real ``models/`` registry.
+SCRATCH_DIR = Path(tempfile.gettempdir()) / "autofix-notebook-mlflow"
+
+
 def log_run(
     model: str,
     metrics: Mapping[str, float] | pd.Series,
     *,
     models_dir: str | Path | None = None,
+    register: bool = False,
+    scratch_dir: str | Path | None = None,
     params: Mapping[str, Any] | None = None,
     plots: Mapping[str, Path] | None = None,
     tags: Mapping[str, str] | None = None,
     registered_model: str = REGISTERED_MODEL,
 ) -> LoggedRun:
-    """Log a backtest of ``model`` as a new version of ``registered_model``.
+    """Log a backtest of ``model`` as a version of ``registered_model``.
 
-    ``models_dir`` defaults to ``AUTOFIX_MODELS_DIR``; tests and experiments point it at
-    a scratch directory. The ``champion`` alias does not move: compare first
-    (``compare_with_champion``), then promote deliberately (``autofix train``, or
-    ``Tracker.promote_if_better``).
+    By default the version goes to a scratch MLflow store (``scratch_dir``, default
+    ``SCRATCH_DIR``): a notebook run never adds versions to the real registry.
+    ``register=True`` logs it into ``models_dir`` (default ``AUTOFIX_MODELS_DIR``). Either
+    way ``compare_with_champion`` compares it with ``models_dir``'s champion, and the
+    ``champion`` alias never moves from here (``autofix train`` or
+    ``Tracker.promote_if_better`` do that, deliberately).
     """
     from autofix.tracking import Tracker
 
-    directory = _models_dir(models_dir)
+    real = _models_dir(models_dir)
+    directory = real if register else Path(scratch_dir or SCRATCH_DIR)
     estimator = make_forecaster(model).set_params(**(params or {}))
     finite = {str(k): float(v) for k, v in dict(metrics).items() if math.isfinite(float(v))}
     run = Tracker(directory).log_training_run(
@@ -127,7 +139,9 @@ def log_run(
         plots=plots,
         tags={"autofix.source": "notebook", "model": model, **(tags or {})},
     )
-    return LoggedRun(model, registered_model, run.version, run.run_id, directory, finite)
+    return LoggedRun(
+        model, registered_model, run.version, run.run_id, directory, finite, champion_dir=real
+    )
 
 
 def list_models(models_dir: str | Path | None = None) -> pd.DataFrame:
@@ -145,7 +159,7 @@ def compare_with_champion(run: LoggedRun, *, metrics: Sequence[str] = KEY_METRIC
     without moving the alias."""
     from autofix.tracking import ModelVersionInfo, Tracker, _gate
 
-    tracker = Tracker(run.models_dir)
+    tracker = Tracker(run.champion_dir or run.models_dir)
     champion = tracker.champion(run.registered_model)
     candidate = ModelVersionInfo(
         run.registered_model, run.version, run.run_id, dict(run.metrics), (), datetime.now(UTC)
@@ -170,9 +184,10 @@ def compare_with_champion(run: LoggedRun, *, metrics: Sequence[str] = KEY_METRIC
 def score_history(history: pd.DataFrame, scorer: str = "default", **params: Any) -> pd.DataFrame:
     """``history`` plus ``score``: the scorer's causal anomaly score in [0, 1] per sample.
 
-    ``scorer`` is a CLI name (``default``: the robust scorer; ``zscore``: the rolling
-    z-score baseline). One batch over every series; a point's score uses only it and
-    earlier points of its series, so it equals what the online scorer gives live.
+    ``scorer`` is a CLI name (``default``: the robust state scorer; ``onset``: the same
+    model read as news; ``zscore``: the rolling z-score baseline). One batch over every
+    series; a point's score uses only it and earlier points of its series, so it equals
+    what the online scorer gives live.
     """
     out = history.sort_values(["series_id", "ts"], kind="stable").reset_index(drop=True)
     model = make_scorer(scorer, **params)

@@ -42,6 +42,7 @@ from autofix.models.base import (
 _Z80 = 1.2815515655446004
 _NS = 1_000_000_000
 _DAY = 86400.0
+_NOW_WINDOW = 900.0  # seconds: "the usage now" is the peak of the last 15 minutes
 
 
 class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
@@ -59,6 +60,11 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         level_noise: float = 0.01,
         slope_noise: float = 0.002,
         max_eta: timedelta = timedelta(days=30),
+        slowdown: float = 0.5,
+        cleanup_drop: float = 0.15,
+        runaway_drawdown: float = 0.03,
+        interval_log_range: tuple[float, float] | None = None,
+        calibration: dict[str, tuple[list[float], list[float]]] | None = None,
     ) -> None:
         self.lookback = lookback
         self.block = block
@@ -68,6 +74,11 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         self.level_noise = level_noise
         self.slope_noise = slope_noise
         self.max_eta = max_eta
+        self.slowdown = slowdown
+        self.cleanup_drop = cleanup_drop
+        self.runaway_drawdown = runaway_drawdown
+        self.interval_log_range = interval_log_range
+        self.calibration = calibration
 
     def fit(self, frame: pd.DataFrame) -> Self:
         data = check_long_frame(frame)
@@ -108,6 +119,12 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         growth = np.where(enough, median, np.nan)
         both_recent_up = np.isfinite(recent) & (recent > 0)
         growth = np.where(both_recent_up & ~(growth >= recent), recent, growth)
+        # Growth that stopped (a backfill finished): when both recent block changes fell
+        # below half the median, the old growth is history, not forecast.
+        with np.errstate(invalid="ignore"):
+            latest = np.fmax(changes[:, 0], changes[:, 1])
+            slowed = np.isfinite(latest) & (median > 0) & (latest < self.slowdown * median)
+        growth = np.where(slowed, np.maximum(latest, 0.0), growth)
         per_second = growth / self.block.total_seconds()
         spread = np.where(np.isfinite(spread), spread, 0.0)
         slope_se = (
@@ -124,9 +141,35 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         level = np.fmax(peaks[:, 0], last_value)
         earlier_peak = np.nanmax(np.where(np.isfinite(peaks[:, 1:]), peaks[:, 1:], -np.inf), axis=1)
 
-        # Runaway guard: least squares over the recent window, per series.
+        # A cleanup cycle (a weekly job, a purge): a block peak that dropped by more than
+        # ``cleanup_drop`` says the usage came down from a peak it never ran out at. Until
+        # the usage passes that peak, the forecast does not go above it.
+        with np.errstate(invalid="ignore"):
+            drop_at = np.where(changes < -self.cleanup_drop, 1, 0)
+        dropped = drop_at.any(axis=1)
+        # The peak before the newest drop: blocks older than it (columns after it).
+        first_drop = np.argmax(drop_at, axis=1)
+        older = np.arange(n_blocks)[None, :] > first_drop[:, None]
+        before_peak = np.nanmax(np.where(older & np.isfinite(peaks), peaks, -np.inf), axis=1)
+        cap = np.where(dropped & (level < before_peak), before_peak, np.inf)
+        # A cleanup inside the newest block: the usage fell well below the block's peak,
+        # and the older blocks show no such fall (a daily rotation falls every day and
+        # its peak is the right level). The level is then the usage since the fall.
+        fall = _group_drawdown(codes * n_blocks + block, value, n * n_blocks).reshape(n, n_blocks)
+        routine = np.any(fall[:, 1:] > self.cleanup_drop, axis=1)
+        latest_rows = age <= _NOW_WINDOW
+        now_peak = np.full(n, -np.inf)
+        np.maximum.at(now_peak, codes[latest_rows], value[latest_rows])
+        just_cleaned = (level - now_peak > self.cleanup_drop) & ~routine
+        cap = np.where(just_cleaned, np.fmin(cap, level), cap)
+        level = np.where(just_cleaned, now_peak, level)
+
+        # Runaway guard: least squares over the recent window, per series, for fills with
+        # no drawdown in that window (a GC or cleanup sawtooth's rise is not a runaway).
         recent_rows = age <= self.runaway_window.total_seconds()
         fast = _group_slope(codes[recent_rows], -age[recent_rows], value[recent_rows], n)
+        drawdown = _group_drawdown(codes[recent_rows], value[recent_rows], n)
+        fast = np.where(drawdown <= self.runaway_drawdown, fast, np.nan)
 
         self.series_ids_ = ids
         self.origin_ = origin
@@ -136,21 +179,36 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         self.fast_slope_ = fast
         self.last_value_ = last_value
         self.earlier_peak_ = earlier_peak
+        self.cap_ = cap
         return self
 
     def predict(self, threshold: float = 1.0) -> pd.DataFrame:
         check_is_fitted(self, "slope_")
         origin = self.origin_
         level, slope, se = self.level_, self.slope_, self.slope_se_
+        capped = getattr(self, "cap_", np.full(len(level), np.inf)) < threshold
+        slope = np.where(capped, 0.0, slope)
         eta = eta_from_line(origin, level, slope, threshold, self.max_eta)
-        eta_lo = eta_from_line(origin, level, slope + _Z80 * se, threshold, self.max_eta)
-        eta_hi = eta_from_line(
-            origin,
-            level,
-            np.where(slope - _Z80 * se > 0, slope - _Z80 * se, 0),
-            threshold,
-            self.max_eta,
-        )
+        start = origin.astype("datetime64[ns]")
+        remaining = np.where(np.isnat(eta), 0, (eta - start).astype("int64"))
+        if self.interval_log_range is not None:
+            # Split-conformal interval: the remaining time scaled by exp(lo) .. exp(hi), the
+            # 10th and 90th percentiles of log(true / predicted remaining time) on a
+            # backtest (autofix.backtest.calibration).
+            q_lo, q_hi = (float(x) for x in self.interval_log_range)
+            lo = (remaining * np.exp(q_lo)).astype("int64").astype("timedelta64[ns]")
+            hi = (remaining * np.exp(q_hi)).astype("int64").astype("timedelta64[ns]")
+            eta_lo = np.where(np.isnat(eta), eta, start + lo)
+            eta_hi = np.where(np.isnat(eta), eta, start + hi)
+        else:
+            eta_lo = eta_from_line(origin, level, slope + _Z80 * se, threshold, self.max_eta)
+            eta_hi = eta_from_line(
+                origin,
+                level,
+                np.where(slope - _Z80 * se > 0, slope - _Z80 * se, 0),
+                threshold,
+                self.max_eta,
+            )
         runaway = (
             (self.last_value_ >= self.runaway_fill)
             & (self.last_value_ > self.earlier_peak_)
@@ -160,13 +218,25 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
             origin, self.last_value_, self.fast_slope_, threshold, self.max_eta
         )
         p: dict[str, np.ndarray] = {}
+        cap = getattr(self, "cap_", np.full(len(level), np.inf))
         for key, horizon in HORIZONS.items():
             h = horizon.total_seconds()
             mean = level + np.where(np.isfinite(slope), slope, 0.0) * h
+            mean = np.minimum(mean, cap + self.level_noise)
             sd = np.hypot(self.level_noise, se * h)
             with np.errstate(invalid="ignore"):
                 prob = ndtr((mean - threshold) / sd)
             prob = np.where(np.isfinite(slope), prob, 0.0)
+            if self.interval_log_range is not None:
+                # Where there is an ETA, P(T <= H) with log T spread as the backtest's
+                # residuals are (normal with their 10th/90th percentiles): it rises
+                # smoothly as the ETA approaches instead of jumping to 1 a day early.
+                q_lo, q_hi = (float(x) for x in self.interval_log_range)
+                sigma = max((q_hi - q_lo) / (2 * _Z80), 1e-3)
+                shift = (q_hi + q_lo) / 2
+                with np.errstate(divide="ignore"):
+                    gap = np.log(h) - np.log(np.maximum(remaining / 1e9, 1.0)) - shift
+                prob = np.where(np.isnat(eta), prob, ndtr(gap / sigma))
             prob = np.where(level >= threshold, 1.0, prob)  # already there
             if h <= timedelta(hours=4).total_seconds():
                 within = (
@@ -174,6 +244,11 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
                 )
                 prob = np.where(within, np.maximum(prob, 0.9), prob)
             p[key] = prob
+        if self.calibration:
+            # Isotonic maps from raw to observed frequency, fitted on a backtest.
+            for key, (xs, ys) in self.calibration.items():
+                if key in p:
+                    p[key] = np.interp(p[key], np.asarray(xs), np.asarray(ys))
         # A runaway fill shows its own ETA when it comes sooner than the peak trend's.
         use_fast = runaway & ~np.isnat(fast_eta) & (np.isnat(eta) | (fast_eta < eta))
         eta = np.where(use_fast, fast_eta, eta)
@@ -193,3 +268,13 @@ def _group_slope(codes: np.ndarray, x: np.ndarray, y: np.ndarray, n: int) -> np.
         sxy = np.bincount(codes, (x - mx[codes]) * (y - my[codes]), minlength=n)
         slope = sxy / sxx
     return np.where((count >= 3) & (sxx > 0), slope, np.nan)
+
+
+def _group_drawdown(codes: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
+    """Largest fall from a running peak per group (rows sorted by group, then time)."""
+    out = np.zeros(n)
+    if len(codes) == 0:
+        return out
+    running = pd.Series(y).groupby(codes).cummax().to_numpy()
+    np.maximum.at(out, codes, running - y)
+    return out

@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from autofix.errors import InputError
 
+_CALIBRATION = Path(__file__).with_name("calibration.json")
+
+
+def default_calibration() -> dict[str, Any]:
+    """The shipped calibration of the default forecaster (``{}`` when there is none).
+
+    Fitted on the tuning seeds' backtest by ``benchmarks/forecast.py --calibrate``
+    (``autofix.backtest.calibration``): the conformal interval half-width and the
+    isotonic maps of P(exhaust within H).
+    """
+    if not _CALIBRATION.is_file():
+        return {}
+    raw = json.loads(_CALIBRATION.read_text(encoding="utf-8"))
+    return {
+        "interval_log_range": tuple(raw["interval_log_range"]),
+        "calibration": {k: (list(v[0]), list(v[1])) for k, v in raw["calibration"].items()},
+    }
+
 
 def _default() -> Any:
+    from autofix.models.envelope import EnvelopeTrendForecaster
+
+    return EnvelopeTrendForecaster(**default_calibration())
+
+
+def _raw() -> Any:
     from autofix.models.envelope import EnvelopeTrendForecaster
 
     return EnvelopeTrendForecaster()
@@ -33,17 +60,28 @@ def _prophet() -> Any:
     return ProphetForecaster()
 
 
+def _statsforecast(model: str) -> Any:
+    # Imported lazily: statsforecast compiles with numba on first use.
+    from autofix.models.anchors import StatsForecastForecaster
+
+    return StatsForecastForecaster(model=model)
+
+
 FORECASTERS: dict[str, Callable[[], Any]] = {
     "default": _default,
+    "uncalibrated": _raw,
     "predict_linear": _predict_linear,
     "node_mixin": _node_mixin,
     "prophet": _prophet,
+    "autoets": partial(_statsforecast, "AutoETS"),
+    "autotheta": partial(_statsforecast, "AutoTheta"),
+    "mstl": partial(_statsforecast, "MSTL"),
 }
 
 
 #: The anomaly scorers' names (``autofix.models.anomaly.SCORERS``, which imports
 #: scikit-learn): here so the CLI can list them without that import.
-SCORER_NAMES = ("default", "zscore")
+SCORER_NAMES = ("default", "onset", "zscore")
 
 
 def make_forecaster(name: str) -> Any:

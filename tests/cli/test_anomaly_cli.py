@@ -100,10 +100,6 @@ def test_series_id_column_scores_each_series_separately(
             "timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01T00:05:00Z,fast\n",
             "in.csv: line 3, column value: not a finite number 'fast'",
         ),
-        (
-            "timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01T00:00:00Z,2\n",
-            "in.csv: line 3, column timestamp: duplicate time in its series",
-        ),
         ("timestamp,value\n", "in.csv: no data rows"),
     ],
 )
@@ -133,3 +129,22 @@ def test_unknown_model_and_unreadable_file(env: dict[str, str], tmp_path: Path) 
     proc = run(["anomaly", "score", "--input", str(src), "--output", out], env, 2)
     assert "in.csv" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_repeated_times_are_scored_not_refused(env: dict[str, str], tmp_path: Path) -> None:
+    data = latency_frame(300)
+    # A DST-like repeat of 12 rows and a re-sent row, as NAB files and real exports have.
+    data = pd.concat([data.iloc[:200], data.iloc[188:200], data.iloc[200:], data.iloc[[5]]])
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    data.to_csv(src, index=False)
+    run(["anomaly", "score", "--input", str(src), "--output", str(dst), "--model", "onset"], env)
+    result = pd.read_csv(dst)
+    assert len(result) == len(data)
+    assert result["timestamp"].tolist() == data["timestamp"].tolist()
+    assert result["anomaly_score"].between(0, 1).all()
+    proc = run(
+        ["anomaly", "score", "--input", str(src), "--output", str(dst), "--direction", "x"],
+        env,
+        2,
+    )
+    assert "--direction: 'x' is not up, down or both" in proc.stderr

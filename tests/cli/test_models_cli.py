@@ -54,7 +54,10 @@ def test_forecast_json_fields(env: dict[str, str], fill_csv: Path) -> None:
     # 55 points in 7 days: the last 5 take ~15 h.
     assert pd.Timestamp("2026-01-08T08:00Z") < eta < pd.Timestamp("2026-01-08T22:00Z")
     assert pd.Timestamp(result["eta_lo"]) <= eta <= pd.Timestamp(result["eta_hi"])
-    assert result["p_within"]["24h"] > 0.9
+    # Calibrated (autofix/models/calibration.json): an ETA ~15 h out is an alert at 24 h
+    # and at 4 days, with the confidence the tuning backtest earned (not a certainty).
+    assert result["p_within"]["24h"] > 0.5
+    assert result["p_within"]["4d"] > 0.5
 
 
 def test_forecast_many_series_one_line_each(env: dict[str, str], tmp_path: Path) -> None:
@@ -123,7 +126,7 @@ def test_forecast_infers_the_direction_from_the_metric_name(
     assert f"assuming --direction {direction} for {name!r}" in out.stderr
     result = json.loads(out.stdout)
     assert result["eta"] is not None
-    assert result["p_within"]["24h"] > 0.9
+    assert result["p_within"]["24h"] > 0.5  # calibrated: cautious, not certain
     # Said only when assumed; --metric names a file that does not.
     other = tmp_path / "values.csv"
     path.rename(other)

@@ -15,7 +15,7 @@ from autofix.collect.redis_metrics import RedisCollector
 from autofix.collect.registry import build_collectors, close_collectors
 from autofix.config import load_settings
 from autofix.errors import ConfigError
-from autofix.pipeline import Pipeline
+from autofix.pipeline import Pipeline, ProcessTarget
 
 
 def test_one_collector_per_target_plus_host(tmp_path: Path) -> None:
@@ -80,8 +80,11 @@ def test_empty_pipeline_still_watches_the_host() -> None:
 
 
 def test_bad_cmdline_regex_names_the_target() -> None:
-    pipeline = Pipeline.model_validate(
-        {"targets": [{"kind": "process", "name": "worker", "cmdline": "[unclosed"}]}
-    )
+    target = {"kind": "process", "name": "worker", "cmdline": "[unclosed"}
+    # Refused when the pipelines file is loaded (issue 11) …
+    with pytest.raises(ValueError, match=r"targets\[0\]\.cmdline: invalid regular expression"):
+        Pipeline.model_validate({"targets": [target]})
+    # … and by the collector too, for a pipeline built some other way.
+    pipeline = Pipeline.model_construct(targets=[ProcessTarget.model_validate(target)])
     with pytest.raises(ConfigError, match="target 'worker'"):
         build_collectors(pipeline, load_settings(environ={}))

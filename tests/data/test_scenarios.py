@@ -38,6 +38,12 @@ EXPECTED_IN_WINDOW = {
     "deploy_step": [False, False],
     "gaps": [False, False],
     "query_slowdown": [False, False],
+    # Held-out shapes (issue 15): not in data/samples, never tuned on.
+    "disk_growth_stopped": [False],
+    "disk_accelerating": [True],
+    "memory_busy_stable": [False],
+    "disk_weekly_cleanup": [False],
+    "memory_leak_gc_near_top": [True],
 }
 
 
@@ -324,3 +330,21 @@ def test_fleet_is_fast() -> None:
     assert len(fleet) == 500 * 4032
     # 10,000 series must take well under a minute; 500 is 1/20 of that.
     assert elapsed < 3.0, f"{elapsed:.2f}s for 2M rows"
+
+
+def test_held_out_suite_uses_other_seeds_and_other_series(tmp_path: Path) -> None:
+    from autofix.data.scenarios import HELD_OUT, held_out_suite
+    from autofix.data.scenarios._unseen import HELD_OUT_SEEDS, TUNING_SEEDS
+
+    assert not set(HELD_OUT_SEEDS) & set(TUNING_SEEDS)
+    dirs = held_out_suite(tmp_path, seeds=[200, 201])
+    assert [d.name for d in dirs] == ["seed200", "seed201"]
+    assert sorted(p.name for p in dirs[0].glob("*.labels.json")) == sorted(
+        f"{n}.labels.json" for n in HELD_OUT
+    )
+    a = pd.read_parquet(dirs[0] / "disk_growth_stopped.parquet")["value"].to_numpy()
+    b = pd.read_parquet(dirs[1] / "disk_growth_stopped.parquet")["value"].to_numpy()
+    assert not np.array_equal(a, b)  # a seed draws its own shape parameters
+    stopped = json.loads((dirs[0] / "disk_growth_stopped.labels.json").read_text())
+    assert stopped["series"][0]["traps"] == ["stopped"]
+    assert stopped["series"][0]["growth_stopped"] < stopped["end"]

@@ -12,9 +12,9 @@ from sklearn.exceptions import NotFittedError
 
 from autofix.data.scenarios import generate
 from autofix.errors import InputError
-from autofix.models.anomaly import RobustScorer, RollingZScore, make_scorer
+from autofix.models.anomaly import OnsetScorer, RobustScorer, RollingZScore, make_scorer
 
-SCORERS = [RobustScorer, RollingZScore]
+SCORERS = [RobustScorer, OnsetScorer, RollingZScore]
 STEP = pd.Timedelta("5min")
 START = pd.Timestamp("2024-03-04")
 
@@ -80,25 +80,36 @@ def test_streaming_equals_batch(cls: type[RobustScorer]) -> None:
     np.testing.assert_array_equal(np.array(one_by_one), batch[1500:])
 
 
-def test_streaming_new_series_and_stale_points() -> None:
+def test_streaming_new_series_repeated_and_late_points() -> None:
     model = RobustScorer().fit(frame(latency(1), "old"))
     fresh = frame(latency(1, seed=5), "new")
     np.testing.assert_array_equal(model.score_new(fresh), RobustScorer().fit_score(fresh))
     last = fresh["ts"].iloc[-1]
-    state = model.state_["level"].copy()
-    assert np.isnan(model.update("new", last, 1.0))  # not after the last point: ignored
+    # A repeated or late time is one more observation now: scored, never refused, and
+    # the series' clock does not go backwards.
+    repeated = model.update("new", last, fresh["value"].iloc[-1])
+    late = model.update("new", last - 10 * STEP, fresh["value"].iloc[-1])
+    assert 0.0 <= repeated < 0.5
+    assert 0.0 <= late < 0.5
+    assert model.state_["last_t"][model.series_["new"]] == last.value / 1e9
+    level = model.state_["level"].copy()
     assert np.isnan(model.update("new", last + STEP, float("nan")))
-    np.testing.assert_array_equal(model.state_["level"], state)
+    np.testing.assert_array_equal(model.state_["level"], level)
 
 
-def test_duplicates_and_nan_are_not_scored() -> None:
-    values = latency(1)
-    data = frame(values)
-    dup = pd.concat([data, data.iloc[[50]]], ignore_index=True)
+@pytest.mark.parametrize("cls", SCORERS)
+def test_every_row_is_scored_in_order_repeated_times_included(cls: type[RobustScorer]) -> None:
+    data = frame(latency(1))
+    # NAB-style: a DST change repeats an hour, a re-sent batch repeats two rows.
+    dup = pd.concat([data.iloc[:150], data.iloc[138:150], data.iloc[150:]], ignore_index=True)
+    dup = pd.concat([dup, dup.iloc[[60, 61]]], ignore_index=True)
     dup.loc[10, "value"] = np.nan
-    scores = RobustScorer().fit_score(dup)
-    assert np.isnan(scores[[10, len(dup) - 1]]).all()
-    assert np.isfinite(np.delete(scores, [10, len(dup) - 1])).all()
+    scores = cls().fit_score(dup)
+    assert np.isnan(scores[10])
+    finite = np.delete(scores, 10)
+    assert np.isfinite(finite).all()
+    assert ((finite >= 0) & (finite <= 1)).all()
+    assert finite[150:162].max() < 0.5  # the repeated hour is not an anomaly
 
 
 def test_daily_seasonality_does_not_alarm() -> None:
@@ -215,3 +226,33 @@ def test_scorer_names_listed_without_importing_sklearn_match_the_registry() -> N
     from autofix.models.registry import SCORER_NAMES
 
     assert tuple(SCORERS) == SCORER_NAMES
+
+
+def test_onset_scores_new_trouble_high_and_its_continuation_lower() -> None:
+    values = latency(days=4)
+    at = 3 * 288 + 100
+    values[at : at + 24] *= 5  # two hours, five times slower
+    scores = OnsetScorer().fit_score(frame(values))
+    assert scores[at : at + 3].max() > 0.9  # news: it starts
+    assert scores[at + 6 : at + 24].max() < scores[at : at + 3].max()  # then it is known
+    # An ordinary day with its daily cycle is not news; a young series still sets a few
+    # records in its noise's tail, so "rarely", not "never".
+    assert (scores[2 * 288 : at] > 0.5).mean() < 0.01
+
+
+def test_onset_sees_a_value_outside_the_range_both_ways() -> None:
+    rng = np.random.default_rng(4)
+    values = 50 + 5 * rng.standard_normal(3 * 288)
+    values[700] = 5.0  # traffic collapsed for one sample: bad for a traffic series
+    scores = OnsetScorer().fit_score(frame(values))
+    assert scores[700] > 0.9
+    assert OnsetScorer(direction="up").fit_score(frame(values))[700] < 0.5
+
+
+def test_direction_for_metric() -> None:
+    from autofix.models.anomaly import direction_for_metric
+
+    assert direction_for_metric("probe_query_duration_seconds") == "up"
+    assert direction_for_metric("pg_query_latency_seconds") == "up"
+    assert direction_for_metric("http_requests_total") == "both"
+    assert direction_for_metric("node_network_receive_bytes_total") == "both"

@@ -98,3 +98,39 @@ def test_sklearn_contract() -> None:
     assert copy.get_params()["runaway_fill"] == 0.95
     with pytest.raises(NotFittedError):
         copy.predict()
+
+
+def test_growth_that_stopped_days_ago_does_not_alert() -> None:
+    rng = np.random.default_rng(1)
+    grow = np.linspace(0.4, 0.9, 4 * DAY)  # a backfill: +12 %/day for four days ...
+    flat = np.full(3 * DAY, 0.9)  # ... finished three days ago
+    row = predict(np.r_[grow, flat] + rng.normal(0, 0.002, 7 * DAY))
+    assert row["p_24h"] < 0.05
+    assert row["p_4d"] < 0.5  # uncertain after a fast week, but no alert
+
+
+def test_accelerating_growth_is_still_caught_early() -> None:
+    x = np.arange(7 * DAY) / (7 * DAY)
+    values = 0.3 + 0.55 * x**2.5  # 85 % and speeding up: full in about a day and a half
+    row = predict(values)
+    assert row["p_4d"] > 0.9
+    assert not pd.isna(row["eta"])
+
+
+def test_gc_sawtooth_near_the_top_is_not_a_runaway_at_4h() -> None:
+    t = np.arange(7 * DAY)
+    tooth = (t % 18) / 18  # a GC every 90 minutes
+    values = 0.72 + 0.18 * tooth + 0.03 * t / t[-1]  # teeth touch ~93 %, slow leak
+    row = predict(values)
+    assert row["p_4h"] < 0.1
+    assert row["p_1h"] < 0.1
+
+
+def test_weekly_cleanup_that_just_ran_is_seen() -> None:
+    t = np.arange(9 * DAY)
+    since = (t + 2 * DAY) % (7 * DAY)  # the job ran at the start of day 5
+    values = 0.35 + 0.6 * since / (7 * DAY)
+    before = predict(values[: 5 * DAY - 1])  # Saturday night: 95 % and climbing
+    after = predict(values[: 5 * DAY + 12])  # an hour after the cleanup
+    assert after["p_24h"] < 0.05
+    assert after["p_24h"] < before["p_24h"]

@@ -1,0 +1,212 @@
+"""Calibration of the forecasters' uncertainty, fitted on backtests.
+
+Two things a forecast promises and a backtest can check:
+
+- the 80 % ETA interval: split-conformal on backtest residuals. The residual of an origin
+  whose true exhaustion lies within 4 days is ``log(remaining_true /
+  remaining_predicted)`` (a miss on both sides where the model saw no exhaustion); the
+  remaining time scaled by ``exp(q_lo) .. exp(q_hi)``, the conformal 10th and 90th
+  percentiles, covers 80 % of such origins on exchangeable data (Vovk et al.;
+  Angelopoulos & Bates' tutorial). The same spread turns the ETA into P(exhaust within
+  H), so the probability rises as the ETA approaches;
+- P(exhaust within H): an isotonic map from the raw probability to the frequency observed
+  in the backtest (scikit-learn's ``IsotonicRegression``), one per horizon, so that among
+  origins given p the share that did exhaust within H is p. Checked with the Brier score
+  and the expected calibration error (10 equal-width bins) per horizon, and drawn as a
+  reliability diagram.
+
+The shipped default forecaster carries a calibration fitted on the tuning seeds
+(``autofix/models/calibration.json``, rebuilt by ``benchmarks/forecast.py --calibrate``);
+the held-out seeds in ``benchmarks/forecast.py`` check it on series it never saw.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from autofix.backtest.forecast import LabelledSeries, calibration_error, within
+from autofix.models.base import HORIZONS
+
+COVERAGE = 0.8
+N_BINS = 10
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What ``fit_calibration`` learned; ``as_params`` gives the forecaster's parameters."""
+
+    interval_log_range: tuple[float, float]
+    calibration: dict[str, tuple[list[float], list[float]]]
+    origins: int
+    coverable: int
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def as_params(self) -> dict[str, Any]:
+        return {
+            "interval_log_range": self.interval_log_range,
+            "calibration": self.calibration,
+        }
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> Calibration:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw["calibration"] = {k: (list(v[0]), list(v[1])) for k, v in raw["calibration"].items()}
+        raw["interval_log_range"] = tuple(raw["interval_log_range"])
+        return cls(**raw)
+
+
+def outcomes(forecasts: pd.DataFrame, series: Sequence[LabelledSeries]) -> pd.DataFrame:
+    """One row per (series, origin): raw p per horizon, the truth per horizon, ETA parts."""
+    truth = {s.key: s for s in series}
+    parts = []
+    for key, rows in forecasts.groupby("key", sort=False):
+        s = truth[str(key)]
+        origin = rows["origin"].to_numpy("datetime64[ns]")
+        t_ex = None if s.exhaustion is None else np.datetime64(s.exhaustion, "ns")
+        part = pd.DataFrame({"key": key, "origin": origin})
+        for h, horizon in HORIZONS.items():
+            part[f"p_{h}"] = rows[f"p_{h}"].to_numpy("float64")
+            part[f"y_{h}"] = within(origin, horizon, t_ex)
+        eta = rows["eta"].to_numpy("datetime64[ns]")
+        part["remaining_pred_s"] = (eta - origin) / np.timedelta64(1, "s")
+        true_left = (t_ex - origin) if t_ex is not None else None
+        part["remaining_true_s"] = (
+            true_left.astype("timedelta64[ns]").astype("int64") / 1e9
+            if true_left is not None
+            else np.nan
+        )
+        part["eta_lo"] = rows["eta_lo"].to_numpy("datetime64[ns]")
+        part["eta_hi"] = rows["eta_hi"].to_numpy("datetime64[ns]")
+        part["t_ex"] = t_ex if t_ex is not None else np.datetime64("NaT")
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def conformal_range(
+    table: pd.DataFrame, coverage: float = COVERAGE
+) -> tuple[tuple[float, float], int]:
+    """Split-conformal bounds of log(true / predicted remaining time), and the origins used.
+
+    Over origins whose truth is within 4 days: the ``(1 - coverage) / 2`` and ``(1 +
+    coverage) / 2`` conformal quantiles of the signed log ratio (an origin with no
+    predicted ETA counts as missed on both sides, so it widens both bounds).
+    """
+    near = table["y_4d"].to_numpy(bool)
+    pred = table.loc[near, "remaining_pred_s"].to_numpy("float64")
+    true = table.loc[near, "remaining_true_s"].to_numpy("float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.log(np.maximum(true, 1.0) / np.maximum(pred, 1.0))
+    n = ratio.size
+    if n == 0:
+        return (-math.inf, math.inf), 0
+    tail = (1 - coverage) / 2
+    level = min(math.ceil((n + 1) * (1 - tail)) / n, 1.0)
+    low = np.where(np.isfinite(pred), ratio, -np.inf)
+    high = np.where(np.isfinite(pred), ratio, np.inf)
+    q_lo = float(np.quantile(low, 1 - level, method="lower"))
+    q_hi = float(np.quantile(high, level, method="higher"))
+    return (q_lo, q_hi), n
+
+
+def fit_calibration(
+    backtest_with: Callable[[dict[str, Any]], pd.DataFrame],
+    series: Sequence[LabelledSeries],
+    **source: Any,
+) -> Calibration:
+    """Two stages, each on a backtest of the same series (``backtest_with(params)`` runs
+    one and returns its forecasts): the conformal interval from the uncalibrated model's
+    ETAs, then the isotonic maps from the probabilities of the model with that interval.
+    """
+    from sklearn.isotonic import IsotonicRegression  # scikit-learn: only when calibrating
+
+    first = outcomes(backtest_with({}), series)
+    bounds, coverable = conformal_range(first)
+    bounds = (round(bounds[0], 6), round(bounds[1], 6))
+    table = outcomes(backtest_with({"interval_log_range": bounds}), series)
+    maps: dict[str, tuple[list[float], list[float]]] = {}
+    for h in HORIZONS:
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        # Rounded first: a raw 0.999999 and a raw 1.0 are the same claim, and one knot per
+        # value keeps the map a function (np.interp at a repeated knot is ill-defined).
+        raw = np.round(table[f"p_{h}"].to_numpy("float64"), 4)
+        iso.fit(raw, table[f"y_{h}"].to_numpy(float))
+        knots = pd.Series(iso.y_thresholds_).groupby(np.asarray(iso.X_thresholds_)).mean()
+        maps[h] = (
+            [round(float(x), 6) for x in knots.index],
+            [round(float(y), 6) for y in knots.to_numpy()],
+        )
+    return Calibration(bounds, maps, len(table), coverable, dict(source))
+
+
+def reliability(table: pd.DataFrame, n_bins: int = N_BINS) -> dict[str, dict[str, Any]]:
+    """Brier score, expected calibration error and the bins, per horizon."""
+    out: dict[str, dict[str, Any]] = {}
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    for h in HORIZONS:
+        p = table[f"p_{h}"].to_numpy("float64")
+        y = table[f"y_{h}"].to_numpy(float)
+        which = np.clip(np.digitize(p, edges[1:-1]), 0, n_bins - 1)
+        bins = []
+        for b in range(n_bins):
+            mask = which == b
+            if not mask.any():
+                continue
+            mean_p, freq = float(p[mask].mean()), float(y[mask].mean())
+            bins.append({"lo": edges[b], "hi": edges[b + 1], "n": int(mask.sum()),
+                         "mean_p": mean_p, "frequency": freq})  # fmt: skip
+        out[h] = {
+            "brier": float(np.mean((p - y) ** 2)) if p.size else math.nan,
+            "ece": calibration_error(p, y, n_bins),
+            "positives": int(y.sum()),
+            "origins": int(p.size),
+            "bins": bins,
+        }
+    return out
+
+
+def reliability_diagram(stats: dict[str, dict[str, dict[str, Any]]], path: Path) -> Path:
+    """PNG: observed frequency vs predicted probability per horizon, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(HORIZONS), figsize=(4 * len(HORIZONS), 4), sharey=True)
+    for ax, h in zip(axes, HORIZONS, strict=True):
+        ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=0.8, label="perfectly calibrated")
+        for model, per_h in stats.items():
+            bins = per_h[h]["bins"]
+            ax.plot(
+                [b["mean_p"] for b in bins],
+                [b["frequency"] for b in bins],
+                marker="o",
+                ms=3,
+                label=f"{model} (ECE {per_h[h]['ece']:.3f}, Brier {per_h[h]['brier']:.3f})",
+            )
+        ax.set_title(f"P(exhaust within {h})")
+        ax.set_xlabel("predicted probability")
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=7, loc="upper left")
+    axes[0].set_ylabel("observed frequency")
+    fig.suptitle("Reliability of P(exhaust within H) on the held-out backtest")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+#: Where the default forecaster's calibration lives (read by autofix.models.registry).
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / "models" / "calibration.json"
