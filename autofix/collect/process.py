@@ -321,7 +321,7 @@ class SupervisorCollector(_Processes):
             Sample("process_restarts_total", float(restarts), labels, unit="count"),
         ]
         if running:
-            samples.extend(self._describe_all(_tree(pid)))
+            samples.extend(self._describe_all(_tree(pid, start)))
         return samples
 
     def _process_info(self) -> dict[str, Any]:
@@ -339,10 +339,22 @@ class SupervisorCollector(_Processes):
         return info
 
 
-def _tree(pid: int) -> list[psutil.Process]:
-    """The process ``pid`` and its descendants; empty when it is not on this host."""
+#: supervisord's ``start`` and the kernel's start time of the same process differ by the
+#: time supervisord takes to fork and exec it; another process is seconds or days apart.
+_SAME_START = 5.0
+
+
+def _tree(pid: int, start: float) -> list[psutil.Process]:
+    """The process ``pid`` and its descendants; empty when it is not on this host.
+
+    A pid is only this host's when its start time matches the one supervisord reports:
+    the program may run on another host (supervisord reached over the network), where
+    the same number names an unrelated local process.
+    """
     try:
         main = psutil.Process(pid)
+        if start > 0 and abs(main.create_time() - start) > _SAME_START:
+            return []
         return [main, *main.children(recursive=True)]
     except psutil.Error:
         return []

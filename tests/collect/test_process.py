@@ -18,7 +18,7 @@ import pytest
 
 from autofix.collect.base import Sample
 from autofix.collect.cgroup import CgroupReader, parse_cgroup_file, parse_mountinfo
-from autofix.collect.process import ProcessCollector, RestartCounter, SupervisorCollector
+from autofix.collect.process import ProcessCollector, RestartCounter, SupervisorCollector, _tree
 from autofix.targets import ProcessTarget, SupervisorTarget
 from tests.servers import Supervisor, free_port
 
@@ -262,3 +262,11 @@ def test_cgroup_file_and_mountinfo_parsing() -> None:
     assert unified is not None
     assert str(unified.point) == "/sys/fs/cgroup/uni fied"
     assert unified.root == "/ns"
+
+
+def test_a_pid_of_another_host_is_not_described() -> None:
+    # supervisord reached over the network reports its own host's pid: the same number
+    # here is another process, told apart by its start time.
+    me = psutil.Process()
+    assert _tree(me.pid, me.create_time())[0].pid == me.pid
+    assert _tree(me.pid, me.create_time() - 3600) == []
