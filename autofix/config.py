@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     probe_timeout: Duration = Field(
         timedelta(seconds=2), description="Timeout of one HTTP, TCP or SQL probe."
     )
+    host_fs_include: str = Field(
+        "",
+        description="Filesystems the host collector watches beyond those backed by a "
+        "device: comma-separated types (`tmpfs`) and mountpoints (`/run/news`); without "
+        "them a tmpfs has no node_filesystem_* series for rules to watch.",
+    )
     raw_retention: Duration = Field(
         timedelta(days=14), description="How long raw samples are kept before only rollups remain."
     )
@@ -260,6 +266,12 @@ class Settings(BaseSettings):
     maintenance_horizon: Duration = Field(
         timedelta(days=7),
         description="How far ahead preventive maintenance is planned into windows.",
+    )
+    maintenance_upgradable_cache: Duration = Field(
+        timedelta(hours=6),
+        description="How long the list of upgradable packages (`apt list --upgradable`, "
+        "seconds per run) is reused; it is read again sooner when apt's package lists or "
+        "dpkg's status change. 0 reads it every time.",
     )
     notify_slack_url: str | None = Field(
         None, description="Slack incoming-webhook URL for escalations, approvals and reports."
