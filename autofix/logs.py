@@ -35,7 +35,7 @@ import sys
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, cast
 
 import structlog
 
@@ -143,7 +143,8 @@ def file_handler(path: Path, level: str = "INFO", fmt: Format = "json") -> loggi
     lines, library chatter demoted), for a process whose own output is elsewhere (the
     demo keeps the service's log beside its report). The caller adds and closes it."""
     handler = logging.FileHandler(path, encoding="utf-8")
-    _dress(handler, handler.stream, logging.getLevelNamesMapping()[level], fmt, True)
+    stream = cast("TextIO", handler.stream)  # opened now: no delay
+    _dress(handler, stream, logging.getLevelNamesMapping()[level], fmt, True)
     return handler
 
 
