@@ -29,6 +29,7 @@ from typing import Any
 
 from rich.console import Console
 
+from autofix.demo.app import MEMORY_BUDGET
 from autofix.demo.faults import Schedule, schedule
 from autofix.demo.kpis import GroundTruth, ground_truth
 from autofix.demo.pipeline import Endpoints, WorkerEndpoint, compressed_settings, render_pipeline
@@ -104,7 +105,10 @@ def endpoints(stack: Stack) -> Endpoints:
     assert stack.redis is not None
     return Endpoints(
         supervisor_url=stack.supervisor.url,
-        workers=[WorkerEndpoint(w.name, w.program, w.health_url, w.cmdline) for w in stack.workers],
+        workers=[
+            WorkerEndpoint(w.name, w.program, w.health_url, w.cmdline, MEMORY_BUDGET)
+            for w in stack.workers
+        ],
         postgres_dsn=stack.postgres.admin_dsn,
         redis_url=stack.redis.url,
         logs=stack.logs,

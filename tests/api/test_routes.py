@@ -161,6 +161,11 @@ def test_anomalies(world: World, client: httpx.Client) -> None:
     since = (world.now - timedelta(minutes=2)).isoformat() + "Z"
     assert body(client.get("/api/v1/anomalies", params={"since": since}))["total"] == 1
     assert body(client.get("/api/v1/anomalies", params={"host": "web-1"}))["total"] == 0
+    # Times are RFC 3339, as the schema says: no epoch numbers, no time without an offset.
+    for guess in ("9", "1700000000000", (world.now - timedelta(minutes=2)).isoformat()):
+        refused = client.get("/api/v1/anomalies", params={"since": guess})
+        assert refused.status_code == 422, guess
+        assert "RFC 3339" in refused.text
 
 
 def test_fix_list_filters_and_detail(world: World, client: httpx.Client) -> None:
