@@ -40,8 +40,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/api.py
 	$(BIN)/python benchmarks/cli.py
 
-# The manual (docs/, mkdocs.yml) into site/; tests/test_docs.py runs the same strict build.
+# The manual (docs/, mkdocs.yml) into site/, the CLI reference regenerated first;
+# tests/test_docs.py runs the same strict build and fails on a stale CLI reference.
 docs: $(STAMP)
+	$(BIN)/cog -r docs/cli-reference.md
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # JupyterLab on notebooks/ with this project's .venv (kernel "Python 3" is .venv's python).

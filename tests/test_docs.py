@@ -137,3 +137,23 @@ def test_broken_links_fail_the_build(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "no-such-section" in done.stderr
+
+
+def _cog_check(page: Path) -> int:
+    from cogapp import Cog
+
+    return int(Cog().main(["cog", "--check", str(page)]))
+
+
+def test_the_cli_reference_is_current() -> None:
+    page = DOCS / "cli-reference.md"
+    assert "## autofix fix run" in page.read_text(encoding="utf-8")
+    stale = "docs/cli-reference.md is stale: run `make docs` (cog -r docs/cli-reference.md)"
+    assert _cog_check(page) == 0, stale
+
+
+def test_a_stale_cli_reference_is_caught(tmp_path: Path) -> None:
+    text = (DOCS / "cli-reference.md").read_text(encoding="utf-8")
+    page = tmp_path / "cli-reference.md"
+    page.write_text(text.replace("  --dry-run ", "  --dry-plan ", 1), encoding="utf-8")
+    assert _cog_check(page) != 0
