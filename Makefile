@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/executor.py
 	$(BIN)/python benchmarks/api.py
 	$(BIN)/python benchmarks/cli.py
+	$(BIN)/python benchmarks/faults.py
 
 # The manual (docs/, mkdocs.yml) into site/, the CLI reference regenerated first;
 # tests/test_docs.py runs the same strict build and fails on a stale CLI reference.

@@ -37,6 +37,7 @@ from autofix.demo.servers import Servers
 from autofix.demo.stack import Stack, StackOptions
 from autofix.demo.truth import FixRecord, ProbeLog, Recorder, fixes_from_store
 from autofix.demo.view import Feed, LiveView
+from autofix.logs import file_handler
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,8 @@ def run_demo(
     )
     result.base = stack.base
     result.phases["start"] = time.time()
-    handler = logging.FileHandler(stack.base / "autofix.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # The service's log as `autofix serve` writes it: JSON lines, library chatter left out.
+    handler = file_handler(stack.base / "autofix.log")
     root = logging.getLogger()
     root.addHandler(handler)
     level = root.level
