@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Niceness a worker adds to its own: model work yields the CPU to the API's requests.
-WORKER_NICE = 10
+WORKER_NICE = 5
 
 
 class ModelWork(Protocol):

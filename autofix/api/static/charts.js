@@ -46,7 +46,22 @@ const AutofixCharts = (() => {
       return `${+value.toPrecision(d)} s`;
     }
     if (unit === "ratio") return `${+(value * 100).toPrecision(d)} %`;
-    return unit ? `${+value.toPrecision(d)} ${unit}` : `${+value.toPrecision(d)}`;
+    let v = value, suffix = "";
+    for (const [step, name] of [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"]]) {
+      if (Math.abs(value) >= step) { v = value / step; suffix = name; break; }
+    }
+    const text = `${+v.toPrecision(d)}${suffix}`;
+    return unit ? `${text} ${unit}` : text;
+  }
+
+  /** The unit of a series: the store's, else what its Prometheus-style name ends in. */
+  function unitOf(unit, metric) {
+    if (unit) return unit;
+    const name = metric || "";
+    if (/_bytes(_total)?$/.test(name)) return "bytes";
+    if (/_seconds(_total)?$/.test(name)) return "seconds";
+    if (/_ratio$/.test(name)) return "ratio";
+    return "";
   }
 
   /** Byte axes step in powers of 1024 so ticks land on round GiB. */
@@ -73,8 +88,18 @@ const AutofixCharts = (() => {
    *        capacity: [[tMs, v]] (steps), eta: tMs|null, unit, label}
    */
   function forecast(el, data) {
+    // The x span is the history and the forecast; capacity changes before it are folded
+    // into its first point (a disk grown months ago must not stretch the chart).
+    const span = [...data.history, ...data.forecast, ...data.band].map((r) => r[0]);
+    const start = span.length ? Math.min(...span) : null;
+    const end = span.length ? Math.max(...span) : null;
+    const capSteps = [...data.capacity].sort((a, b) => a[0] - b[0]);
+    const capIn = capSteps.filter((r) => start === null || (r[0] > start && r[0] <= end));
+    const before = capSteps.filter((r) => start !== null && r[0] <= start).pop();
+    if (before) capIn.unshift([start, before[1]]);
+    else if (!capIn.length && capSteps.length && start !== null) capIn.push([start, capSteps[0][1]]);
     const times = new Set();
-    for (const list of [data.history, data.forecast, data.band, data.capacity]) {
+    for (const list of [data.history, data.forecast, data.band, capIn]) {
       for (const row of list) times.add(Math.round(row[0] / 1000));
     }
     const xs = [...times].sort((a, b) => a - b);
@@ -83,11 +108,10 @@ const AutofixCharts = (() => {
       return xs.map((t) => (m.has(t) ? m.get(t) : null));
     };
     // Capacity holds until it changes (a grown disk): carry it forward to every x.
-    const capSteps = [...data.capacity].sort((a, b) => a[0] - b[0]);
     let ci = -1;
     const capacity = xs.map((t) => {
-      while (ci + 1 < capSteps.length && capSteps[ci + 1][0] / 1000 <= t) ci += 1;
-      return ci >= 0 ? capSteps[ci][1] : (capSteps.length ? capSteps[0][1] : null);
+      while (ci + 1 < capIn.length && capIn[ci + 1][0] / 1000 <= t) ci += 1;
+      return ci >= 0 ? capIn[ci][1] : (capIn.length ? capIn[0][1] : null);
     });
     const cols = [xs, at(data.history, 1), at(data.forecast, 1), at(data.band, 1),
       at(data.band, 2), capacity];
@@ -204,5 +228,5 @@ const AutofixCharts = (() => {
     return chart;
   }
 
-  return { forecast, fixes, withUnit, chartOf: (el) => drawn.get(el) || null };
+  return { forecast, fixes, withUnit, unitOf, chartOf: (el) => drawn.get(el) || null };
 })();

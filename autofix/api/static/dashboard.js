@@ -238,6 +238,7 @@
       capacity = [[Math.min(...ts), body.capacity]];
     }
     const what = body.direction === "down" ? "left" : "used";
+    const unit = AutofixCharts.unitOf(body.unit, body.metric);
     return {
       history: points(body.history, "value"),
       forecast: points(forecastRows, "value"),
@@ -246,8 +247,8 @@
         .filter(([t, lo, hi]) => t !== null && Number.isFinite(lo) && Number.isFinite(hi)),
       capacity,
       eta: parseTime(body.eta ?? summary.eta),
-      unit: body.unit || "",
-      label: `${what} (${body.unit || "value"})`,
+      unit,
+      label: `${what} (${unit || "value"})`,
     };
   }
 
@@ -321,9 +322,12 @@
 
   // -- approvals -----------------------------------------------------------------
 
-  function planText(fix) {
+  /** The plan in a line: the first steps, and how many more (the fix's page has all). */
+  function planText(fix, shown) {
     const steps = (fix.plan || []).map((s) => s.detail || s.op).filter(Boolean);
-    return steps.length ? steps.join("; ") : (fix.reason || "");
+    if (!steps.length) return fix.reason || "";
+    const first = steps.slice(0, shown ?? 3).join("; ");
+    return steps.length > (shown ?? 3) ? `${first}; … and ${steps.length - (shown ?? 3)} more steps` : first;
   }
 
   function verdictButton(fix, verdict, row) {
