@@ -304,7 +304,7 @@
       h("div", { class: "meta" }, labelText(summary.labels)),
       h("div", {},
         h("span", { class: "risk" }, `P(within ${summary.within ?? "24h"}) ${p}`), " · ETA ",
-        eta === null ? "none" : `${showTime(summary.eta)} UTC (in ${inWords(eta - Date.now())})`,
+        eta === null ? "none" : `${showTime(summary.eta)} UTC (${eta - Date.now() < 60e3 ? "due now" : `in ${inWords(eta - Date.now())}`})`,
         h("span", { class: "meta" }, range)),
       h("div", { class: "chart-box" }),
       h("div", { class: "meta caption" }),
