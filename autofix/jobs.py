@@ -50,7 +50,6 @@ from autofix.policy import (
     Decision,
     Observations,
     RuleDecision,
-    decide,
     judge_alerts,
     lookback,
     score_outcome,
@@ -320,15 +319,9 @@ class Service:
         predicted = self.predict(now)
         scores = self.score_anomalies(now)
         obs = dataclasses.replace(self.observe(now), scores=scores)
-        holding: set[str] = set()
-        decisions = decide(
-            self.pipeline.rules,
-            self.pipeline,
-            obs,
-            now,
-            self._recent,
-            self.settings.fix_mode,
-            holding=holding,
+        # Pure but heavy over a fleet: where the model work runs (a worker process).
+        decisions, holding = self.models.decide(
+            self.pipeline, obs, now, dict(self._recent), self.settings.fix_mode
         )
         self._quiet = {k: v for k, v in self._quiet.items() if k in holding}
         decisions = [rd for rd in decisions if rd.key not in self._quiet]

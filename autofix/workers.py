@@ -1,12 +1,12 @@
-"""Model work off the service's interpreter: fits, scoring and training in a worker process.
+"""Model work off the service's interpreter: fits, scoring, rules and training in workers.
 
 ``autofix serve`` answers the API on a thread of the process that owns the store. Python
 runs one thread at a time per interpreter, so a forecaster fitting 10,000 series on a job
-thread would make every API request wait for the GIL. ``ModelWorkers`` sends that work to
-a process pool instead (spawned, not forked: the service has threads and a DuckDB
-connection a fork must not copy); the job thread only waits on a pipe. The store stays
-in the owner process: a worker gets the frame it needs and returns a frame, and never
-opens the DuckDB file.
+thread (or the rules evaluated over them: pure, but pandas-heavy) would make every API
+request wait for the GIL. ``ModelWorkers`` sends that work to a process pool instead
+(spawned, not forked: the service has threads and a DuckDB connection a fork must not
+copy); the job thread only waits on a pipe. The store stays in the owner process: a
+worker gets the frames it needs and returns results, and never opens the DuckDB file.
 
 ``InlineModelWork`` does the same work on the calling thread: for ``autofix run JOB``,
 the notebooks and tests, where no API shares the interpreter and a process start would
@@ -39,6 +39,10 @@ import pandas as pd
 from autofix.errors import AutofixError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from autofix.pipeline import Pipeline
+    from autofix.policy import Observations, RuleDecision
     from autofix.training import TrainResult
 
 log = logging.getLogger(__name__)
@@ -63,6 +67,12 @@ class ModelWork(Protocol):
 
     def champion(self, models_dir: Path) -> tuple[Any, str, str]:
         """(estimator, name, version) predictions are made with."""
+
+    def decide(
+        self, pipeline: Pipeline, obs: Observations, now: datetime, recent: dict[str, datetime],
+        default_mode: str,
+    ) -> tuple[list[RuleDecision], set[str]]:  # fmt: skip
+        """``autofix.policy.decide`` over the pipeline's rules: (decisions, holding keys)."""
 
     def close(self) -> None:
         """Stop the workers (a no-op inline)."""
@@ -94,6 +104,17 @@ def _champion(models_dir: Path) -> tuple[Any, str, str]:
     return champion_or_default(models_dir)
 
 
+def _decide(
+    pipeline: Pipeline, obs: Observations, now: datetime, recent: dict[str, datetime],
+    default_mode: str,
+) -> tuple[list[RuleDecision], set[str]]:  # fmt: skip
+    from autofix.policy import decide
+
+    holding: set[str] = set()
+    made = decide(pipeline.rules, pipeline, obs, now, recent, default_mode, holding=holding)
+    return made, holding
+
+
 def _pid() -> int:
     return os.getpid()
 
@@ -122,6 +143,12 @@ class InlineModelWork:
 
     def champion(self, models_dir: Path) -> tuple[Any, str, str]:
         return _champion(models_dir)
+
+    def decide(
+        self, pipeline: Pipeline, obs: Observations, now: datetime, recent: dict[str, datetime],
+        default_mode: str,
+    ) -> tuple[list[RuleDecision], set[str]]:  # fmt: skip
+        return _decide(pipeline, obs, now, recent, default_mode)
 
     def close(self) -> None:
         return None
@@ -186,6 +213,12 @@ class ModelWorkers:
 
     def champion(self, models_dir: Path) -> tuple[Any, str, str]:
         return self._call("loading the champion model", _champion, models_dir)
+
+    def decide(
+        self, pipeline: Pipeline, obs: Observations, now: datetime, recent: dict[str, datetime],
+        default_mode: str,
+    ) -> tuple[list[RuleDecision], set[str]]:  # fmt: skip
+        return self._call("the rules", _decide, pipeline, obs, now, recent, default_mode)
 
     def close(self) -> None:
         with self._lock:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import re
 import socket
@@ -509,7 +510,12 @@ def main() -> None:
     result = {
         "benchmark": "api",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpus": _cpus()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": _cpus(),
+            "niceness": os.nice(0),
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        },
         "world": fleet,
         "rate": args.rate,
         "duration_s": args.duration,
@@ -568,8 +574,6 @@ def _requests(run: dict[str, Any], args: argparse.Namespace) -> int:
 
 
 def _cpus() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
 
 

@@ -63,7 +63,13 @@ def samples() -> pd.DataFrame:
 
 def _service(tmp_path: Path, store: MetricStore, models: Any) -> Service:
     settings = load_settings(environ={"AUTOFIX_QUARANTINE_DIR": str(tmp_path / "q")})
-    service = Service(settings, Pipeline(), store, clock=lambda: SAMPLES_END, models=models)
+    # A rule over the fleet: its evaluation runs where the model work runs.
+    pipeline = Pipeline.model_validate(
+        {"rules": [{"name": "disk-4d", "mode": "shadow",
+                    "when": {"type": "exhaustion", "metric": "node_filesystem_avail_bytes",
+                             "within": "4d", "probability": 0.3}}]}
+    )  # fmt: skip
+    service = Service(settings, pipeline, store, clock=lambda: SAMPLES_END, models=models)
     service._model = (  # what the worker gets: this test's estimator, not MLflow's
         PidRecorder(make_forecaster("default"), tmp_path / "fitted-by"),
         "default",
@@ -72,27 +78,30 @@ def _service(tmp_path: Path, store: MetricStore, models: Any) -> Service:
     return service
 
 
-def test_a_remediate_run_fits_in_the_worker_with_the_same_predictions(
+def test_a_remediate_run_fits_and_decides_in_the_worker_with_the_same_results(
     tmp_path: Path, workers: ModelWorkers
 ) -> None:
     made: dict[str, pd.DataFrame] = {}
+    summaries: dict[str, dict[str, Any]] = {}
     for name, models in (("inline", InlineModelWork()), ("workers", workers)):
         with MetricStore(tmp_path / f"{name}.duckdb") as store:
             import_files(store, ROOT / "data" / "samples" / "disk_fill_linear.parquet")
             service = _service(tmp_path, store, models)
             before = workers.calls
-            summary = service.remediate()
+            summary = summaries[name] = service.remediate()
             assert summary["predictions"] >= 1
+            assert summary["decisions"] >= 1
             fitted_by = int((tmp_path / "fitted-by").read_text())
             if name == "workers":
                 assert fitted_by != os.getpid()
                 assert fitted_by == workers.pid()
-                assert workers.calls - before >= 1
+                assert workers.calls - before >= 2  # the forecast and the rules
             else:
                 assert fitted_by == os.getpid()
                 assert workers.calls == before
             made[name] = store.latest_predictions().drop(columns=["made_at"])
     pd.testing.assert_frame_equal(made["inline"], made["workers"])
+    assert summaries["inline"] == summaries["workers"]
 
 
 def test_anomaly_scores_are_the_same_from_a_worker(
