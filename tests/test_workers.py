@@ -131,3 +131,13 @@ def test_worker_count_is_a_setting() -> None:
     assert load_settings(environ={"AUTOFIX_MODEL_WORKERS": "0"}).model_workers == 0
     with pytest.raises(ValueError, match="at least 1"):
         ModelWorkers(0)
+
+
+def test_autofix_serve_gives_its_service_the_worker_processes() -> None:
+    from autofix.cli.serve import _model_workers
+
+    made = _model_workers(load_settings(environ={"AUTOFIX_MODEL_WORKERS": "3"}))
+    assert isinstance(made, ModelWorkers)
+    assert made.processes == 3
+    made.close()  # never started: nothing to stop
+    assert _model_workers(load_settings(environ={"AUTOFIX_MODEL_WORKERS": "0"})) is None
