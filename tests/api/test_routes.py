@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -114,6 +115,23 @@ def test_forecasts_are_rebuilt_only_after_a_new_prediction_run(
     cache.forget()  # the next request checks the store (else within a second)
     top = body(client.get("/api/v1/forecasts"))["items"][0]
     assert (top["series_id"], top["model_version"]) == (world.series["memory"], "8")
+    assert cache.builds == 2
+
+
+def test_a_new_prediction_run_is_rebuilt_off_the_request_path(
+    fresh: tuple[World, httpx.Client],
+) -> None:
+    world, client = fresh
+    cache = world.app.state.autofix.predictions
+    first = body(client.get("/api/v1/forecasts"))["items"][0]
+    row = prediction(world.series["memory"], world.now, None, {"24h": 0.99}, version="9")
+    world.store.write_predictions(pd.DataFrame([row]), world.now)
+    cache._checked = -math.inf  # the next request checks the store at once
+    # The request that finds the new run still gets the table it had: no waiting.
+    assert body(client.get("/api/v1/forecasts"))["items"][0] == first
+    cache.wait_rebuilt()
+    top = body(client.get("/api/v1/forecasts"))["items"][0]
+    assert (top["series_id"], top["model_version"]) == (world.series["memory"], "9")
     assert cache.builds == 2
 
 
