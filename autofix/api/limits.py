@@ -6,7 +6,9 @@ answer is 413 and the route never runs, so nothing is written. A body within the
 is buffered and handed on unchanged.
 
 An unknown query parameter is a 422 like any invalid one: a misspelt filter
-(``?stat=failed``) must not quietly list everything.
+(``?stat=failed``) must not quietly list everything. So is a parameter given twice
+(``?metric=a&metric=b``): every filter takes one value, and taking the last one would
+quietly answer a question nobody asked.
 """
 
 from __future__ import annotations
@@ -40,11 +42,17 @@ async def known_query(request: Request) -> None:
     if known is None:
         known = _KNOWN[id(dependant)] = _query_names(dependant)
     unknown = sorted(set(request.query_params) - known)
-    if unknown:
+    names = [name for name, _ in request.query_params.multi_items()]
+    repeated = sorted({name for name in names if names.count(name) > 1} - set(unknown))
+    if unknown or repeated:
         raise RequestValidationError(
             [
                 {"type": "extra_forbidden", "loc": ("query", name), "msg": "Unknown parameter"}
                 for name in unknown
+            ]
+            + [
+                {"type": "too_long", "loc": ("query", name), "msg": "Given more than once"}
+                for name in repeated
             ]
         )
 

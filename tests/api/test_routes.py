@@ -99,6 +99,9 @@ def test_forecast_filters_and_pages(world: World, client: httpx.Client) -> None:
     misspelt = client.get("/api/v1/forecasts", params={"hots": "web-1"})
     assert misspelt.status_code == 422
     assert body(misspelt)["detail"][0]["loc"] == ["query", "hots"]
+    twice = client.get("/api/v1/forecasts", params=[("host", "web-1"), ("host", "web-2")])
+    assert twice.status_code == 422
+    assert body(twice)["detail"][0]["loc"] == ["query", "host"]
 
 
 def test_forecasts_are_rebuilt_only_after_a_new_prediction_run(
