@@ -186,8 +186,7 @@ def _healthy(url: str) -> bool:
 
 def run_baseline(plan: Schedule, seed: int) -> tuple[GroundTruth, list[FixRecord], float]:
     started = time.monotonic()
-    with Stack(StackOptions(seed=seed)) as stack:
-        stack.start()
+    with Stack(StackOptions(seed=seed)) as stack:  # started on entry
         stop = threading.Event()
         baseline = Baseline(stack)
         thread = threading.Thread(target=baseline.run, args=(stop,), daemon=True)

@@ -64,6 +64,8 @@ COMPRESSED_SETTINGS = (
     "fix_breaker_hold",
     "fix_approval_ttl",
     "fix_verify_wait",
+    "fix_settle",
+    "fix_outcome_window",
     "kpi_manual_mttr",
     "predict_lookback",
 )

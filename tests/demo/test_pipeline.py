@@ -121,6 +121,9 @@ def test_the_clock_is_compressed(tmp_path: Path) -> None:
     assert settings["AUTOFIX_FIX_COOLDOWN"] == "10s"
     assert settings["AUTOFIX_KPI_MANUAL_MTTR"] == "30s"
     assert settings["AUTOFIX_FIX_VERIFY_WAIT"] == "1s"  # floored: a re-read needs time
+    # How long a fixed target's dependents wait, and when a fix is judged: demo time too.
+    assert settings["AUTOFIX_FIX_SETTLE"] == "1s"
+    assert settings["AUTOFIX_FIX_OUTCOME_WINDOW"] == "15s"
 
 
 def _write(tmp_path: Path, doc: dict[str, Any]) -> Path:
