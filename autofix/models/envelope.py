@@ -22,6 +22,7 @@ predict in seconds.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Self
 
@@ -64,6 +65,7 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         cleanup_drop: float = 0.15,
         runaway_drawdown: float = 0.03,
         interval_log_range: tuple[float, float] | None = None,
+        interval_bins: Sequence[tuple[float | None, float, float]] | None = None,
         calibration: dict[str, tuple[list[float], list[float]]] | None = None,
     ) -> None:
         self.lookback = lookback
@@ -78,6 +80,7 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         self.cleanup_drop = cleanup_drop
         self.runaway_drawdown = runaway_drawdown
         self.interval_log_range = interval_log_range
+        self.interval_bins = interval_bins
         self.calibration = calibration
 
     def fit(self, frame: pd.DataFrame) -> Self:
@@ -185,19 +188,42 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
     def predict(self, threshold: float = 1.0) -> pd.DataFrame:
         check_is_fitted(self, "slope_")
         origin = self.origin_
-        level, slope, se = self.level_, self.slope_, self.slope_se_
-        capped = getattr(self, "cap_", np.full(len(level), np.inf)) < threshold
-        slope = np.where(capped, 0.0, slope)
-        eta = eta_from_line(origin, level, slope, threshold, self.max_eta)
         start = origin.astype("datetime64[ns]")
-        remaining = np.where(np.isnat(eta), 0, (eta - start).astype("int64"))
-        if self.interval_log_range is not None:
-            # Split-conformal interval: the remaining time scaled by exp(lo) .. exp(hi), the
-            # 10th and 90th percentiles of log(true / predicted remaining time) on a
-            # backtest (autofix.backtest.calibration).
-            q_lo, q_hi = (float(x) for x in self.interval_log_range)
-            lo = (remaining * np.exp(q_lo)).astype("int64").astype("timedelta64[ns]")
-            hi = (remaining * np.exp(q_hi)).astype("int64").astype("timedelta64[ns]")
+        level, slope, se = self.level_, self.slope_, self.slope_se_
+        cap = getattr(self, "cap_", np.full(len(level), np.inf))
+        slope = np.where(cap < threshold, 0.0, slope)
+        trend_eta = eta_from_line(origin, level, slope, threshold, self.max_eta)
+        runaway = (
+            (self.last_value_ >= self.runaway_fill)
+            & (self.last_value_ > self.earlier_peak_)
+            & (self.fast_slope_ > 0)
+        )
+        fast_eta = eta_from_line(
+            origin, self.last_value_, self.fast_slope_, threshold, self.max_eta
+        )
+        # A runaway fill shows its own ETA when it comes sooner than the peak trend's.
+        use_fast = runaway & ~np.isnat(fast_eta) & (np.isnat(trend_eta) | (fast_eta < trend_eta))
+        eta = np.where(use_fast, fast_eta, trend_eta)
+        # P(exhaust within H) reads the trend's ETA: a runaway's own ETA is often early
+        # (its last two hours overstate the fill) and speaks for the short horizons only,
+        # through the floor below; on the tuning backtest, letting it drive 24 h and 4 d
+        # too tripled the false alerts.
+        remaining = _seconds_left(trend_eta, start)
+
+        if self.interval_bins or self.interval_log_range is not None:
+            # Split-conformal interval around the ETA the forecast shows (the runaway's when
+            # it is sooner): the remaining time scaled by exp(q_lo) .. exp(q_hi), the
+            # conformal 10th and 90th percentiles of log(true / predicted remaining time)
+            # on a backtest, per band of predicted remaining time when ``interval_bins``
+            # gives them (autofix.backtest.calibration).
+            shown = _seconds_left(eta, start)
+            q_lo, q_hi = self._interval_quantiles(shown)
+            far = self.max_eta.total_seconds()  # an open bound stops at the look-ahead
+            with np.errstate(invalid="ignore", over="ignore"):
+                lo_s = np.where(shown > 0, np.minimum(shown * np.exp(q_lo), far), 0.0)
+                hi_s = np.where(shown > 0, np.minimum(shown * np.exp(q_hi), far), 0.0)
+            lo = (lo_s * 1e9).astype("int64").astype("timedelta64[ns]")
+            hi = (hi_s * 1e9).astype("int64").astype("timedelta64[ns]")
             eta_lo = np.where(np.isnat(eta), eta, start + lo)
             eta_hi = np.where(np.isnat(eta), eta, start + hi)
         else:
@@ -209,16 +235,10 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
                 threshold,
                 self.max_eta,
             )
-        runaway = (
-            (self.last_value_ >= self.runaway_fill)
-            & (self.last_value_ > self.earlier_peak_)
-            & (self.fast_slope_ > 0)
-        )
-        fast_eta = eta_from_line(
-            origin, self.last_value_, self.fast_slope_, threshold, self.max_eta
-        )
+            eta_lo = np.where(use_fast & (np.isnat(eta_lo) | (fast_eta < eta_lo)), fast_eta, eta_lo)
+            eta_hi = np.where(use_fast & np.isnat(eta_hi), fast_eta, eta_hi)
+
         p: dict[str, np.ndarray] = {}
-        cap = getattr(self, "cap_", np.full(len(level), np.inf))
         for key, horizon in HORIZONS.items():
             h = horizon.total_seconds()
             mean = level + np.where(np.isfinite(slope), slope, 0.0) * h
@@ -231,12 +251,12 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
                 # Where there is an ETA, P(T <= H) with log T spread as the backtest's
                 # residuals are (normal with their 10th/90th percentiles): it rises
                 # smoothly as the ETA approaches instead of jumping to 1 a day early.
-                q_lo, q_hi = (float(x) for x in self.interval_log_range)
-                sigma = max((q_hi - q_lo) / (2 * _Z80), 1e-3)
-                shift = (q_hi + q_lo) / 2
+                g_lo, g_hi = (float(x) for x in self.interval_log_range)
+                sigma = max((g_hi - g_lo) / (2 * _Z80), 1e-3)
+                shift = (g_hi + g_lo) / 2
                 with np.errstate(divide="ignore"):
-                    gap = np.log(h) - np.log(np.maximum(remaining / 1e9, 1.0)) - shift
-                prob = np.where(np.isnat(eta), prob, ndtr(gap / sigma))
+                    gap = np.log(h) - np.log(np.maximum(remaining, 1.0)) - shift
+                prob = np.where(np.isnat(trend_eta), prob, ndtr(gap / sigma))
             prob = np.where(level >= threshold, 1.0, prob)  # already there
             if h <= timedelta(hours=4).total_seconds():
                 within = (
@@ -249,12 +269,27 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
             for key, (xs, ys) in self.calibration.items():
                 if key in p:
                     p[key] = np.interp(p[key], np.asarray(xs), np.asarray(ys))
-        # A runaway fill shows its own ETA when it comes sooner than the peak trend's.
-        use_fast = runaway & ~np.isnat(fast_eta) & (np.isnat(eta) | (fast_eta < eta))
-        eta = np.where(use_fast, fast_eta, eta)
-        eta_lo = np.where(use_fast & (np.isnat(eta_lo) | (fast_eta < eta_lo)), fast_eta, eta_lo)
-        eta_hi = np.where(use_fast & np.isnat(eta_hi), fast_eta, eta_hi)
         return probabilities_frame(self.series_ids_, origin, eta, eta_lo, eta_hi, p, self.name)
+
+    def _interval_quantiles(self, remaining: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(q_lo, q_hi) per series: from the band its predicted remaining time falls in."""
+        if not self.interval_bins:
+            assert self.interval_log_range is not None
+            g_lo, g_hi = (float(x) for x in self.interval_log_range)
+            return np.full(len(remaining), g_lo), np.full(len(remaining), g_hi)
+        uppers = np.array(
+            [np.inf if up is None else float(up) * 3600.0 for up, _, _ in self.interval_bins]
+        )
+        which = np.minimum(np.searchsorted(uppers, remaining, side="left"), len(uppers) - 1)
+        q_lo = np.array([float(lo) for _, lo, _ in self.interval_bins])[which]
+        q_hi = np.array([float(hi) for _, _, hi in self.interval_bins])[which]
+        return q_lo, q_hi
+
+
+def _seconds_left(eta: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Seconds from each origin to its ETA (0 where there is none)."""
+    left: np.ndarray = np.where(np.isnat(eta), 0, (eta - start).astype("int64")) / 1e9
+    return left
 
 
 def _group_slope(codes: np.ndarray, x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:

@@ -25,6 +25,7 @@ def default_calibration() -> dict[str, Any]:
     raw = json.loads(_CALIBRATION.read_text(encoding="utf-8"))
     return {
         "interval_log_range": tuple(raw["interval_log_range"]),
+        "interval_bins": [tuple(b) for b in raw.get("interval_bins", [])] or None,
         "calibration": {k: (list(v[0]), list(v[1])) for k, v in raw["calibration"].items()},
     }
 

@@ -73,6 +73,32 @@ def test_runaway_fill_is_caught_within_the_hour() -> None:
     assert row["eta"] - (T0 + pd.Timedelta(minutes=5) * (7 * DAY - 1)) < pd.Timedelta(hours=1)
 
 
+def test_conformal_interval_surrounds_the_eta_it_shows() -> None:
+    # A runaway fill shows the runaway's ETA; the calibrated interval is the remaining
+    # time to *that* ETA scaled by the band's bounds (not the trend ETA's, stretched).
+    values = np.r_[np.full(7 * DAY - 24, 0.5), np.linspace(0.5, 0.97, 24)]
+    bands = [(12.0, -0.5, 1.0), (None, -0.1, 0.1)]
+    model = EnvelopeTrendForecaster(interval_log_range=(-0.3, 0.2), interval_bins=bands)
+    row = model.fit(frame(values)).predict().iloc[0]
+    origin = row["origin"]
+    left = (row["eta"] - origin).total_seconds()
+    assert 0 < left < 3600
+    assert (row["eta_lo"] - origin).total_seconds() == pytest.approx(left * np.exp(-0.5), abs=1)
+    assert (row["eta_hi"] - origin).total_seconds() == pytest.approx(left * np.exp(1.0), abs=1)
+
+
+def test_interval_bands_pick_by_remaining_time() -> None:
+    slope = 0.5 / (7 * DAY)
+    values = 0.3 + slope * np.arange(7 * DAY)  # ~5 days left: the open band
+    bands = [(12.0, -0.5, 1.0), (None, -0.1, 0.1)]
+    row = EnvelopeTrendForecaster(interval_bins=bands).fit(frame(values)).predict().iloc[0]
+    left = (row["eta"] - row["origin"]).total_seconds()
+    assert left > 12 * 3600
+    assert (row["eta_hi"] - row["origin"]).total_seconds() == pytest.approx(
+        left * np.exp(0.1), abs=1
+    )
+
+
 def test_gaps_do_not_break_it() -> None:
     values = 0.3 + 0.5 * np.arange(7 * DAY) / (7 * DAY)
     data = frame(values)
