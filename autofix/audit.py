@@ -25,7 +25,7 @@ import duckdb
 
 from autofix.errors import InputError, StoreError
 from autofix.gates import ApprovalRecord, PastFix, cause_of
-from autofix.store import MetricStore
+from autofix.store import MetricStore, one_line
 
 STATES = (
     "planned",
@@ -115,7 +115,7 @@ class AuditLog:
             with self.store._write_lock:
                 return self.store._run(sql, list(params))
         except duckdb.Error as exc:
-            raise StoreError(f"{self.store.path}: audit log: {exc}") from exc
+            raise StoreError(f"{self.store.path}: audit log: {one_line(exc)}") from exc
 
     def _clip(self, text: str | None) -> str | None:
         if text is None or len(text) <= self.output_limit:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -115,6 +116,12 @@ class Settings(BaseSettings):
     )
     probe_timeout: Duration = Field(
         timedelta(seconds=2), description="Timeout of one HTTP, TCP or SQL probe."
+    )
+    host_fs_include: str = Field(
+        "",
+        description="Filesystems the host collector watches beyond those backed by a "
+        "device: comma-separated types (`tmpfs`) and mountpoints (`/run/news`); without "
+        "them a tmpfs has no node_filesystem_* series for rules to watch.",
     )
     raw_retention: Duration = Field(
         timedelta(days=14), description="How long raw samples are kept before only rollups remain."
@@ -260,6 +267,12 @@ class Settings(BaseSettings):
         timedelta(days=7),
         description="How far ahead preventive maintenance is planned into windows.",
     )
+    maintenance_upgradable_cache: Duration = Field(
+        timedelta(hours=6),
+        description="How long the list of upgradable packages (`apt list --upgradable`, "
+        "seconds per run) is reused; it is read again sooner when apt's package lists or "
+        "dpkg's status change. 0 reads it every time.",
+    )
     notify_slack_url: str | None = Field(
         None, description="Slack incoming-webhook URL for escalations, approvals and reports."
     )
@@ -330,24 +343,47 @@ class Settings(BaseSettings):
     api_max_body: int = Field(
         1_048_576, ge=1024, description="Largest request body in bytes the API accepts (413)."
     )
+    # -- the CLI on another host: every command that uses the store goes to that service
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="Base URL of the API of an `autofix serve` on another host (e.g. "
+        "http://ops-1:8787): CLI commands that use the store are carried out there.",
+    )
+    token: SecretStr | None = Field(
+        None,
+        description="Bearer token the CLI sends to AUTOFIX_URL (an entry of that service's "
+        "AUTOFIX_API_TOKENS); a viewer token runs the reading commands only.",
+    )
 
     @field_validator("api_tokens")
     @classmethod
     def _check_tokens(cls, value: SecretStr) -> SecretStr:
-        # Messages name the entry, never echo a token.
+        # Messages name the entry by position (and by name once it is well-formed), and
+        # never echo what was given: in `name:token` the "role" is the token.
         names: set[str] = set()
+        owners: dict[str, str] = {}
         entries = [e.strip() for e in value.get_secret_value().split(",") if e.strip()]
         for index, entry in enumerate(entries, 1):
-            name, role, token = [*entry.split(":", 2), "", ""][:3]
+            parts = entry.split(":", 2)
+            if len(parts) != 3:
+                raise ValueError(
+                    f"entry {index}: give name:role:token ({len(parts) - 1} ':' found, need 2)"
+                )
+            name, role, token = parts
             if not re.fullmatch(_API_USER, name):
-                raise ValueError(f"entry {index}: give name:role:token, name like {_API_USER}")
+                raise ValueError(f"entry {index}: the name must be like {_API_USER}")
             if role not in ("viewer", "operator"):
-                raise ValueError(f"{name}: role must be viewer or operator, not {role!r}")
+                raise ValueError(f"entry {index} ({name}): the role must be viewer or operator")
             if not re.fullmatch(r"[!-~]{16,}", token):
                 raise ValueError(f"{name}: token must be 16 or more printable ASCII, no spaces")
             if name in names:
                 raise ValueError(f"{name}: duplicate token name")
+            if token in owners:
+                # Which role would it get? Whichever entry is looked up first: refuse.
+                raise ValueError(f"{name}: the same token as {owners[token]}; give each its own")
             names.add(name)
+            owners[token] = name
         return value
 
     @classmethod
@@ -384,12 +420,26 @@ def _config_file(environ: Mapping[str, str], explicit: Path | None) -> Path | No
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a directory, not a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})"
+        ) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        raise ConfigError(f"{path}: invalid TOML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
     section = data.get("autofix", data)
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: [autofix] must be a table")
@@ -402,7 +452,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _format_validation(exc: ValidationError, where: str) -> str:
     first = exc.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "?"
-    return f"{where}: setting {field!r}: {first['msg']}"
+    return f"{where}: setting {field!r}: {' '.join(first['msg'].split())}"
 
 
 def load_settings(
@@ -430,10 +480,104 @@ def load_settings(
     except ValidationError as exc:
         where = "environment" if env_values else str(path or "settings")
         raise ConfigError(_format_validation(exc, where)) from None
+    except UnicodeDecodeError as exc:  # a .env file that is not text
+        raise ConfigError(f".env: not UTF-8 text (byte offset {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f".env: cannot read: {exc.strerror or exc}") from None
+
+
+_SECRET_NAME = re.compile(r"token|password|secret|key", re.IGNORECASE)
+_SECRET_SEGMENT = re.compile(r"^[A-Za-z0-9_-]{16,}$")  # long enough to be a token
+MASK = "***"
+
+
+def redact_url(url: str) -> str:
+    """A URL with its credentials masked: user:password, query values, the fragment, Slack
+    webhook paths and path segments that look like tokens.
+
+    >>> redact_url("https://u:pw@hooks.example.com/h/x?token=abc&v=1")
+    'https://***@hooks.example.com/h/x?token=***&v=***'
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return MASK  # not a URL we can take apart: show none of it
+    netloc = (
+        (f"{MASK}@" if "@" in parts.netloc else "") + (f"[{host}]" if ":" in host else host) + port
+    )
+    segments = parts.path.split("/")
+    if "slack" in host and "services" in segments:
+        cut = segments.index("services") + 1
+        segments = [*segments[:cut], MASK] if len(segments) > cut else segments
+    segments = [MASK if _SECRET_SEGMENT.match(s) else s for s in segments]
+    query = "&".join(
+        f"{key}={MASK}" for key, _ in parse_qsl(parts.query, keep_blank_values=True)
+    ) or (MASK if parts.query else "")
+    return urlunsplit(
+        (parts.scheme, netloc, "/".join(segments), query, MASK if parts.fragment else "")
+    )
+
+
+def shown(name: str, value: Any) -> Any:
+    """A setting's value as ``config show`` prints it: secrets never in clear."""
+    if isinstance(value, SecretStr):
+        return MASK if value.get_secret_value() else ""
+    if isinstance(value, str) and value:
+        if _SECRET_NAME.search(name):
+            return MASK
+        if "://" in value:
+            return redact_url(value)
+    return value
+
+
+def settings_problems(
+    config_file: Path | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[Settings | None, list[tuple[str, str, str]], Any]:
+    """Every problem of the settings at once, for ``autofix config check``.
+
+    Returns the settings (None when invalid), the problems as ``(where, setting, message)``
+    — ``where`` is ``environment`` or the TOML file — and the pipelines file the settings
+    name (as given, even when other settings are invalid).
+    """
+    import difflib
+
+    env = os.environ if environ is None else environ
+    try:
+        path = _config_file(env, config_file)
+        file_values = _read_toml(path) if path else {}
+    except ConfigError as exc:
+        return None, [(str(config_file or env.get(CONFIG_ENV, "")), "", str(exc))], None
+    env_values = {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in env.items()
+        if key.startswith(ENV_PREFIX) and key != CONFIG_ENV
+    }
+    problems: list[tuple[str, str, str]] = []
+    known = list(Settings.model_fields)
+    for where, values in (("environment", env_values), (str(path), file_values)):
+        for name in sorted(set(values) - set(known)):
+            close = difflib.get_close_matches(name, known, n=1)
+            spell = (lambda n: f"{ENV_PREFIX}{n.upper()}") if where == "environment" else str
+            hint = f" (did you mean {spell(close[0])}?)" if close else ""
+            problems.append((where, spell(name), f"unknown setting{hint}"))
+    merged = {k: v for k, v in {**file_values, **env_values}.items() if k in known}
+    pipeline = merged.get("pipeline", Settings.model_fields["pipeline"].default)
+    try:
+        found = Settings(_env_file=None, **merged) if environ is not None else Settings(**merged)
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]) or "?"
+            where = "environment" if name in env_values else str(path or "settings")
+            shown = f"{ENV_PREFIX}{name.upper()}" if where == "environment" else name
+            problems.append((where, shown, error["msg"].removeprefix("Value error, ")))
+        return None, problems, pipeline
+    return (None if problems else found), problems, found.pipeline
 
 
 def describe(settings: Settings, environ: Mapping[str, str] | None = None) -> list[SettingSource]:
-    """The effective value of every setting and where it came from."""
+    """The effective value of every setting and where it came from (secrets masked)."""
     env = os.environ if environ is None else environ
     path = _config_file(env, None)
     file_keys = set(_read_toml(path)) if path else set()
@@ -445,7 +589,8 @@ def describe(settings: Settings, environ: Mapping[str, str] | None = None) -> li
             source = f"file:{path}"
         else:
             source = "default"
-        rows.append(SettingSource(name, getattr(settings, name), source, field.description or ""))
+        value = shown(name, getattr(settings, name))
+        rows.append(SettingSource(name, value, source, field.description or ""))
     return rows
 
 

@@ -10,8 +10,7 @@ arguments, so tests drive a real store and real servers with a fake clock.
 
 >>> from autofix.store import MetricStore
 >>> from autofix.config import load_settings
->>> from autofix.pipeline import GateOverrides, Pipeline
-from autofix.policy import Candidate, Decision
+>>> from autofix.pipeline import Pipeline
 >>> ex = Executor(MetricStore(":memory:"), Pipeline(), load_settings(environ={}))
 >>> ex.run("files.clean_temp", "nowhere").state
 'refused'
@@ -25,16 +24,25 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
+from pathlib import Path
+from typing import Any, Concatenate, NamedTuple, NoReturn, ParamSpec, TypeVar
 
 import httpx
 
+from autofix.actions._quarantine import SweepResult
 from autofix.actions.base import Action, Check, Context, NoOp, Runner, run_argv
 from autofix.actions.files import purge_quarantine
 from autofix.actions.registry import ACTIONS, ActionType, get_action
 from autofix.audit import AuditLog, FixRecord
 from autofix.config import Settings, format_duration
-from autofix.errors import ActionError, AutofixError, InputError, PartialApplyError, RefusedError
+from autofix.errors import (
+    ActionError,
+    AutofixError,
+    InputError,
+    PartialApplyError,
+    PausedError,
+    RefusedError,
+)
 from autofix.gates import (
     PastFix,
     Policy,
@@ -45,6 +53,7 @@ from autofix.gates import (
     evaluate,
     resolve_policy,
 )
+from autofix.pause import current as pause_state
 from autofix.pipeline import GateOverrides, Pipeline
 from autofix.policy import Candidate, Decision
 from autofix.store import MetricStore
@@ -206,12 +215,19 @@ class Executor:
             return gated
         record, bound, policy = gated
         try:
-            started = self._plan_and_start(record, bound, policy, dry_run, approved_by, condition)
-        finally:
-            self._release(record.id)
-        if isinstance(started, FixRecord):
-            return started
-        return self._finish(started, condition)
+            try:
+                started = self._plan_and_start(
+                    record, bound, policy, dry_run, approved_by, condition
+                )
+            finally:
+                self._release(record.id)
+            if isinstance(started, FixRecord):
+                return started
+            return self._finish(started, condition)
+        except AutofixError:
+            raise
+        except Exception as exc:
+            self._unexpected(record, exc)
 
     def _create_and_gate(
         self,
@@ -245,11 +261,33 @@ class Executor:
             decision_id,
         )
         record = self._get(fix_id)
-        policy = self._policy(record)
-        bound = self._gate(record, policy, condition is not None)
+        try:
+            policy = self._policy(record)
+            bound = self._gate(record, policy, condition is not None)
+        except AutofixError:
+            raise
+        except Exception as exc:
+            self._unexpected(record, exc)
         if isinstance(bound, FixRecord):
             return bound
         return record, bound, policy
+
+    def _unexpected(self, record: FixRecord, exc: Exception) -> NoReturn:
+        """A bug, or a configuration nobody validated: recorded, escalated, one line.
+
+        The fix must not stay ``planned`` with no event (the debug log has the traceback).
+        """
+        log.error(
+            "fix %d %s: %s",
+            record.id,
+            record.action,
+            exc,
+            exc_info=log.isEnabledFor(logging.DEBUG),
+        )
+        error = f"unexpected error: {type(exc).__name__}: {exc}"
+        self.audit.append(record.id, "failed", "unexpected", error=error)
+        self.audit.escalate(record.id, record.action, record.target, None, error)
+        raise ActionError(f"fix {record.id}: {error}") from exc
 
     def _plan_and_start(
         self,
@@ -267,8 +305,15 @@ class Executor:
             return self._get(fix_id)
         facts, steps = planned
         plan = [s.as_dict() for s in steps]
-        if dry_run or policy.dry_run or policy.mode == "shadow":
-            why = "dry run" if (dry_run or policy.dry_run) else "shadow mode"
+        # The global pause (autofix.pause) holds every fix, an operator's too: planned only.
+        held = pause_state(self.audit.store, self.clock())
+        if dry_run or policy.dry_run or policy.mode == "shadow" or held is not None:
+            if dry_run or policy.dry_run:
+                why = "dry run"
+            elif policy.mode == "shadow" or held is None:
+                why = "shadow mode"
+            else:
+                why = held.describe()
             self.audit.append(
                 fix_id,
                 "planned",
@@ -333,6 +378,12 @@ class Executor:
 
     def approve(self, fix_id: int, actor: str) -> FixRecord:
         """Approve a pending fix and run it now, unless its approval window has ended."""
+        held = pause_state(self.audit.store, self.clock())
+        if held is not None:  # nothing recorded: the fix stays pending, approvable later
+            raise PausedError(
+                f"autofix is {held.describe()}; fix {fix_id} stays pending until its approval "
+                "expires: `autofix resume`, then approve it"
+            )
         with self._lock:
             gated = self._approve_and_gate(fix_id, actor)
         if isinstance(gated, FixRecord):
@@ -402,9 +453,11 @@ class Executor:
         try:
             output = bound.rollback(record.undo)
         except AutofixError as exc:
+            # The attempt is on record, but the fix keeps its state: a rollback that could
+            # not run (a purged quarantine) does not make a fix that worked a failed one.
             self.audit.append(
                 fix_id,
-                "failed",
+                record.state,
                 "rollback",
                 error=f"rollback failed: {exc}",
                 actor=actor,
@@ -430,8 +483,10 @@ class Executor:
         """Mark fixes left ``running`` by a dead process ``interrupted``, verify, never re-apply.
 
         Safe at start-up only: DuckDB lets one process write the store, so nothing else
-        can be running them. Also purges quarantine entries older than the TTL.
+        can be running them. Also settles quarantine steps a crash left unfinished and
+        purges quarantine entries older than the TTL.
         """
+        self.sweep_quarantines()  # leftovers of unfinished steps go before verifying
         recovered = []
         for past in self.audit.history(self.clock()):
             if past.state != "running":
@@ -461,8 +516,28 @@ class Executor:
                     f"interrupted fix not verified: {check.reason}",
                 )
             recovered.append(self._get(record.id))
-        purge_quarantine(self.settings.quarantine_dir, self.settings.quarantine_ttl, self.clock())
         return recovered
+
+    def sweep_quarantines(self) -> SweepResult:
+        """Settle steps a crash left unfinished and purge old slots, in every quarantine.
+
+        A slot that cannot be read (a malformed journal or manifest) is skipped and
+        reported in the result (and the log); the others go on.
+        """
+        bases = {self.settings.quarantine_dir}
+        for target in self.pipeline.targets:
+            own = getattr(target, "quarantine", None)
+            if isinstance(own, Path):
+                bases.add(own)
+        total = SweepResult()
+        for base in sorted(bases):
+            done = purge_quarantine(base, self.settings.quarantine_ttl, self.clock())
+            total.settled.extend(done.settled)
+            total.purged.extend(done.purged)
+            total.skipped.extend(done.skipped)
+        for what in total.settled:
+            log.warning("quarantine: settled after a crash: %s", what)
+        return total
 
     def preview(
         self,
@@ -635,8 +710,18 @@ class Executor:
                 return self._get(fix_id)
             steps = list(plan_now)
         plan = [s.as_dict() for s in steps]
+        try:
+            # Where the undo will live, made before anything is touched and recorded
+            # with `running`: a fix interrupted by a crash can still be rolled back.
+            pointer = bound.prepare(steps)
+        except AutofixError as exc:
+            self.audit.append(fix_id, "failed", "apply", error=str(exc))
+            self.audit.escalate(fix_id, record.action, record.target, None, f"apply failed: {exc}")
+            return self._get(fix_id)
         # Durable before anything is touched: a crash from here on leaves `running`.
-        self.audit.append(fix_id, "running", "apply", plan=plan, facts=facts, actor=actor)
+        self.audit.append(
+            fix_id, "running", "apply", plan=plan, facts=facts, actor=actor, undo=pointer or None
+        )
         return _Started(record, bound, policy, facts, steps)
 
     def _finish(self, started: _Started, condition: Condition | None) -> FixRecord:
@@ -652,9 +737,14 @@ class Executor:
             return self._failed_verify(
                 record, bound, "", dict(exc.undo), failed, begun, step="apply"
             )
-        except AutofixError as exc:
-            self.audit.append(fix_id, "failed", "apply", error=str(exc), duration_ms=_ms(begun))
-            self.audit.escalate(fix_id, record.action, record.target, None, f"apply failed: {exc}")
+        except Exception as exc:
+            if not isinstance(exc, AutofixError):
+                log.exception("fix %d %s: apply raised", fix_id, record.action)
+            error = str(exc) if isinstance(exc, AutofixError) else f"{type(exc).__name__}: {exc}"
+            self.audit.append(fix_id, "failed", "apply", error=error, duration_ms=_ms(begun))
+            self.audit.escalate(
+                fix_id, record.action, record.target, None, f"apply failed: {error}"
+            )
             return self._get(fix_id)
         if not policy.postcheck:
             self.audit.append(

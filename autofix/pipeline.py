@@ -14,9 +14,8 @@ import re
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,8 +24,10 @@ from pydantic import (
     model_validator,
 )
 
+from autofix._yaml import load_yaml
 from autofix.actions.registry import ACTIONS
 from autofix.errors import ConfigError
+from autofix.jobnames import JOB_NAMES
 from autofix.targets import (
     ACTION_PATTERN,
     NAME_PATTERN,
@@ -83,17 +84,7 @@ __all__ = [
 
 # -- jobs --------------------------------------------------------------------------------
 
-JOB_NAMES = (
-    "collect",
-    "remediate",
-    "health",
-    "train",
-    "maintenance",
-    "report",
-    "retention",
-    "kpi",
-    "snapshot",
-)
+# JOB_NAMES lives in autofix.jobnames (imported above): the CLI lists it without pydantic.
 JobName = Literal[
     "collect",
     "remediate",
@@ -376,6 +367,10 @@ class Pipeline(BaseModel):
             if target.name in seen:
                 raise ValueError(f"targets[{index}].name: duplicate target {target.name!r}")
             seen.add(target.name)
+            for j, name in enumerate(target.actions or []):
+                if name not in ACTIONS:
+                    raise ValueError(f"targets[{index}].actions[{j}]: unknown action {name!r}")
+            _check_patterns(f"targets[{index}]", target)
         specs: list[tuple[str, ActionSpec]] = []
         for index, target in enumerate(self.targets):
             if target.recovery is not None:
@@ -441,6 +436,20 @@ class Pipeline(BaseModel):
     def target(self, name: str) -> Target | None:
         """The target called ``name``, or None."""
         return next((t for t in self.targets if t.name == name), None)
+
+
+def _check_patterns(where: str, target: Any) -> None:
+    """Regular expressions in a target compile (else every fix on it fails at run time)."""
+    patterns: dict[str, Any] = {}
+    if getattr(target, "kind", None) == "command":
+        patterns = {f"params.{k}": v for k, v in target.params.items()}
+    elif getattr(target, "kind", None) == "process" and target.cmdline is not None:
+        patterns = {"cmdline": target.cmdline}
+    for field, pattern in patterns.items():
+        try:
+            re.compile(pattern)
+        except (re.error, RecursionError, OverflowError) as exc:
+            raise ValueError(f"{where}.{field}: invalid regular expression: {exc}") from None
 
 
 def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
@@ -537,18 +546,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 def load_pipeline(path: Path) -> Pipeline:
     """Read and validate a pipelines file, or raise ConfigError naming file and field."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: pipelines file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    data = load_yaml(path, "pipelines file")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -558,8 +556,10 @@ def load_pipeline(path: Path) -> Pipeline:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = _location(tuple(first["loc"]))
-        message = first["msg"].removeprefix("Value error, ")
+        message = " ".join(first["msg"].removeprefix("Value error, ").split())
         # A cross-check names its own field path: "targets[1].name: duplicate ...".
         if where == "(top level)" and re.match(r"^[a-z]+(\[\d+\]|\.[A-Za-z_.]+)", message):
             raise ConfigError(f"{path}: {message}") from None
         raise ConfigError(f"{path}: {where}: {message}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None

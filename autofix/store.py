@@ -168,7 +168,12 @@ class MetricStore:
                     "`autofix import PATH` first"
                 )
             if not self.read_only:
-                file.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    file.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(
+                        f"{file.parent}: cannot create the store's directory: {exc.strerror or exc}"
+                    ) from None
         deadline = time.monotonic() + lock_wait
         while True:
             try:
@@ -179,7 +184,9 @@ class MetricStore:
                 return con
             except duckdb.Error as exc:
                 if not _is_lock_error(exc):
-                    raise StoreError(f"{self.path}: cannot open the store: {exc}") from exc
+                    raise StoreError(
+                        f"{self.path}: cannot open the store: {one_line(exc)}"
+                    ) from exc
                 if time.monotonic() >= deadline:
                     raise StoreLockedError(
                         f"{self.path} is in use by another process{_lock_holder(exc)}; "
@@ -283,7 +290,9 @@ class MetricStore:
                     self._run("COMMIT")
                 except duckdb.Error as exc:
                     self._run("ROLLBACK")
-                    raise StoreError(f"{self.path}: migration to v{version} failed: {exc}") from exc
+                    raise StoreError(
+                        f"{self.path}: migration to v{version} failed: {one_line(exc)}"
+                    ) from exc
                 log.debug("store %s migrated to schema v%d", self.path, version)
 
     # -- writing -----------------------------------------------------------------------
@@ -294,20 +303,41 @@ class MetricStore:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """All writes inside commit together or not at all (used by imports)."""
+        """All writes inside commit together or not at all (used by imports).
+
+        A COMMIT that fails (a full disk: the WAL cannot grow) is a StoreError saying that
+        nothing of this transaction was stored; what was committed before is intact.
+        """
         self._require_writable()
         with self._write_lock:
-            self._run("BEGIN TRANSACTION")
+            try:
+                self._run("BEGIN TRANSACTION")
+            except duckdb.Error as exc:
+                raise StoreError(f"{self.path}: cannot write: {one_line(exc)}") from exc
             self._in_tx = True
             try:
                 yield
             except BaseException:
-                self._run("ROLLBACK")
+                self._rollback()
                 raise
             else:
-                self._run("COMMIT")
+                try:
+                    self._run("COMMIT")
+                except duckdb.Error as exc:
+                    self._rollback()
+                    raise StoreError(
+                        f"{self.path}: not committed, nothing of it was stored: {one_line(exc)}"
+                    ) from exc
             finally:
                 self._in_tx = False
+
+    def _rollback(self) -> None:
+        # After a failed COMMIT or a fatal error DuckDB may refuse even the ROLLBACK; the
+        # error that got us here is the one worth reporting.
+        try:
+            self._run("ROLLBACK")
+        except duckdb.Error as exc:
+            log.debug("%s: rollback: %s", self.path, one_line(exc))
 
     _in_tx = False
 
@@ -320,9 +350,13 @@ class MetricStore:
         try:
             yield
         except BaseException:
-            self._run("ROLLBACK")
+            self._rollback()
             raise
-        self._run("COMMIT")
+        try:
+            self._run("COMMIT")
+        except duckdb.Error:
+            self._rollback()
+            raise
 
     def write(self, frame: pd.DataFrame | pa.Table) -> WriteResult:
         """Append samples given as ``ts, host, metric, value`` (+ ``labels, unit, capacity``).
@@ -344,7 +378,7 @@ class MetricStore:
                 finally:
                     self._con.unregister("_incoming")
             except duckdb.Error as exc:
-                raise StoreError(f"{self.path}: write failed: {exc}") from exc
+                raise StoreError(f"{self.path}: write failed: {one_line(exc)}") from exc
 
     def _write_registered(self) -> WriteResult:
         con = self._con
@@ -421,7 +455,7 @@ class MetricStore:
                 finally:
                     self._con.unregister("_incoming_ids")
             except duckdb.Error as exc:
-                raise StoreError(f"{self.path}: write failed: {exc}") from exc
+                raise StoreError(f"{self.path}: write failed: {one_line(exc)}") from exc
         total_valid = int(valid[0]) if valid else 0
         return WriteResult(stored, total_valid - stored, rejected)
 
@@ -476,7 +510,7 @@ class MetricStore:
             with self._write_lock:
                 return self._con.execute(sql, params or []).df()
         except duckdb.Error as exc:
-            raise StoreError(f"{self.path}: query failed: {exc}") from exc
+            raise StoreError(f"{self.path}: query failed: {one_line(exc)}") from exc
 
     def series(self) -> pd.DataFrame:
         """Every series with its sample count, time range and latest value."""
@@ -619,7 +653,7 @@ class MetricStore:
         try:
             return self._run(sql, params)
         except duckdb.Error as exc:
-            raise StoreError(f"{self.path}: write failed: {exc}") from exc
+            raise StoreError(f"{self.path}: write failed: {one_line(exc)}") from exc
 
     def append(self, table: str, frame: pd.DataFrame) -> int:
         """Append ``frame`` (columns in the table's order) to one of the service's tables."""
@@ -634,7 +668,7 @@ class MetricStore:
             try:
                 self._run(f"INSERT INTO {table} SELECT * FROM _append")
             except duckdb.Error as exc:
-                raise StoreError(f"{self.path}: append to {table} failed: {exc}") from exc
+                raise StoreError(f"{self.path}: append to {table} failed: {one_line(exc)}") from exc
             finally:
                 self._con.unregister("_append")
         return len(frame)
@@ -768,11 +802,17 @@ class MetricStore:
             shutil.rmtree(old, ignore_errors=True)
         except duckdb.Error as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            raise StoreError(f"{self.path}: export failed: {exc}") from exc
+            raise StoreError(f"{self.path}: export failed: {one_line(exc)}") from exc
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise StoreError(f"{target}: export failed: {exc.strerror or exc}") from exc
         return manifest
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of a DuckDB message (the rest is advice on SQL we wrote)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _first(rows: list[Any]) -> Any:

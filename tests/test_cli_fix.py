@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -131,3 +132,34 @@ def test_make_run_dry_run_on_the_shipped_pipeline(env: dict[str, str]) -> None:
         ["fix", "run", "files.clean_temp", "--target", "var-tmp", "--dry-run", "--json"], env
     )
     assert json.loads(proc.stdout)["state"] in {"planned", "noop"}
+
+
+def test_command_params_reach_the_command_exactly_as_typed(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    seen = tmp_path / "argv.json"
+    script = "import json, sys; open(sys.argv[1], 'w').write(json.dumps(sys.argv[2:]))"
+    pipeline = Path(env["AUTOFIX_PIPELINE"])
+    pipeline.write_text(
+        json.dumps(
+            {
+                "targets": [
+                    {
+                        "name": "cmd",
+                        "kind": "command",
+                        "argv": [sys.executable, "-c", script, str(seen), "{v}", "{w}", "{x}"],
+                        "params": {"v": r"[0-9.]+", "w": r"[0-9]+", "x": r"\S+"},
+                    }
+                ]
+            }
+        )
+    )
+    done = json.loads(
+        run(
+            ["fix", "run", "command.run", "--target", "cmd", "--yes", "--json",
+             "--param", "v=1.10", "--param", "w=007", "--param", "x=true"],
+            env,
+        ).stdout
+    )  # fmt: skip
+    assert done["state"] == "succeeded", done
+    assert json.loads(seen.read_text()) == ["1.10", "007", "true"]

@@ -88,3 +88,64 @@ def test_unknown_file_setting_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text", ["15s", "2m", "14d", "250ms", "90s", "36h", "400d"])
 def test_format_duration_round_trips(text: str) -> None:
     assert format_duration(parse_duration(text)) == text
+
+
+# -- issue 11: secrets never printed, token lists that cannot be read one way, bad files --
+
+
+def test_config_describe_masks_every_secret() -> None:
+    from autofix.config import describe
+
+    environ = {
+        "AUTOFIX_NOTIFY_SLACK_URL": "https://hooks.slack.com/services/T0AAA/B0BBB/s3cr3tS3CR3Ts3cr3t",
+        "AUTOFIX_NOTIFY_WEBHOOK_URL": "https://bob:hunter2@hooks.example.com/in?token=t0k3n&x=1",
+        "AUTOFIX_NOTIFY_SMTP_PASSWORD": "smtp-pass-word",
+        "AUTOFIX_API_TOKENS": "ops:operator:abcdefghijklmnopqrstuv",
+    }
+    rows = {r.name: r.value for r in describe(load_settings(environ=environ), environ)}
+    text = repr(rows)
+    for secret in ("s3cr3t", "hunter2", "bob", "t0k3n", "smtp-pass-word", "abcdefghijklmnop"):
+        assert secret not in text
+    assert rows["notify_slack_url"] == "https://hooks.slack.com/services/***"
+    assert rows["notify_webhook_url"] == "https://***@hooks.example.com/in?token=***&x=***"
+    assert rows["notify_smtp_password"] == rows["api_tokens"] == "***"
+
+
+@pytest.mark.parametrize(
+    ("tokens", "message"),
+    [
+        ("ops:s3cr3t-token-value-123", "entry 1: give name:role:token (1 ':' found, need 2)"),
+        ("s3cr3t-token-value-123", "entry 1: give name:role:token (0 ':' found, need 2)"),
+        ("ops:admin:s3cr3t-token-value-123", "entry 1 (ops): the role must be viewer or operator"),
+        (
+            "a:viewer:s3cr3t-token-value-123,b:operator:s3cr3t-token-value-123",
+            "b: the same token as a; give each its own",
+        ),
+    ],
+)
+def test_token_errors_never_echo_a_token(tokens: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"AUTOFIX_API_TOKENS": tokens})
+    assert message in str(info.value)
+    assert "s3cr3t" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"db_path = 'a'\n# caf\xe9\n", "line 2: not UTF-8 text (byte 0xe9)"),
+        (b"a = " + b"[" * 3000 + b"]" * 3000 + b"\n", "nested too deeply"),
+        (None, "a directory, not a TOML file"),
+    ],
+)
+def test_bad_toml_files_are_one_line(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "autofix.toml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert message in str(info.value)
+    assert str(info.value).startswith(str(path))
+    assert "\n" not in str(info.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 from autofix.actions.base import Action, Applied, Check, Facts, NoOp, Params, Plan, Step
 from autofix.actions.registry import ACTIONS
 from autofix.config import Settings, load_settings
-from autofix.errors import InputError, PartialApplyError
+from autofix.errors import ActionError, InputError, PartialApplyError
 from autofix.executor import Candidate, Decision, Executor
 from autofix.pipeline import LogDirTarget, Pipeline
 from autofix.store import MetricStore
@@ -371,3 +372,128 @@ def test_concurrent_requests_for_one_target_apply_once(tmp_path: Path) -> None:
             thread.join(30)
     assert sorted(states) == ["refused", "refused", "refused", "succeeded"]
     assert _count(root) == 1
+
+
+# -- issue 11: files fixes after a crash, failures partway, rollback attempts --------------
+
+
+def _files_env(tmp_path: Path, n: int = 4) -> tuple[Path, Pipeline, Settings, dict[str, bytes]]:
+    root = tmp_path / "tmpdir"
+    root.mkdir()
+    stamp = time.time() - 3 * 86400
+    payloads = {f"f{i}.tmp": os.urandom(1000 + i) for i in range(n)}
+    for name, data in payloads.items():
+        (root / name).write_bytes(data)
+        os.utime(root / name, (stamp, stamp))
+    pipeline = Pipeline.model_validate(
+        {"targets": [{"name": "tmp", "kind": "logdir", "path": str(root)}]}
+    )
+    return root, pipeline, _settings(tmp_path, fix_mode="auto"), payloads
+
+
+class _Crash(BaseException):
+    """Stands for the process dying: nothing in the executor catches it."""
+
+
+def test_a_files_fix_interrupted_mid_apply_rolls_back_after_a_restart(tmp_path: Path) -> None:
+    root, pipeline, settings, payloads = _files_env(tmp_path)
+    moves = 0
+    real_rename = os.rename
+
+    def dying_rename(*args: Any, **kwargs: Any) -> None:
+        nonlocal moves
+        if re.fullmatch(r"f\d\.tmp", str(args[0])):  # a file of the fix, not the journal
+            if moves == 2:
+                raise _Crash
+            moves += 1
+        real_rename(*args, **kwargs)
+
+    with MetricStore(tmp_path / "a.duckdb") as store:
+        ex = Executor(store, pipeline, settings, sleep=lambda s: None)
+        os.rename = dying_rename  # type: ignore[assignment]
+        try:
+            with pytest.raises(_Crash):
+                ex.run("files.clean_temp", "tmp")
+        finally:
+            os.rename = real_rename
+    assert len(list(root.iterdir())) == 2  # two files moved before the "crash"
+
+    with MetricStore(tmp_path / "a.duckdb") as store:  # the restart
+        ex = Executor(store, pipeline, settings, sleep=lambda s: None)
+        [record] = ex.recover()
+        assert record.state == "interrupted"
+        assert len(list(root.iterdir())) == 2  # recovered, never applied again
+        rolled = ex.rollback(record.id, "ann")
+        assert rolled.state == "rolled_back", rolled.as_dict(events=True)
+        assert rolled.output is not None
+        assert rolled.output.startswith("restored 2 file(s)")
+    assert {p.name: p.read_bytes() for p in root.iterdir()} == payloads
+
+
+def test_a_failure_partway_of_any_kind_is_rolled_back(tmp_path: Path) -> None:
+    root, pipeline, settings, payloads = _files_env(tmp_path)
+    real_rename = os.rename
+    calls = 0
+
+    def failing_rename(*args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += bool(re.fullmatch(r"f\d\.tmp", str(args[0])))
+        if calls == 3:
+            raise UnicodeEncodeError("utf-8", "x", 0, 1, "a bug, not an OSError")
+        real_rename(*args, **kwargs)
+
+    with MetricStore(tmp_path / "a.duckdb") as store:
+        ex = Executor(store, pipeline, settings, sleep=lambda s: None)
+        os.rename = failing_rename  # type: ignore[assignment]
+        try:
+            record = ex.run("files.clean_temp", "tmp")
+        finally:
+            os.rename = real_rename
+        assert record.state == "rolled_back", record.as_dict(events=True)
+        assert "after 2 of 4 steps" in (record.error or "")
+    assert {p.name: p.read_bytes() for p in root.iterdir()} == payloads
+
+
+def test_a_failed_rollback_attempt_keeps_the_fix_state(tmp_path: Path) -> None:
+    _root, pipeline, settings, _ = _files_env(tmp_path)
+    with MetricStore(tmp_path / "a.duckdb") as store:
+        ex = Executor(store, pipeline, settings, sleep=lambda s: None)
+        done = ex.run("files.clean_temp", "tmp")
+        assert done.state == "succeeded"
+        assert done.undo is not None
+        import shutil
+
+        shutil.rmtree(done.undo["quarantine"])  # purged after the TTL
+        attempt = ex.rollback(done.id, "ann")
+        assert attempt.state == "succeeded"
+        assert "quarantine is gone" in (attempt.error or "")
+        assert [e["state"] for e in attempt.events] == ["running", "succeeded", "succeeded"]
+        assert ex.audit.escalations(done.id)
+
+
+def test_an_unexpected_error_while_planning_is_recorded_not_left_planned(
+    env: tuple[Executor, Clock, Path],
+) -> None:
+    ex, _, _ = env
+
+    class Broken(Counter):
+        name = "test.broken"
+
+        def facts(self) -> Facts:
+            raise re.error("nothing to repeat")
+
+    ex.registry = {**REGISTRY, Broken.name: Broken}
+    with pytest.raises(ActionError, match="unexpected error: error: nothing to repeat"):
+        ex.run("test.broken", "box")
+    [record] = ex.audit.list(limit=1)
+    assert (record.state, record.action) == ("failed", "test.broken")
+    assert ex.audit.escalations(record.id)
+
+
+def test_recover_survives_a_malformed_quarantine(env: tuple[Executor, Clock, Path]) -> None:
+    ex, _, _ = env
+    base = ex.settings.quarantine_dir
+    (base / "fix-1").mkdir(parents=True)
+    (base / "fix-1" / "manifest.json").write_text("not json")
+    assert ex.recover() == []
+    assert any("fix-1" in reason for reason in ex.sweep_quarantines().skipped)

@@ -401,3 +401,45 @@ def test_retention_counts_each_sample_once_across_runs() -> None:
     late = store.rollups().iloc[0]
     assert (late["count"], late["max"]) == (6, 100.0)
     assert late["mean"] == pytest.approx(110 / 6)
+
+
+# -- issue 11: a full disk and an unwritable directory are one clear error -----------------
+
+
+def test_a_full_disk_at_commit_is_one_store_error_and_keeps_what_was_committed(
+    tmp_path: Path,
+) -> None:
+    from tests.fsutil import tmpfs
+
+    disk = tmp_path / "disk"
+    with tmpfs(disk, "8m") as mounted:
+        if not mounted:
+            pytest.skip("cannot mount a tmpfs here")
+        path = disk / "s.duckdb"
+        with MetricStore(path) as store:
+            store.write(frame([(T0, "h", "kept", 1.0)]))
+        subprocess.run(
+            ["dd", "if=/dev/zero", f"of={disk / 'filler'}", "bs=4k"], capture_output=True
+        )
+        with MetricStore(path) as store:
+            rows = [(T0 + timedelta(seconds=i), "h", "lost", float(i)) for i in range(2000)]
+            with pytest.raises(StoreError) as info, store.transaction():
+                store.write(frame(rows))
+            assert "not committed, nothing of it was stored" in str(info.value)
+            assert "No space left on device" in str(info.value)
+            assert "\n" not in str(info.value)
+        (disk / "filler").unlink()
+        with MetricStore(path) as store:
+            assert stored(store)["metric"].tolist() == ["kept"]
+
+
+def test_a_store_directory_that_cannot_be_made_is_a_store_error(tmp_path: Path) -> None:
+    from tests.fsutil import tmpfs
+
+    readonly = tmp_path / "ro"
+    with tmpfs(readonly, "1m") as mounted:
+        if not mounted:
+            pytest.skip("cannot mount a tmpfs here")
+        subprocess.run(["mount", "-o", "remount,ro", str(readonly)], check=True)
+        with pytest.raises(StoreError, match="cannot create the store's directory: Read-only"):
+            MetricStore(readonly / "missing" / "s.duckdb")

@@ -216,6 +216,12 @@ class Action(Generic[P, T]):
     def plan(self, facts: Facts) -> Plan:
         raise NotImplementedError
 
+    def prepare(self, steps: Sequence[Step]) -> dict[str, Any]:
+        """Before ``apply``: make where the undo will live; return it (recorded durably
+        with ``running``, so a fix interrupted by a crash can still be rolled back).
+        Default: nothing to prepare."""
+        return {}
+
     def apply(self, steps: Sequence[Step]) -> Applied:
         raise NotImplementedError
 

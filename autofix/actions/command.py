@@ -33,6 +33,17 @@ def build_argv(template: Sequence[str], values: Mapping[str, str]) -> list[str]:
     return out
 
 
+def _text(key: str, raw: Any) -> str:
+    """A parameter as the argv text it becomes: text exactly as given (``1.10``, ``007``)."""
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, int | float):
+        return str(raw)  # a YAML or JSON number: its shortest spelling
+    raise RefusedError("params", f"param {key!r}: give text or a number, not {type(raw).__name__}")
+
+
 class CommandParams(Params):
     """Free-form: each key is checked against the target's declared params."""
 
@@ -63,8 +74,16 @@ class RunCommand(Action[CommandParams, CommandTarget]):
             )
         values: dict[str, str] = {}
         for key, raw in given.items():
-            value = str(raw)
-            if self._control.search(value) or re.fullmatch(declared[key], value) is None:
+            value = _text(key, raw)
+            try:
+                pattern = re.compile(declared[key])
+            except (re.error, RecursionError, OverflowError) as exc:
+                raise RefusedError(
+                    "params",
+                    f"param {key!r}: {self.target.name!r} declares an invalid regular "
+                    f"expression {declared[key]!r} ({exc})",
+                ) from None
+            if self._control.search(value) or pattern.fullmatch(value) is None:
                 raise RefusedError(
                     "params", f"param {key!r}: {value!r} does not match {declared[key]!r}"
                 )

@@ -17,6 +17,7 @@ from typing import Any
 import redis
 from pydantic import Field
 
+from autofix.actions._quarantine import new_slot
 from autofix.actions.base import Action, Applied, Check, Facts, NoOp, Params, Plan, Step
 from autofix.errors import ActionError, RefusedError
 from autofix.targets import RedisTarget
@@ -66,8 +67,8 @@ class _RedisAction(Action[Any, RedisTarget]):
         return parse_memory_info(conn.info("memory"))
 
     def _snapshot(self, conn: Any, keys: Sequence[bytes]) -> Path:
-        directory = self.ctx.quarantine_dir / f"fix-{self.ctx.fix_id}"
-        directory.mkdir(parents=True, exist_ok=True)
+        # A slot of its own: fix ids restart with a new store (see _quarantine.new_slot).
+        directory = new_slot(self.ctx.quarantine_dir, self.ctx.fix_id, self.ctx.clock())
         file = directory / "redis-dump.jsonl"
         # The manifest lets purge_quarantine age this snapshot out like quarantined files.
         (directory / "manifest.json").write_text(

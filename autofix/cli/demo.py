@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from autofix.cli._app import app, err, out
+from autofix.cli._render import say, show
 from autofix.errors import ActionError, InputError
 
 
@@ -73,7 +74,7 @@ def demo(
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if not stop.is_set():
-            err.print("stopping: cleaning up what the demo started…", highlight=False)
+            say("stopping: cleaning up what the demo started…", console=err)
         stop.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -86,20 +87,18 @@ def demo(
         result.parent.mkdir(parents=True, exist_ok=True)
         result.write_text(json.dumps(run.as_dict(), indent=1, default=str), encoding="utf-8")
     if run.interrupted:
-        out.print(f"interrupted after {run.seconds:.0f}s; everything the demo started is stopped")
+        say(f"interrupted after {run.seconds:.0f}s; everything the demo started is stopped")
         raise typer.Exit(130)
     if run.truth is None:
         raise ActionError("the demo ended before its schedule finished")
     fixes = {f.id: f.as_dict() for f in run.fixes}
-    out.print(outcome_table([e.as_dict() for e in run.truth.events], fixes))
-    out.print(kpi_table(run.truth.kpis(), run.autofix_kpis))
+    # The demo's own tables (autofix.demo.view) over the demo's own scenario data.
+    show(outcome_table([e.as_dict() for e in run.truth.events], fixes))
+    show(kpi_table(run.truth.kpis(), run.autofix_kpis))
     applied = run.truth.applied_fixes
-    out.print(
+    say(
         f"{applied} fixes applied, {len(run.truth.false_fixes)} of them false "
-        f"(ground truth); the demo took {run.seconds:.0f}s",
-        highlight=False,
+        f"(ground truth); the demo took {run.seconds:.0f}s"
     )
-    out.print(
-        f"report: {run.report or '(autofix report failed: see autofix.log)'}", highlight=False
-    )
-    out.print(f"log of autofix's service: {report_dir / 'autofix.log'}", highlight=False)
+    say(f"report: {run.report or '(autofix report failed: see autofix.log)'}")
+    say(f"log of autofix's service: {report_dir / 'autofix.log'}")

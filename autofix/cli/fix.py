@@ -8,58 +8,82 @@ those refusals are recorded in the audit log too).
 
 from __future__ import annotations
 
-import getpass
-import re
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import box
-from rich.table import Table
 
-from autofix.audit import FixRecord
-from autofix.cli._app import app, err, out, print_json, settings, writer
+from autofix.cli._app import (
+    actor,
+    app,
+    client_path,
+    err,
+    live_service,
+    print_json,
+    settings,
+    writer,
+)
+from autofix.cli._render import Col, block, error, say, show, table
 from autofix.errors import InputError
 
+if TYPE_CHECKING:
+    from autofix.audit import FixRecord
+
 fix_app = typer.Typer(
-    help="Run, approve and roll back fixes; read the audit log.", no_args_is_help=True
+    rich_markup_mode=None,  # plain help: rich's help renderer takes ~0.5 s to import
+    help="Run, approve and roll back fixes; read the audit log.",
+    no_args_is_help=True,
 )
 app.add_typer(fix_app, name="fix")
 
 _OK = {"succeeded", "planned", "noop", "pending_approval"}
 _INPUT_GATES = {"allowlist", "params"}
-_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
 PipelineOpt = Annotated[
     Path | None,
-    typer.Option("--pipeline", help="Pipelines file with the targets (else AUTOFIX_PIPELINE)."),
+    typer.Option(
+        "--pipeline",
+        help="Pipelines file with the targets (else AUTOFIX_PIPELINE).",
+        parser=client_path,
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
+    return actor()
 
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs → params; numbers and true/false become JSON scalars."""
+    """``KEY=VALUE`` pairs → params; a value is never changed from what was typed.
+
+    ``5``, ``-2.5`` and ``true`` become a number or a boolean, because they print back
+    exactly as typed; ``1.10``, ``007``, ``1e3`` or ``True`` stay text (a number would
+    lose what was typed: ``command.run`` would get ``1.1`` and ``7``).
+    """
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise InputError(f"--param {pair!r}: use KEY=VALUE")
-        parsed: Any = value
-        if _NUMBER.match(value):
-            parsed = float(value) if "." in value else int(value)
-        elif value in {"true", "false"}:
-            parsed = value == "true"
-        params[key.strip()] = parsed
+        params[key.strip()] = _scalar(value)
     return params
+
+
+def _scalar(text: str) -> Any:
+    if text in {"true", "false"}:
+        return text == "true"
+    for kind in (int, float):
+        try:
+            number = kind(text)
+        except ValueError:
+            continue
+        if str(number) == text and math.isfinite(number):
+            return number
+    return text
 
 
 @contextmanager
@@ -68,6 +92,16 @@ def _executor(pipeline_file: Path | None) -> Iterator[Any]:
     from autofix.pipeline import load_pipeline
 
     current = settings()
+    live = live_service()
+    if live is not None:  # carried out by `autofix serve`: its executor, its gates and locks
+        same = pipeline_file is None or pipeline_file.resolve() == current.pipeline.resolve()
+        if not same:
+            raise InputError(
+                f"--pipeline {pipeline_file}: the service runs {current.pipeline}; fixes go "
+                "through its pipelines file (or stop the service)"
+            )
+        yield live.executor
+        return
     pipeline = load_pipeline(pipeline_file or current.pipeline)
     with writer(current) as store:
         executor = Executor(store, pipeline, current, actor=_actor())
@@ -76,29 +110,43 @@ def _executor(pipeline_file: Path | None) -> Iterator[Any]:
 
 
 def _print(record: FixRecord, as_json: bool, events: bool = False) -> None:
+
     if as_json:
         print_json(record.as_dict(events=events))
         return
     colour = "green" if record.state in _OK else "red"
-    out.print(
-        f"fix {record.id} [bold]{record.action}[/] on [bold]{record.target}[/]: "
-        f"[{colour}]{record.state}[/]" + (f" (gate {record.gate})" if record.gate else "")
+    say(
+        f"fix {record.id} ",
+        (record.action, "bold"),
+        " on ",
+        (record.target, "bold"),
+        ": ",
+        (record.state, colour),
+        f" (gate {record.gate})" if record.gate else "",
     )
     if record.plan:
-        table = Table("#", "op", "step", box=box.SIMPLE, show_edge=False)
+        steps = table(Col("#", justify="right"), "op", "step")
         for index, step in enumerate(record.plan, 1):
-            table.add_row(str(index), step["op"], step["detail"])
-        out.print(table)
-    for label, text in (("reason", record.reason), ("output", record.output)):
-        if text and not (label == "output" and text == record.reason):
-            out.print(f"{label}: {text}", markup=False, highlight=False)
+            steps.add_row(index, step["op"], step["detail"])
+        show(steps)
+    for label, value in (("reason", record.reason), ("output", record.output)):
+        if value and not (label == "output" and value == record.reason):
+            block(label, value)
     if record.error and not (record.state == "refused" and record.gate in _INPUT_GATES):
-        err.print(f"error: {record.error}", markup=False, highlight=False)
+        block("error", record.error, console=err)
     if events:
-        table = Table("seq", "ts", "state", "step", "gate", "actor", "ms", box=box.SIMPLE)
+        history = table(
+            Col("seq", justify="right"),
+            "ts",
+            "state",
+            "step",
+            "gate",
+            "actor",
+            Col("ms", justify="right"),
+        )
         for e in record.events:
-            table.add_row(
-                str(e["seq"]),
+            history.add_row(
+                e["seq"],
                 e["ts"][:19],
                 e["state"],
                 e["step"],
@@ -106,14 +154,14 @@ def _print(record: FixRecord, as_json: bool, events: bool = False) -> None:
                 e["actor"] or "",
                 f"{e['duration_ms']:.0f}" if e["duration_ms"] is not None else "",
             )
-        out.print(table)
+        show(history)
 
 
 def _exit_for(record: FixRecord) -> None:
     if record.state in _OK:
         return
     if record.state == "refused" and record.gate in _INPUT_GATES:
-        err.print(f"autofix: error: {record.error}", markup=False, highlight=False, soft_wrap=True)
+        error(record.error)
         raise typer.Exit(2)
     raise typer.Exit(1)
 
@@ -138,7 +186,12 @@ def fix_run(
     params = parse_params(param or [])
     with _executor(pipeline) as executor:
         record = executor.run(
-            action, target, params, dry_run=dry_run, approved_by=_actor() if yes else None
+            action,
+            target,
+            params,
+            dry_run=dry_run or settings().dry_run,  # AUTOFIX_DRY_RUN of the client too
+            approved_by=_actor() if yes else None,
+            requested_by=_actor(),
         )
     _print(record, as_json)
     _exit_for(record)
@@ -152,23 +205,33 @@ def fix_list(
     pipeline: PipelineOpt = None,
 ) -> None:
     """The newest fixes with their state (recovers interrupted ones first)."""
+
     with _executor(pipeline) as executor:
         records = executor.audit.list(limit=limit, state=state)
     if as_json:
         print_json([r.as_dict() for r in records])
         return
-    table = Table("id", "action", "target", "state", "gate", "updated", "why", title="fixes")
+    listing = table(
+        Col("id", justify="right"),
+        Col("action", key=True),
+        "target",
+        "state",
+        Col("gate", optional=True),
+        Col("updated", optional=True),
+        "why",
+        title="fixes",
+    )
     for r in records:
-        table.add_row(
-            str(r.id),
+        listing.add_row(
+            r.id,
             r.action,
             r.target,
             r.state,
             r.gate or "",
             r.updated_at.isoformat(timespec="seconds") if r.updated_at else "",
-            (r.error or r.reason or "")[:80],
+            (r.error or r.reason or "")[:200],
         )
-    out.print(table)
+    show(listing)
 
 
 @fix_app.command("show")
@@ -186,7 +249,7 @@ def fix_show(
         return
     _print(record, False, events=True)
     for e in escalations:
-        err.print(f"escalated: {e['reason']}", markup=False, highlight=False)
+        block("escalated", e["reason"], console=err)
 
 
 @fix_app.command("approve")
@@ -233,15 +296,23 @@ def fix_rollback(
 @app.command("actions")
 def actions(as_json: JsonOpt = False) -> None:
     """The action catalog: params, targets, and whether each action rolls back."""
+
     from autofix.actions.registry import catalog
 
     entries = catalog()
     if as_json:
         print_json(entries)
         return
-    table = Table("action", "targets", "params", "rolls back", "idempotent", "summary")
+    catalog_table = table(
+        Col("action", key=True),
+        "targets",
+        "params",
+        "rolls back",
+        Col("idempotent", optional=True),
+        "summary",
+    )
     for entry in entries:
-        table.add_row(
+        catalog_table.add_row(
             entry["name"],
             ", ".join(entry["targets"]),
             ", ".join(
@@ -251,4 +322,4 @@ def actions(as_json: JsonOpt = False) -> None:
             "yes" if entry["idempotent"] else "no",
             entry["summary"] + (" [needs a maintenance window]" if entry["downtime"] else ""),
         )
-    out.print(table)
+    show(catalog_table)

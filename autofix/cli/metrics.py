@@ -4,26 +4,42 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import box
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from autofix.cli._app import app, err, out, print_json, reader, settings, writer
-from autofix.config import Settings, describe, format_duration, parse_duration
+from autofix.cli._app import (
+    app,
+    client_path,
+    err,
+    print_json,
+    reader,
+    settings,
+    writer,
+)
+from autofix.cli._app import stopped as client_gone
+from autofix.cli._render import Col, say, show, table
 from autofix.errors import InputError
 
-config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from autofix.config import Settings
+
+config_app = typer.Typer(
+    rich_markup_mode=None,  # plain help: rich's help renderer takes ~0.5 s to import
+    help="The effective settings, and a check of settings and pipelines file.",
+    no_args_is_help=True,
+)
 scenarios_app = typer.Typer(
-    help="Labelled synthetic histories for tests and backtests.", no_args_is_help=True
+    rich_markup_mode=None,  # plain help: rich's help renderer takes ~0.5 s to import
+    help="Labelled synthetic histories for tests and backtests.",
+    no_args_is_help=True,
 )
 app.add_typer(config_app, name="config")
 app.add_typer(scenarios_app, name="scenarios")
@@ -37,6 +53,9 @@ def config_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print every setting with its effective value, its source and its help."""
+
+    from autofix.config import describe
+
     rows = describe(settings())
     if as_json:
         print_json(
@@ -46,13 +65,15 @@ def config_show(
             ]
         )
         return
-    table = Table("setting", "value", "source", "help", title="autofix settings")
+    listing = table(Col("setting", key=True), "value", "source", "help", title="autofix settings")
     for r in rows:
-        table.add_row(f"AUTOFIX_{r.name.upper()}", str(_plain(r.value)), r.source, r.help)
-    out.print(table)
+        listing.add_row(f"AUTOFIX_{r.name.upper()}", _plain(r.value), r.source, r.help)
+    show(listing)
 
 
 def _plain(value: Any) -> Any:
+    from autofix.config import format_duration
+
     if isinstance(value, timedelta):
         return format_duration(value)
     if isinstance(value, Path):
@@ -65,15 +86,20 @@ def _plain(value: Any) -> Any:
 
 @contextmanager
 def _stop_on_signal() -> Iterator[Callable[[], bool]]:
-    stopped = False
+    if threading.current_thread() is not threading.main_thread():
+        # Carried out by the service for a client: signals are the service's own; the
+        # command stops when the client goes away.
+        yield client_gone
+        return
+    stopped_by_signal = False
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopped
-        stopped = True
+        nonlocal stopped_by_signal
+        stopped_by_signal = True
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
-        yield lambda: stopped
+        yield lambda: stopped_by_signal
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -125,15 +151,15 @@ def collect(
             if as_json:
                 print_json(report)
             else:
-                errors = (
-                    f", [red]{len(cycle.errors)} failed[/]: {', '.join(cycle.errors)}"
-                    if (cycle.errors)
-                    else ""
-                )
-                out.print(
+                failed: list[Any] = []
+                if cycle.errors:
+                    failed = [", ", (f"{len(cycle.errors)} failed", "red"), ": "]
+                    failed.append(", ".join(cycle.errors))
+                say(
                     f"{report['ts'][:19]}Z  {report['samples']} samples, "
                     f"{written.stored} stored, {written.rejected_total} rejected, "
-                    f"{cycle.cpu_seconds * 1000:.0f} ms CPU{errors}"
+                    f"{cycle.cpu_seconds * 1000:.0f} ms CPU",
+                    *failed,
                 )
             if once or (not interval and not duration):
                 break
@@ -151,6 +177,8 @@ def collect(
 
 
 def _duration(flag: str, value: str) -> Any:
+    from autofix.config import parse_duration
+
     try:
         return parse_duration(value)
     except ValueError as exc:
@@ -162,7 +190,10 @@ def _duration(flag: str, value: str) -> Any:
 
 @app.command("import")
 def import_(
-    path: Annotated[Path, typer.Argument(help="CSV or Parquet file, or a directory of them.")],
+    path: Annotated[
+        Path,
+        typer.Argument(help="CSV or Parquet file, or a directory of them.", parser=client_path),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print counts as JSON.")] = False,
     shift_to_now: Annotated[
         bool,
@@ -174,11 +205,22 @@ def import_(
     ] = False,
 ) -> None:
     """Import history with columns timestamp,host,metric,value[,labels,capacity,unit]."""
-    from autofix.collect.importer import import_files
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from autofix.collect.importer import CheckedImport, find_files
 
     current = settings()
     now = datetime.now(UTC).replace(tzinfo=None)
+    # Every file is read and checked before the store is opened: a bad file (or a FIFO)
+    # never holds the writer lock.
     with (
+        CheckedImport(find_files(path), shift_to=now if shift_to_now else None) as checked,
         writer(current) as store,
         Progress(
             TextColumn("importing"),
@@ -191,12 +233,10 @@ def import_(
         ) as bar,
     ):
         task = bar.add_task("rows", total=None)
-        result = import_files(
+        result = checked.write(
             store,
-            path,
             chunk_rows=current.import_chunk_rows,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
-            shift_to=now if shift_to_now else None,
         )
     _warn_retention(result.oldest, result.newest, now, current)
     if as_json:
@@ -204,10 +244,11 @@ def import_(
         return
     info = result.as_dict()
     reasons = ", ".join(f"{k} {v}" for k, v in info["rejected_by_reason"].items())  # type: ignore[attr-defined]
-    out.print(
-        f"imported {len(result.files)} file(s), {result.rows} rows: "
-        f"[green]{info['stored']} stored[/], {info['duplicates']} duplicates, "
-        f"{info['rejected']} rejected" + (f" ({reasons})" if reasons else "")
+    say(
+        f"imported {len(result.files)} file(s), {result.rows} rows: ",
+        (f"{info['stored']} stored", "green"),
+        f", {info['duplicates']} duplicates, {info['rejected']} rejected",
+        f" ({reasons})" if reasons else "",
     )
 
 
@@ -215,6 +256,8 @@ def _warn_retention(
     oldest: datetime | None, newest: datetime | None, now: datetime, current: Settings
 ) -> None:
     """Say so (on stderr) when retention will roll up or drop what was just imported."""
+    from autofix.config import format_duration
+
     if oldest is None or newest is None:
         return
     raw, rollup = current.raw_retention, current.rollup_retention
@@ -235,13 +278,11 @@ def _warn_retention(
             f"`autofix run retention` rolls samples older than AUTOFIX_RAW_RETENTION "
             f"({format_duration(raw)}) up into 5-minute buckets"
         )
-    err.print(
+    say(
         f"autofix: warning: the imported history runs {oldest:%Y-%m-%d} to {newest:%Y-%m-%d}; "
         f"{fate}. To keep sample data, import it with --shift-to-now (it then ends now); "
         "to keep real history, raise those settings.",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
+        console=err,
     )
 
 
@@ -249,7 +290,8 @@ def _warn_retention(
 def series(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
     snapshot: Annotated[
-        Path | None, typer.Option("--snapshot", help="Read this Parquet snapshot instead.")
+        Path | None,
+        typer.Option("--snapshot", help="Read this Parquet snapshot instead.", parser=client_path),
     ] = None,
     host: Annotated[str | None, typer.Option("--host", help="Only this host.")] = None,
     metric: Annotated[str | None, typer.Option("--metric", help="Only this metric.")] = None,
@@ -259,6 +301,7 @@ def series(
     ] = False,
 ) -> None:
     """List series with their sample counts and time ranges."""
+
     current = settings()
     with reader(current, snapshot) as store:
         frame = store.series()
@@ -279,19 +322,13 @@ def series(
     title = f"{len(frame)} series"
     if one_host:
         title += f" of {frame['host'].iloc[0]}, last seen {_ts(frame['last_ts'].max())[:16]} UTC"
-    table = Table(title=title, box=box.SIMPLE_HEAD)
+    # The metric name is what people scan for and type: never cut it, fold the labels.
+    columns: list[str | Col] = [Col("id", justify="right"), Col("metric", key=True), "labels"]
+    columns += [Col("samples", justify="right"), Col("latest", justify="right")]
+    columns += [Col("capacity", justify="right", optional=True)]
     if not one_host:
-        table.add_column("host", no_wrap=True)
-    table.add_column("id", justify="right", min_width=3)
-    # The metric name is what people scan for: never truncate it, fold the labels instead.
-    longest = int(frame["metric"].str.len().max()) if len(frame) else 6
-    table.add_column("metric", no_wrap=True, min_width=min(longest, 34))
-    table.add_column("labels", overflow="fold", min_width=16)
-    table.add_column("samples", justify="right", min_width=5)
-    table.add_column("latest", justify="right")
-    table.add_column("capacity", justify="right")
-    if not one_host:
-        table.add_column("last seen (UTC)")
+        columns = [Col("host", key=True), *columns, Col("last seen (UTC)", optional=True)]
+    listing = table(*columns, title=title)
     for r in frame.itertuples(index=False):
         cells = [
             str(r.series_id),
@@ -303,8 +340,8 @@ def series(
         ]
         if not one_host:
             cells = [str(r.host), *cells, _ts(r.last_ts)[:16]]
-        table.add_row(*cells)
-    out.print(table)
+        listing.add_row(*cells)
+    show(listing)
 
 
 def _labels_text(labels: str) -> str:
@@ -324,6 +361,7 @@ def _human(value: Any, unit: str, metric: str) -> str:
 
 
 def _print_summary(frame: Any, as_json: bool) -> None:
+
     hosts = (
         frame.groupby("host")
         .agg(
@@ -338,17 +376,17 @@ def _print_summary(frame: Any, as_json: bool) -> None:
         for record in hosts.to_dict(orient="records"):
             print_json(record)
         return
-    table = Table(
-        "host",
-        "series",
-        "samples",
+    listing = table(
+        Col("host", key=True),
+        Col("series", justify="right"),
+        Col("samples", justify="right"),
         "first",
         "last",
         title=f"{len(frame)} series, {int(frame['samples'].sum())} samples",
     )
     for r in hosts.itertuples(index=False):
-        table.add_row(r.host, str(r.series), str(r.samples), _ts(r.first_ts), _ts(r.last_ts))
-    out.print(table)
+        listing.add_row(r.host, r.series, r.samples, _ts(r.first_ts), _ts(r.last_ts))
+    show(listing)
 
 
 def _is_missing(value: Any) -> bool:
@@ -364,7 +402,10 @@ def _ts(value: Any) -> str:
 
 @app.command()
 def export(
-    parquet: Annotated[Path, typer.Option("--parquet", help="Directory to write the snapshot to.")],
+    parquet: Annotated[
+        Path,
+        typer.Option("--parquet", help="Directory to write the snapshot to.", parser=client_path),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Write a Parquet snapshot that readers use while a writer holds the store."""
@@ -374,7 +415,7 @@ def export(
         print_json(manifest)
         return
     rows = manifest["rows"]
-    out.print(f"snapshot written to {parquet}: {rows['series']} series, {rows['samples']} samples")
+    say(f"snapshot written to {parquet}: {rows['series']} series, {rows['samples']} samples")
 
 
 # -- scenarios ---------------------------------------------------------------------------
@@ -400,4 +441,4 @@ def scenarios_generate(
     if unknown:
         raise InputError(f"--only: unknown scenario {unknown[0]!r} (known: {', '.join(SCENARIOS)})")
     paths = write_suite(out_dir, names=chosen, seed=seed, days=days, fmt=fmt)  # type: ignore[arg-type]
-    out.print(f"wrote {len(paths)} files to {out_dir}")
+    say(f"wrote {len(paths)} files to {out_dir}")

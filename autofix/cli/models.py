@@ -7,28 +7,31 @@ import math
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
-import pandas as pd
 import typer
-from rich import box
-from rich.table import Table
 
-from autofix.cli._app import app, err, out, print_json, settings, writer
-from autofix.config import parse_duration
+from autofix.cli._app import app, err, print_json, settings, writer
+from autofix.cli._render import Col, say, show, table
 from autofix.errors import InputError
-from autofix.models.base import HORIZONS, direction_for, to_fill_ratio
 from autofix.models.registry import FORECASTERS, make_forecaster
-from autofix.training import REGISTERED_MODEL
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# numpy, pandas, rich tables and the models are imported where used: `--help` stays instant.
 
 models_app = typer.Typer(
-    help="Trained model versions in the local MLflow store.", no_args_is_help=True
+    rich_markup_mode=None,  # plain help: rich's help renderer takes ~0.5 s to import
+    help="Trained model versions in the local MLflow store.",
+    no_args_is_help=True,
 )
 app.add_typer(models_app, name="models")
 
 
 def _iso(value: Any) -> str | None:
+    import pandas as pd
+
     if value is None or pd.isna(value):
         return None
     stamp = pd.Timestamp(value).floor("s").tz_localize("UTC")
@@ -36,6 +39,10 @@ def _iso(value: Any) -> str | None:
 
 
 def _forecast_record(row: Any, horizon: timedelta) -> dict[str, Any]:
+    import pandas as pd
+
+    from autofix.models.base import HORIZONS
+
     eta = row.eta if not pd.isna(row.eta) else None
     within = eta is not None and pd.Timestamp(eta) <= pd.Timestamp(row.origin) + horizon
     return {
@@ -51,6 +58,9 @@ def _forecast_record(row: Any, horizon: timedelta) -> dict[str, Any]:
 
 def read_value_csv(path: Path) -> pd.DataFrame:
     """``timestamp,value[,series_id]`` → long frame, or InputError naming line and column."""
+    import numpy as np
+    import pandas as pd
+
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
@@ -120,6 +130,11 @@ def forecast(
     ),
 ) -> None:
     """Forecast when a series (or many, with a series_id column) reaches its capacity."""
+    import pandas as pd
+
+    from autofix.config import parse_duration
+    from autofix.models.base import HORIZONS, direction_for, to_fill_ratio
+
     if not (capacity > 0 and math.isfinite(capacity)):
         raise InputError(f"--capacity: must be a positive number, not {capacity:g}")
     if not (threshold > 0 and math.isfinite(threshold)):
@@ -143,11 +158,10 @@ def forecast(
             if chosen == "down"
             else "it counts what is used: exhausted at --capacity"
         )
-        err.print(
+        say(
             f"autofix: assuming --direction {chosen} for {name!r} ({what}); "
             "give --direction to override",
-            highlight=False,
-            markup=False,
+            console=err,
         )
     frame["value"] = to_fill_ratio(frame["value"], capacity, "down" if chosen == "down" else "up")
     result = estimator.fit(frame).predict(threshold)
@@ -161,23 +175,22 @@ def forecast(
         for record in records:
             print_json(record)
         return
-    table = Table(
+    forecasts = table(
         "series",
         "eta",
         "80 % interval",
-        *[f"p {h}" for h in HORIZONS],
+        *[Col(f"p {h}", justify="right") for h in HORIZONS],
         "model",
-        box=box.SIMPLE_HEAD,
     )
     for record in records:
-        table.add_row(
+        forecasts.add_row(
             str(record.get("series_id", input_file.name)),
             record["eta"] or "—",
             f"{record['eta_lo'] or '—'} … {record['eta_hi'] or '—'}",
             *[f"{record['p_within'][h]:.2f}" for h in HORIZONS],
             record["model"],
         )
-    out.print(table)
+    show(forecasts)
 
 
 @app.command()
@@ -188,9 +201,15 @@ def predict(
     ] = None,
     lookback: Annotated[str, typer.Option("--lookback", help="History to forecast from.")] = "7d",
     top: Annotated[int, typer.Option("--top", help="Rows in the printed table.")] = 15,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the run and the newest prediction of every series."),
+    ] = False,
 ) -> None:
     """Forecast every exhaustible series in the store with the champion; write predictions."""
+    import pandas as pd
+
+    from autofix.config import parse_duration
     from autofix.predict import current_predictions, predict_store
 
     current = settings()
@@ -217,29 +236,43 @@ def predict(
         "model_version": version,
     }
     if as_json:
-        print_json(summary)
+        print_json({**summary, "predictions": prediction_records(latest)})
         return
     made_by = f"{name} (untracked)" if version == "untracked" else f"{name} v{version}"
-    out.print(f"{run.written} predictions written by {made_by}")
+    say(f"{run.written} predictions written by {made_by}")
     if not latest.empty:
         print_riskiest(latest, top, now)
     elif not run.written:
-        out.print(
+        say(
             f"no series has reported within the last {lookback}: nothing to forecast "
             "(imported history that ended earlier is not a risk now; "
-            "`autofix import --shift-to-now` moves sample data to the present)",
-            highlight=False,
+            "`autofix import --shift-to-now` moves sample data to the present)"
         )
+
+
+def prediction_records(latest: pd.DataFrame) -> list[dict[str, Any]]:
+    """The newest prediction per series, riskiest first, as JSON-ready dicts."""
+    from autofix.collect.base import parse_labels
+
+    if latest.empty:
+        return []
+    keep = [c for c in latest.columns if c not in {"labels"}]
+    records: list[dict[str, Any]] = [
+        {str(k): v for k, v in row.items()} for row in latest[keep].to_dict("records")
+    ]
+    for record, labels in zip(records, latest["labels"], strict=True):
+        record["labels"] = parse_labels(str(labels))
+    return records
 
 
 def _champion_or_default(models_dir: Path) -> tuple[Any, str, str]:
     from autofix.tracking import Tracker
-    from autofix.training import champion_or_default
+    from autofix.training import REGISTERED_MODEL, champion_or_default
 
     if Tracker(models_dir).champion(REGISTERED_MODEL) is None:
-        err.print(
+        say(
             "autofix: no champion model yet (run `autofix train`); using the default model",
-            highlight=False,
+            console=err,
         )
         return make_forecaster("default"), "default", "untracked"
     return champion_or_default(models_dir)
@@ -247,15 +280,16 @@ def _champion_or_default(models_dir: Path) -> tuple[Any, str, str]:
 
 def print_riskiest(latest: pd.DataFrame, top: int, now: datetime | None = None) -> None:
     """The series most likely to exhaust, with ETA and interval (``due`` once passed)."""
-    table = Table(title=f"riskiest series (of {len(latest)})", box=box.SIMPLE_HEAD)
-    table.add_column("host")
-    table.add_column("series", overflow="fold")
-    table.add_column("eta (UTC)")
-    table.add_column("80 % interval", overflow="fold")
-    for h in ("4h", "24h", "4d"):
-        table.add_column(f"p {h}", justify="right")
+    risky = table(
+        Col("host", key=True),
+        "series",
+        "eta (UTC)",
+        "80 % interval",
+        *[Col(f"p {h}", justify="right") for h in ("4h", "24h", "4d")],
+        title=f"riskiest series (of {len(latest)})",
+    )
     for row in latest.head(top).itertuples(index=False):
-        table.add_row(
+        risky.add_row(
             str(row.host),
             short_series(str(row.metric), str(row.labels)),
             _eta(row.eta, now),
@@ -264,7 +298,7 @@ def print_riskiest(latest: pd.DataFrame, top: int, now: datetime | None = None) 
             f"{row.p_24h:.2f}",
             f"{row.p_4d:.2f}",
         )
-    out.print(table)
+    show(risky)
 
 
 _TELLING_LABELS = ("mountpoint", "container", "target", "path", "query")
@@ -279,10 +313,14 @@ def short_series(metric: str, labels: str) -> str:
 
 
 def _short(value: Any) -> str:
+    import pandas as pd
+
     return "—" if value is None or pd.isna(value) else str(pd.Timestamp(value))[:16]
 
 
 def _eta(value: Any, now: datetime | None) -> str:
+    import pandas as pd
+
     if now is None or value is None or pd.isna(value):
         return _short(value)
     return "due now" if pd.Timestamp(value) <= pd.Timestamp(now) else _short(value)
@@ -307,6 +345,7 @@ def backtest(
     """Rolling-origin backtest of forecasters on labelled scenarios."""
     from autofix.backtest.forecast import backtest as run_backtest
     from autofix.backtest.forecast import load_scenarios
+    from autofix.config import parse_duration
 
     names = [n.strip() for n in models.split(",") if n.strip()]
     for name in names:
@@ -333,11 +372,14 @@ def backtest(
 
 def print_metrics(results: dict[str, dict[str, float]]) -> None:
     """Metrics side by side, one column per model."""
+
     names = list(results)
-    table = Table("metric", *names, box=box.SIMPLE_HEAD, title="backtest")
+    metrics = table(
+        Col("metric", key=True), *[Col(n, justify="right") for n in names], title="backtest"
+    )
     for metric in results[names[0]]:
-        table.add_row(metric, *[f"{results[n][metric]:.4g}" for n in names])
-    out.print(table)
+        metrics.add_row(metric, *[f"{results[n][metric]:.4g}" for n in names])
+    show(metrics)
 
 
 @app.command()
@@ -356,11 +398,13 @@ def train(
     if as_json:
         print_json(result.as_dict())
         return
-    verdict = "[green]promoted to champion[/]" if result.promoted else "[yellow]not promoted[/]"
-    out.print(
+    verdict = ("promoted to champion", "green") if result.promoted else ("not promoted", "yellow")
+    say(
         f"{result.model} v{result.version}: false_fix_rate "
         f"{result.metrics['false_fix_rate']:.4f}, recall_24h "
-        f"{result.metrics['recall_24h']:.3f} — {verdict}: {result.reason}"
+        f"{result.metrics['recall_24h']:.3f} — ",
+        verdict,
+        f": {result.reason}",
     )
 
 
@@ -369,6 +413,7 @@ def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """Registered model versions with their gate metrics and the champion alias."""
+
     from autofix.tracking import Tracker
 
     rows = Tracker(settings().models_dir).list_models()
@@ -376,14 +421,14 @@ def models_list(
         for row in rows:
             print_json(row)
         return
-    table = Table(
-        "model", "version", "alias", "created", "false_fix_rate", "recall_24h", box=box.SIMPLE_HEAD
+    versions = table(
+        Col("model", key=True), "version", "alias", "created", "false_fix_rate", "recall_24h"
     )
     for row in rows:
-        table.add_row(
+        versions.add_row(
             *[
                 str(row.get(k, ""))
                 for k in ("name", "version", "alias", "created", "false_fix_rate", "recall")
             ]
         )
-    out.print(table)
+    show(versions)

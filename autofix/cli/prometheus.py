@@ -7,10 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from autofix.cli._app import app, err, out, print_json, settings, writer
-from autofix.config import format_duration, parse_duration
+from autofix.cli._app import app, err, print_json, settings, writer
+from autofix.cli._render import say
 from autofix.errors import InputError
 
 
@@ -42,6 +41,14 @@ def import_prometheus_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print counts as JSON.")] = False,
 ) -> None:
     """Import history from Prometheus' query_range API (paged, idempotent on re-run)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     from autofix.collect.prometheus import check_url, import_prometheus, plan_chunks
 
     now = datetime.now(UTC)
@@ -85,14 +92,17 @@ def import_prometheus_cmd(
     if as_json:
         print_json(summary.as_dict())
         return
+    from autofix.config import format_duration, redact_url
+
     info = summary.as_dict()
-    out.print(
-        f"imported {len(query)} quer{'y' if len(query) == 1 else 'ies'} from {summary.url} "
+    say(
+        f"imported {len(query)} quer{'y' if len(query) == 1 else 'ies'} from "
+        f"{redact_url(summary.url)} "
         f"({format_duration(end - start)} every {format_duration(resolution)}): "
-        f"{summary.series} series, {summary.points} points: [green]{info['stored']} stored[/], "
-        f"{info['duplicates']} duplicates, {info['rejected']} rejected, "
+        f"{summary.series} series, {summary.points} points: ",
+        (f"{info['stored']} stored", "green"),
+        f", {info['duplicates']} duplicates, {info['rejected']} rejected, "
         f"{summary.dropped_non_finite} NaN/Inf dropped",
-        highlight=False,
     )
 
 
@@ -106,6 +116,8 @@ def _moment(flag: str, value: str, now: datetime) -> datetime:
 
 
 def _step(value: str) -> timedelta:
+    from autofix.config import parse_duration
+
     try:
         step = parse_duration(value)
     except ValueError as exc:

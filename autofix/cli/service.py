@@ -7,23 +7,23 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from autofix.cli._app import app, out, print_json, reader, settings, writer
+from autofix.cli._app import app, client_path, print_json, reader, settings, writer
+from autofix.cli._render import Col, line, say, show, table
 from autofix.cli.fix import _actor, fix_app
-from autofix.config import parse_duration
 from autofix.errors import InputError, StoreError
 
 _STATUS_STYLE = {
-    "meets_goal": "[green]meets goal[/]",
-    "meets_target": "[yellow]meets target[/]",
-    "misses": "[red]misses[/]",
-    "no_data": "[dim]no data[/]",
+    "meets_goal": ("meets goal", "green"),
+    "meets_target": ("meets target", "yellow"),
+    "misses": ("misses", "red"),
+    "no_data": ("no data", "dim"),
 }
 
 
 def _window(value: str) -> timedelta:
+    from autofix.config import parse_duration
+
     try:
         span = parse_duration(value)
     except ValueError as exc:
@@ -45,6 +45,7 @@ def kpi(
     as_json: Annotated[bool, typer.Option("--json", help="Print the KPIs as JSON.")] = False,
 ) -> None:
     """The KPIs from the audit log against the seed targets and our goals."""
+
     from autofix.kpi import compute_kpis, kpi_rows
 
     span = _window(window)
@@ -60,22 +61,29 @@ def kpi(
     if as_json:
         print_json(kpis.as_dict())
         return
-    table = Table("KPI", "value", "seed target", "goal", "status", "basis", title=f"KPIs, {window}")
+    listing = table(
+        "KPI",
+        Col("value", justify="right"),
+        "seed target",
+        "goal",
+        "status",
+        "basis",
+        title=f"KPIs, {window}",
+    )
     for row in kpi_rows(kpis):
-        table.add_row(
+        listing.add_row(
             row.label,
             row.shown,
             row.seed,
             row.goal,
-            _STATUS_STYLE[row.status] if row.status else "",
+            line(_STATUS_STYLE[row.status]) if row.status else "",
             row.basis,
         )
-    out.print(table)
+    show(listing)
     states = ", ".join(f"{n} {s}" for s, n in kpis.fixes_by_state.items() if n)
-    out.print(
+    say(
         f"fixes: {states or 'none'}; escalations {kpis.escalations}; "
-        f"pending approvals {kpis.pending_approvals}",
-        highlight=False,
+        f"pending approvals {kpis.pending_approvals}"
     )
 
 
@@ -84,27 +92,39 @@ def report(
     out_dir: Annotated[
         Path | None,
         typer.Option(
-            "--out", help="Directory for index.html and charts (else AUTOFIX_REPORT_DIR)."
+            "--out",
+            help="Directory for index.html and charts (else AUTOFIX_REPORT_DIR).",
+            parser=client_path,
         ),
     ] = None,
     window: Annotated[
         str, typer.Option("--window", help="Span of the KPIs, fixes and charts.")
     ] = "7d",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print where the report went and its KPIs as JSON.")
+    ] = False,
 ) -> None:
     """Write the HTML report (KPIs, riskiest series, fixes, charts); print its path."""
+    from autofix.kpi import compute_kpis
     from autofix.report import write_report
 
     span = _window(window)
     current = settings()
+    now = _now()
     with reader(current) as store:
         path = write_report(
             store,
             out_dir or current.report_dir,
-            _now(),
+            now,
             window=span,
             manual_mttr=current.kpi_manual_mttr,
         )
-    out.print(str(path), highlight=False, soft_wrap=True)
+        kpis = compute_kpis(store, now, span, current.kpi_manual_mttr) if as_json else None
+    if kpis is not None:
+        body = {"report": str(path), "generated_at": now, "window": window}
+        print_json({**body, "kpis": kpis.as_dict()})
+        return
+    say(path)
 
 
 @fix_app.command("label")
@@ -120,6 +140,7 @@ def fix_label(
     as_json: Annotated[bool, typer.Option("--json", help="Print the fix and labels.")] = False,
 ) -> None:
     """Label a fix false or correct; the latest label counts in the false-fix rate."""
+
     from autofix.audit import AuditLog
 
     if false_fix == correct:
@@ -131,8 +152,12 @@ def fix_label(
     if as_json:
         print_json({**record.as_dict(), "labels": labels})
         return
-    verdict = "[red]false fix[/]" if false_fix else "[green]correct[/]"
-    out.print(
-        f"fix {record.id} {escape(record.action)} on {escape(record.target)} "
-        f"({record.state}) labelled {verdict}"
+    verdict = ("false fix", "red") if false_fix else ("correct", "green")
+    say(
+        f"fix {record.id} ",
+        record.action,
+        " on ",
+        record.target,
+        f" ({record.state}) labelled ",
+        verdict,
     )

@@ -1,16 +1,27 @@
 """Import metric history from CSV or Parquet files into the store.
 
 Columns: ``timestamp, host, metric, value`` and optionally ``labels`` (a JSON object),
-``capacity`` and ``unit``. ``timestamp`` is ISO 8601 (no zone means UTC) or epoch
-seconds. Every file is parsed and checked before anything is written, and the write is
-one transaction: a bad file raises InputError naming file, line and column, and the
-store is left exactly as it was. Empty, NaN or infinite values are not errors: they
-are rejected row by row and counted, like any other write.
+``capacity`` and ``unit``. ``timestamp`` is ISO 8601 (no zone means UTC) or a number
+since 1970 whose unit its size tells: seconds below 10¹¹, milliseconds below 10¹⁴,
+microseconds below 10¹⁷, nanoseconds below 10²⁰ (anything bigger is refused). A CSV
+file is comma-separated with a header line (RFC 4180 quoting). Every file is parsed and
+checked before anything is written — and before the store is even opened for writing —
+and the write is one transaction: a bad file raises InputError naming file, line and
+column, and the store is left exactly as it was. Empty, NaN or infinite values are not
+errors: they are rejected row by row and counted, like any other write.
+
+A path is a path: DuckDB only ever sees names autofix made (a symlink in a private
+directory), so ``g*.csv`` is the one file of that name, never a glob.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import re
+import shutil
+import stat
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -54,38 +65,78 @@ class ImportResult:
 
 
 def find_files(path: Path) -> list[Path]:
-    """The files an import of ``path`` reads: the file itself or a directory's data files."""
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
+    """The files an import of ``path`` reads: the file itself or a directory's data files.
+
+    Only regular files: a FIFO or a device would block the import forever (holding the
+    store's writer lock), so it is refused here, before anything is opened.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file or directory") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot list: {exc.strerror}") from None
         if not files:
             raise InputError(f"{path}: no .csv or .parquet files in this directory")
+        for file in files:
+            _regular(file)
         return files
-    if not path.exists():
-        raise InputError(f"{path}: no such file or directory")
     if path.suffix.lower() not in SUFFIXES:
         raise InputError(
             f"{path}: unknown file type {path.suffix or '(none)'!r} (use .csv or .parquet)"
         )
+    _regular(path)
     return [path]
 
 
-def _timestamp_expr(column_type: str) -> str:
-    """SQL turning the ``timestamp`` column into TIMESTAMPTZ (NULL where unparsable)."""
+def _regular(file: Path) -> None:
+    try:
+        st = file.stat()
+    except OSError as exc:
+        raise InputError(f"{file}: cannot read: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{file}: not a regular file (a FIFO, device or socket); not read")
+
+
+#: Epoch numbers by size: below 1e11 seconds (year 5138), then ms, µs, ns.
+_EPOCH_UNITS = ((1e11, 1.0), (1e14, 1e3), (1e17, 1e6), (1e20, 1e9))
+_NUMERIC = {"BIGINT", "INTEGER", "SMALLINT", "TINYINT", "DOUBLE", "FLOAT", "HUGEINT", "UBIGINT"}
+_NUMBER_TEXT = "'-?[0-9]+(\\.[0-9]+)?'"
+
+
+def _epoch(number: str) -> str:
+    """SQL: a number since 1970 → TIMESTAMPTZ, its unit told by its size; NULL if too big."""
+    cases = " ".join(
+        f"WHEN abs({number}) < {limit:.0e} THEN to_timestamp({number} / {scale:.0e})"
+        for limit, scale in _EPOCH_UNITS
+    )
+    return f"(CASE WHEN NOT isfinite({number}) THEN NULL {cases} ELSE NULL END)"
+
+
+def _timestamp_exprs(column_type: str) -> tuple[str, str]:
+    """SQL for the ``timestamp`` column: (TIMESTAMPTZ or NULL, true where an epoch is too big)."""
     if column_type.startswith("TIMESTAMP"):
-        return 'CAST("timestamp" AS TIMESTAMPTZ)'
-    if column_type in {"BIGINT", "INTEGER", "DOUBLE", "FLOAT", "HUGEINT", "UBIGINT"}:
-        return 'to_timestamp(CAST("timestamp" AS DOUBLE))'
+        return 'CAST("timestamp" AS TIMESTAMPTZ)', "false"
+    if column_type in _NUMERIC:
+        number = 'CAST("timestamp" AS DOUBLE)'
+        return _epoch(number), f"NOT (abs({number}) < 1e20)"
     text = 'trim(CAST("timestamp" AS VARCHAR))'
+    number = f"try_cast({text} AS DOUBLE)"
+    is_number = f"regexp_full_match({text}, {_NUMBER_TEXT})"
     return (
-        f"CASE WHEN regexp_full_match({text}, '-?[0-9]+(\\.[0-9]+)?') "
-        f"THEN to_timestamp(CAST({text} AS DOUBLE)) "
-        f"ELSE try_cast({text} AS TIMESTAMPTZ) END"
+        f"CASE WHEN {is_number} THEN {_epoch(number)} ELSE try_cast({text} AS TIMESTAMPTZ) END",
+        f"{is_number} AND NOT (abs({number}) < 1e20)",
     )
 
 
 def _not_a_number(column: str, column_type: str) -> str:
     """SQL true where a non-empty value does not parse as a number (typed columns: never)."""
-    if column_type in {"DOUBLE", "FLOAT", "BIGINT", "INTEGER", "SMALLINT", "HUGEINT"}:
+    if column_type in _NUMERIC:
         return "false"
     return (
         f'"{column}" IS NOT NULL AND trim(CAST("{column}" AS VARCHAR)) <> \'\' '
@@ -109,9 +160,22 @@ class _Parser:
     def __init__(self) -> None:
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET TimeZone = 'UTC'").fetchall()
+        self.aliases: Path | None = None
 
     def close(self) -> None:
         self.con.close()
+        if self.aliases is not None:
+            shutil.rmtree(self.aliases, ignore_errors=True)
+
+    def _alias(self, index: int, file: Path) -> Path:
+        """A name for ``file`` that DuckDB cannot read as a glob, a URL or ``~``."""
+        if self.aliases is None:
+            self.aliases = Path(tempfile.mkdtemp(prefix="autofix-import-"))
+            if not re.fullmatch(r"[A-Za-z0-9._/-]+", str(self.aliases)):
+                raise InputError(f"{self.aliases}: set TMPDIR to a plain path (no glob characters)")
+        alias = self.aliases / f"{index}{file.suffix.lower()}"
+        alias.symlink_to(file.absolute())
+        return alias
 
     def load(self, index: int, file: Path) -> tuple[str, int]:
         """Check a file; return the query that yields its typed rows, and the row count.
@@ -121,19 +185,25 @@ class _Parser:
         line.
         """
         kind = SUFFIXES[file.suffix.lower()]
-        literal = "'" + str(file).replace("'", "''") + "'"
-        reader = (
-            f"read_csv({literal}, header = true, all_varchar = true)"
-            if kind == "csv"
-            else f"read_parquet({literal})"
-        )
+        literal = _sql_string(self._alias(index, file))
+        if kind == "csv":
+            header = _csv_header(file)
+            columns = ", ".join(f"{_sql_string(name)}: 'VARCHAR'" for name in header)
+            # Nothing sniffed: a ragged line or a stray quote is an error naming the line,
+            # never a reason to read the file as one column or without a header.
+            reader = (
+                f"read_csv({literal}, header = true, auto_detect = false, delim = ',', "
+                f"quote = '\"', escape = '\"', strict_mode = true, null_padding = false, "
+                f"columns = {{{columns}}})"
+            )
+        else:
+            reader = f"read_parquet({literal})"
         raw = f"raw_{index}"
         try:
             self.con.execute(f"CREATE VIEW {raw} AS SELECT * FROM {reader}").fetchall()
             described = self.con.execute(f"DESCRIBE {raw}").fetchall()
         except duckdb.Error as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise InputError(f"{file}: cannot read as {kind.upper()}: {first}") from None
+            raise _read_error(file, kind, exc) from None
         types = {str(row[0]): str(row[1]) for row in described}
         for column in REQUIRED:
             if column not in types:
@@ -141,8 +211,9 @@ class _Parser:
                     f"{file}: missing column {column!r} (need {','.join(REQUIRED)}; "
                     f"optional {','.join(OPTIONAL)})"
                 )
-        ts_expr = _timestamp_expr(types["timestamp"])
+        ts_expr, too_big = _timestamp_exprs(types["timestamp"])
         checks: list[tuple[str, str, str]] = [
+            ("timestamp", too_big, "epoch out of range (not s, ms, µs or ns since 1970)"),
             ("timestamp", f"({ts_expr}) IS NULL", "cannot parse time"),
             ("host", '"host" IS NULL OR trim(CAST("host" AS VARCHAR)) = \'\'', "empty"),
             ("metric", '"metric" IS NULL OR trim(CAST("metric" AS VARCHAR)) = \'\'', "empty"),
@@ -161,8 +232,7 @@ class _Parser:
                 + f" FROM {raw}"
             ).fetchall()[0]
         except duckdb.Error as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise InputError(f"{file}: cannot read as {kind.upper()}: {first}") from None
+            raise _read_error(file, kind, exc) from None
         for failed, (column, condition, what) in zip(found[1:], checks, strict=True):
             if failed:
                 self._fail(file, kind, reader, column, condition, what)
@@ -254,6 +324,60 @@ class _Parser:
         return self.con.sql(query).to_arrow_reader(rows)
 
 
+def _sql_string(value: object) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _csv_header(file: Path) -> list[str]:
+    """The header line's column names; InputError for none, duplicates or empty names."""
+    try:
+        with file.open("rb") as handle:
+            first = handle.readline(1 << 20)
+    except OSError as exc:
+        raise InputError(f"{file}: cannot read: {exc.strerror}") from None
+    if not first.strip():
+        raise InputError(f"{file}: line 1: no header (need {','.join(REQUIRED)})")
+    if not first.endswith(b"\n") and len(first) >= 1 << 20:
+        raise InputError(f"{file}: line 1: header longer than 1 MiB")
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{file}: line 1: not UTF-8 (byte 0x{first[exc.start]:02x})") from None
+    try:
+        names = next(csv.reader([text.rstrip("\r\n")]))
+    except (csv.Error, StopIteration) as exc:
+        raise InputError(f"{file}: line 1: cannot read the header: {exc}") from None
+    seen: dict[str, str] = {}
+    for number, name in enumerate(names, 1):
+        if not name.strip():
+            raise InputError(f"{file}: line 1: column {number} has no name")
+        other = seen.setdefault(name.lower(), name)
+        if other is not name:
+            raise InputError(f"{file}: line 1: duplicate column {name!r} (columns must be unique)")
+    return names
+
+
+_CSV_LINE = re.compile(r"CSV Error on Line: (\d+)")
+_COLUMNS = re.compile(r"Expected Number of Columns: (\d+) Found: (\d+)")
+
+
+def _read_error(file: Path, kind: str, exc: duckdb.Error) -> InputError:
+    """DuckDB's many-line message → one line naming the file and, for a CSV, the line."""
+    text = str(exc)
+    line = _CSV_LINE.search(text)
+    if line:
+        counts = _COLUMNS.search(text)
+        if counts:
+            why = f"expected {counts.group(1)} columns, found {counts.group(2)}"
+        else:
+            body = [part.strip() for part in text.split("\n")[2:]]
+            why = next((part for part in body if part and "Possible fixes" not in part), "")
+            why = why.rstrip(".") or "cannot read this line"
+        return InputError(f"{file}: line {line.group(1)}: {why[:1].lower() + why[1:]}")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return InputError(f"{file}: cannot read as {kind.upper()}: {first}")
+
+
 def import_files(
     store: MetricStore,
     path: Path,
@@ -280,24 +404,60 @@ def import_paths(
     shift_to: datetime | None = None,
 ) -> ImportResult:
     """Parse and check every file first, then write them all in one transaction."""
-    parser = _Parser()
-    try:
-        checked = [parser.load(index, file) for index, file in enumerate(files)]
-        oldest, newest, shift = parser.span([q for q, _ in checked], shift_to)
-        if shift is not None:
-            checked = [(parser.shifted(q, shift), n) for q, n in checked]
-        total_rows = sum(count for _, count in checked)
+    with CheckedImport(files, shift_to=shift_to) as checked:
+        return checked.write(store, chunk_rows=chunk_rows, progress=progress)
+
+
+class CheckedImport:
+    """Files parsed and checked, no store touched yet; ``write`` imports them at once.
+
+    The CLI checks before it opens the store for writing, so a bad file never holds
+    the writer lock (nor waits for it).
+    """
+
+    def __init__(self, files: Sequence[Path], *, shift_to: datetime | None = None) -> None:
+        self.files = list(files)
+        self._parser = _Parser()
+        try:
+            checked = [self._parser.load(i, file) for i, file in enumerate(self.files)]
+            self.oldest, self.newest, self.shift = self._parser.span(
+                [q for q, _ in checked], shift_to
+            )
+            if self.shift is not None:
+                checked = [(self._parser.shifted(q, self.shift), n) for q, n in checked]
+        except BaseException:
+            self._parser.close()
+            raise
+        self._checked = checked
+        self.rows = sum(count for _, count in checked)
+
+    def write(
+        self,
+        store: MetricStore,
+        *,
+        chunk_rows: int = 1_000_000,
+        progress: Progress | None = None,
+    ) -> ImportResult:
         done = 0
         result = WriteResult()
         if progress:
-            progress(0, total_rows)
+            progress(0, self.rows)
         with store.transaction():
-            for query, _count in checked:
-                for batch in parser.batches(query, chunk_rows):
+            for query, _count in self._checked:
+                for batch in self._parser.batches(query, chunk_rows):
                     result = result + store.write(pa.Table.from_batches([batch]))
                     done += batch.num_rows
                     if progress:
-                        progress(done, total_rows)
-        return ImportResult([str(f) for f in files], total_rows, result, oldest, newest, shift)
-    finally:
-        parser.close()
+                        progress(done, self.rows)
+        return ImportResult(
+            [str(f) for f in self.files], self.rows, result, self.oldest, self.newest, self.shift
+        )
+
+    def close(self) -> None:
+        self._parser.close()
+
+    def __enter__(self) -> CheckedImport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

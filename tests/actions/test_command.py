@@ -88,3 +88,26 @@ def test_failing_command_is_an_action_error(tmp_path: Path) -> None:
 
 def test_build_argv_substitutes_whole_elements_only() -> None:
     assert build_argv(["x", "--a={v}", "{v}"], {"v": "1"}) == ["x", "--a={v}", "1"]
+
+
+def test_an_invalid_declared_regex_refuses_with_one_line(tmp_path: Path) -> None:
+    target = _target(tmp_path).model_copy(update={"params": {"name": "[0-9"}})
+    with pytest.raises(RefusedError, match="declares an invalid regular expression") as caught:
+        RunCommand.bind(target, {"name": "1"}, Context())
+    assert caught.value.gate == "params"
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"), [("1.10", "1.10"), ("007", "007"), (True, "true"), (5, "5"), (2.5, "2.5")]
+)
+def test_values_become_argv_text_unchanged(tmp_path: Path, raw: object, text: str) -> None:
+    action = RunCommand.bind(_target(tmp_path), {"name": raw}, Context())
+    steps = action.plan(action.facts())
+    assert not isinstance(steps, NoOp)
+    action.apply(steps)
+    assert json.loads((tmp_path / "argv.json").read_text()) == ["--name", text]
+
+
+def test_a_nested_value_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(RefusedError, match="give text or a number"):
+        RunCommand.bind(_target(tmp_path), {"name": ["a", "b"]}, Context())

@@ -99,3 +99,16 @@ def test_memory_purge(redis_srv: RedisServer, client: redis.Redis) -> None:
     _, applied, check = run_phases(action)
     assert check.ok, check.reason
     assert "OK" in applied.output
+
+
+def test_a_snapshot_never_overwrites_another_fix_with_the_same_id(
+    redis_srv: RedisServer, client: redis.Redis, tmp_path: Path
+) -> None:
+    undos = []
+    for value in (b"first store", b"second store"):  # fix 1 of two stores, one quarantine
+        client.set("k", value)
+        action = FlushDb.bind(_target(redis_srv), {}, Context(fix_id=1, quarantine_dir=tmp_path))
+        undos.append((action, run_phases(action)[1].undo))
+    assert undos[0][1]["snapshot"] != undos[1][1]["snapshot"]
+    undos[0][0].rollback(undos[0][1])
+    assert client.get("k") == b"first store"

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from autofix.actions._quarantine import read_journal
 from autofix.api import create_app
 from autofix.api.server import ApiServer
 from autofix.audit import FixRecord
@@ -289,14 +290,17 @@ def test_a_firing_rule_fixes_the_target_its_label_names(run: Run) -> None:
         "spool/fresh.tmp",
         "spool/old.log",
     ]
-    qdir = af.quarantine / f"fix-{fix.id}"
-    manifest = json.loads((qdir / "manifest.json").read_text())
-    assert manifest["root"] == str(af.root / "spool")
-    (entry,) = manifest["entries"]
-    assert entry["path"] == "old.tmp"
-    moved = (qdir / entry["slot"]).read_bytes()
+    assert fix.undo is not None
+    qdir = Path(fix.undo["quarantine"])
+    assert qdir.parent == af.quarantine
+    assert qdir.name.startswith(f"fix-{fix.id}-")
+    journal = read_journal(qdir)
+    assert journal.root == af.root / "spool"
+    (entry,) = journal.entries
+    assert (entry.path, entry.state) == ("old.tmp", "moved")
+    moved = (qdir / entry.slot).read_bytes()
     assert moved == af.contents["spool/old.tmp"]
-    assert entry["sha256"] == hashlib.sha256(moved).hexdigest()
+    assert entry.sha256 == hashlib.sha256(moved).hexdigest()
 
 
 def test_an_approve_rule_waits_for_an_operator(run: Run) -> None:
@@ -322,7 +326,10 @@ def test_an_approve_rule_waits_for_an_operator(run: Run) -> None:
     detail = body(approved)
     assert (detail["state"], detail["approved_by"]) == ("succeeded", "api:ops")
     assert not (af.root / "outbox" / "old.tmp").exists()
-    assert (af.quarantine / f"fix-{fix.id}" / "manifest.json").exists()
+    applied = af.service.executor.audit.get(fix.id)
+    assert applied is not None
+    assert applied.undo is not None
+    assert [e.path for e in read_journal(Path(applied.undo["quarantine"])).entries] == ["old.tmp"]
     assert (af.root / "archive" / "old.tmp").exists()
 
 

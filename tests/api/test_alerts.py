@@ -346,3 +346,24 @@ def test_a_real_alertmanager_triggers_a_fix(delivered: tuple[World, Any]) -> Non
         ("files.clean_temp", "succeeded", "api:alertmanager")
     ]
     assert not (world.root / "logs-b" / "canary.tmp").exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "content"),
+    [
+        (HOOK, b'{"version": "4", "status": "firing", "alerts": [], "truncatedAlerts": NaN}'),
+        (HOOK, b'{"version": "4", "status": "firing", "alerts": [], "truncatedAlerts": Infinity}'),
+        (HOOK, b'{"version": "4", "status": "firing", "alerts": [], "truncatedAlerts": -Infinity}'),
+        ("/api/v1/fixes/1/label", b'{"false_fix": NaN}'),
+        ("/api/v1/fixes/1/label", b'{"false_fix": true, "comment": Infinity}'),
+    ],
+)
+def test_nan_and_infinity_in_a_body_are_422_not_500(
+    calm: tuple[World, httpx.Client], path: str, content: bytes
+) -> None:
+    world, client = calm
+    before, files = world.counts(), _files(world)
+    response = client.post(path, content=content, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text[:300]
+    assert "detail" in body(response)
+    assert (world.counts(), _files(world)) == (before, files)

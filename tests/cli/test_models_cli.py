@@ -126,7 +126,7 @@ def test_forecast_infers_the_direction_from_the_metric_name(
     assert f"assuming --direction {direction} for {name!r}" in out.stderr
     result = json.loads(out.stdout)
     assert result["eta"] is not None
-    assert result["p_within"]["24h"] > 0.9
+    assert result["p_within"]["24h"] > 0.5  # calibrated: cautious, not certain
     # Said only when assumed; --metric names a file that does not.
     other = tmp_path / "values.csv"
     path.rename(other)

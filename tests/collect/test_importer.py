@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -154,6 +155,99 @@ def test_write_failure_mid_import_rolls_back(store: MetricStore, tmp_path: Path)
 def test_missing_path(store: MetricStore, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
         import_files(store, tmp_path / "nope.csv")
+
+
+# -- issue 11: a path is a path, epochs by size, lines named for every kind of bad file --
+
+
+def test_a_path_with_glob_characters_reads_that_file_only(
+    store: MetricStore, tmp_path: Path
+) -> None:
+    write(tmp_path / "g*.csv", "timestamp,host,metric,value\n2026-01-01,asked,m,1\n")
+    write(tmp_path / "gother.csv", "timestamp,host,metric,value\n2026-01-01,other,m,1\n")
+    write(tmp_path / "[g].csv", "timestamp,host,metric,value\n2026-01-01,bracket,m,1\n")
+    assert import_files(store, tmp_path / "g*.csv").rows == 1
+    assert import_files(store, tmp_path / "[g].csv").rows == 1
+    assert sorted(store.series()["host"]) == ["asked", "bracket"]
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [
+        ("1767225600", "2026-01-01 00:00:00"),
+        ("1767225600.5", "2026-01-01 00:00:00.5"),
+        ("1767225600123", "2026-01-01 00:00:00.123"),
+        ("1767225600123456", "2026-01-01 00:00:00.123456"),
+        ("1767225600123456789", "2026-01-01 00:00:00.123457"),
+        ("-86400", "1969-12-31 00:00:00"),
+    ],
+)
+def test_epoch_units_are_told_by_size(
+    store: MetricStore, tmp_path: Path, stamp: str, expected: str
+) -> None:
+    import_files(store, write(tmp_path / "e.csv", f"timestamp,host,metric,value\n{stamp},h,m,1\n"))
+    assert store.samples()["ts"].tolist() == [pd.Timestamp(expected)]
+
+
+def test_epoch_milliseconds_in_parquet(store: MetricStore, tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {"timestamp": [1767225600000, 1767225660000], "host": "h", "metric": "m", "value": 1.0}
+    )
+    frame.to_parquet(tmp_path / "ms.parquet")
+    import_files(store, tmp_path / "ms.parquet")
+    assert store.samples()["ts"].tolist() == [
+        pd.Timestamp("2026-01-01 00:00"),
+        pd.Timestamp("2026-01-01 00:01"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "timestamp,host,metric,value\n1767225600,h,m,1\n99999999999999999999999,h,m,1\n",
+            "line 3, column timestamp: epoch out of range (not s, ms, µs or ns since 1970) "
+            "'99999999999999999999999'",
+        ),
+        (
+            "timestamp,host,metric,value\n2026-01-01,h,m,1\n2026-01-02,h,m,2,extra\n",
+            "line 3: expected 4 columns, found 5",
+        ),
+        ("timestamp,host,metric,value\n2026-01-01,h,m\n", "line 2: expected 4 columns, found 3"),
+        ('timestamp,host,metric,value\n2026-01-01,h,"m,1\n', "line 2: value with unterminated"),
+        (
+            "timestamp,host,metric,value,value\n2026-01-01,h,m,1,2\n",
+            "line 1: duplicate column 'value'",
+        ),
+        ("timestamp,host,metric,Value,value\n", "line 1: duplicate column 'value'"),
+        ("timestamp,host,,value\n", "line 1: column 3 has no name"),
+        ("", "line 1: no header"),
+    ],
+)
+def test_bad_csv_names_the_line(
+    store: MetricStore, tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(InputError) as info:
+        import_files(store, write(tmp_path / "bad.csv", text))
+    assert str(info.value).startswith(f"{tmp_path / 'bad.csv'}: line ")
+    assert message in str(info.value), str(info.value)
+    assert "\n" not in str(info.value)
+    assert store.count_samples() == 0
+
+
+def test_a_byte_order_mark_and_crlf_are_fine(store: MetricStore, tmp_path: Path) -> None:
+    file = tmp_path / "bom.csv"
+    file.write_bytes(b"\xef\xbb\xbftimestamp,host,metric,value\r\n2026-01-01,h,m,1\r\n")
+    assert import_files(store, file).result.stored == 1
+
+
+def test_a_fifo_is_refused_before_anything_is_opened(store: MetricStore, tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        import_files(store, fifo)
+    with pytest.raises(InputError, match=r"pipe\.csv: not a regular file"):
+        import_files(store, tmp_path)
 
 
 def test_shift_to_now_moves_every_sample_by_one_offset(store: MetricStore, tmp_path: Path) -> None:
