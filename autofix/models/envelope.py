@@ -44,6 +44,7 @@ _Z80 = 1.2815515655446004
 _NS = 1_000_000_000
 _DAY = 86400.0
 _NOW_WINDOW = 900.0  # seconds: "the usage now" is the peak of the last 15 minutes
+_RUNAWAY_FLOOR = 0.9  # P within 1 h / 4 h of a runaway fill due inside the horizon
 
 
 class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
@@ -64,9 +65,13 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         slowdown: float = 0.5,
         cleanup_drop: float = 0.15,
         runaway_drawdown: float = 0.03,
+        confirm_window: timedelta = timedelta(hours=12),
+        stall: float = 0.25,
         interval_log_range: tuple[float, float] | None = None,
         interval_bins: Sequence[tuple[float | None, float, float]] | None = None,
         calibration: dict[str, tuple[list[float], list[float]]] | None = None,
+        level_bands: Sequence[tuple[float, dict[str, tuple[list[float], list[float]]]]]
+        | None = None,
     ) -> None:
         self.lookback = lookback
         self.block = block
@@ -79,9 +84,12 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         self.slowdown = slowdown
         self.cleanup_drop = cleanup_drop
         self.runaway_drawdown = runaway_drawdown
+        self.confirm_window = confirm_window
+        self.stall = stall
         self.interval_log_range = interval_log_range
         self.interval_bins = interval_bins
         self.calibration = calibration
+        self.level_bands = level_bands
 
     def fit(self, frame: pd.DataFrame) -> Self:
         data = check_long_frame(frame)
@@ -129,6 +137,21 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
             slowed = np.isfinite(latest) & (median > 0) & (latest < self.slowdown * median)
         growth = np.where(slowed, np.maximum(latest, 0.0), growth)
         per_second = growth / self.block.total_seconds()
+        # Growth that stopped hours ago: the daily peaks still rise for a day or two after
+        # a backfill ends, but the last ``confirm_window`` is flat. Where that window is
+        # smooth (no cleanup or GC drop in it: a sawtooth's slope there means nothing) and
+        # rises at less than ``stall`` of the trend, the recent slope is the forecast.
+        confirm_rows = age <= self.confirm_window.total_seconds()
+        lately = _group_slope(codes[confirm_rows], -age[confirm_rows], value[confirm_rows], n)
+        smooth = _group_drawdown(codes[confirm_rows], value[confirm_rows], n)
+        with np.errstate(invalid="ignore"):
+            stalled = (
+                (smooth <= self.runaway_drawdown)
+                & (per_second > 0)
+                & np.isfinite(lately)
+                & (lately < self.stall * per_second)
+            )
+        per_second = np.where(stalled, np.maximum(lately, 0.0), per_second)
         spread = np.where(np.isfinite(spread), spread, 0.0)
         slope_se = (
             np.hypot(spread / np.sqrt(np.maximum(counts, 1)), self.slope_noise)
@@ -239,6 +262,7 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
             eta_hi = np.where(use_fast & np.isnat(eta_hi), fast_eta, eta_hi)
 
         p: dict[str, np.ndarray] = {}
+        guard: dict[str, np.ndarray] = {}
         for key, horizon in HORIZONS.items():
             h = horizon.total_seconds()
             mean = level + np.where(np.isfinite(slope), slope, 0.0) * h
@@ -262,14 +286,42 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
                 within = (
                     runaway & ~np.isnat(fast_eta) & (fast_eta <= origin + np.timedelta64(horizon))
                 )
-                prob = np.where(within, np.maximum(prob, 0.9), prob)
+                prob = np.where(within, np.maximum(prob, _RUNAWAY_FLOOR), prob)
+                guard[key] = within
             p[key] = prob
         if self.calibration:
-            # Isotonic maps from raw to observed frequency, fitted on a backtest.
-            for key, (xs, ys) in self.calibration.items():
-                if key in p:
-                    p[key] = np.interp(p[key], np.asarray(xs), np.asarray(ys))
+            # The raw scores are calibrated as they are, then made coherent across
+            # horizons; the runaway guard is then applied again to the short horizons. A
+            # guard, not a frequency: in the tuning backtest the only runaways at 90-95 %
+            # are backup bursts that stop at 93 %, so calibrated they read 0.2 within 4 h,
+            # and a worker leaking megabytes a second was restarted after its limit. It
+            # is not carried to 24 h (that tripled the false alerts a day early).
+            p = _cumulative(self._calibrated(p, threshold))
+            for key, within in guard.items():
+                p[key] = np.where(within, np.maximum(p[key], _RUNAWAY_FLOOR), p[key])
         return probabilities_frame(self.series_ids_, origin, eta, eta_lo, eta_hi, p, self.name)
+
+    def _calibrated(self, raw: dict[str, np.ndarray], threshold: float) -> dict[str, np.ndarray]:
+        """Isotonic maps from raw P to the frequency observed in a backtest, per horizon:
+        ``calibration`` for every series, and above each ``level_bands`` edge (usage now,
+        as a fill ratio) the map fitted on the origins that were that full. Mondrian, as
+        the interval: a disk at 99 % whose trend says "full in 20 minutes" is right far
+        more often than a backup burst at 92 % saying the same, and one map for both
+        capped the first at the second's frequency. Each origin is read by its own band's
+        map only: the bands are different populations (a flat disk at 97 % under a
+        retention limit is safer than a flat one at 90 % whose GC teeth may break out)."""
+        assert self.calibration is not None
+        out = dict(raw)
+        for key, (xs, ys) in self.calibration.items():
+            if key in raw:
+                out[key] = np.interp(raw[key], np.asarray(xs), np.asarray(ys))
+        for edge, maps in self.level_bands or ():
+            above = self.last_value_ >= float(edge) * threshold
+            for key, (xs, ys) in maps.items():
+                if key in raw:
+                    band = np.interp(raw[key], np.asarray(xs), np.asarray(ys))
+                    out[key] = np.where(above, band, out[key])
+        return out
 
     def _interval_quantiles(self, remaining: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(q_lo, q_hi) per series: from the band its predicted remaining time falls in."""
@@ -284,6 +336,19 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         q_lo = np.array([float(lo) for _, lo, _ in self.interval_bins])[which]
         q_hi = np.array([float(hi) for _, _, hi in self.interval_bins])[which]
         return q_lo, q_hi
+
+
+def _cumulative(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """P(exhaust within H) never falls as H grows (a disk full within 1 h is full within
+    4 days): the running maximum over the horizons, shortest first. Without it a runaway
+    fill at 99 % could read 0.9 within 4 h and 0.16 within 24 h."""
+    out: dict[str, np.ndarray] = {}
+    running: np.ndarray | None = None
+    for key in HORIZONS:
+        if key in p:
+            running = p[key] if running is None else np.maximum(running, p[key])
+            out[key] = running
+    return out
 
 
 def _seconds_left(eta: np.ndarray, start: np.ndarray) -> np.ndarray:
