@@ -188,9 +188,23 @@ def test_populated_report(populated: MetricStore, tmp_path: Path) -> None:
 
 
 def test_riskiest_ignores_predictions_made_after_now(populated: MetricStore) -> None:
+    made_at = pd.Timestamp(T0 - timedelta(hours=12))
     risky = riskiest(populated, T0)
     assert list(risky["metric"]) == ["node_filesystem_avail_bytes", "process_resident_memory_bytes"]
-    assert risky["p_24h"].iloc[0] > 0.99
+    assert set(risky["made_at"]) == {made_at}
+    # The disk (84 % used, filling steadily, due in 17 h) is an alert: over 0.5 within
+    # 24 h. Not near 1: on the calibration backtest a third of the disks at 84 % with
+    # such an ETA stopped growing (a backfill that ended) or were cleaned in time.
+    assert risky["p_24h"].iloc[0] > 0.5 > risky["p_24h"].iloc[1]
+    # An all-clear made after now is not read at now, and is read once it is in the past.
+    later = populated.latest_predictions()
+    later[["p_1h", "p_4h", "p_24h", "p_4d"]] = 0.0
+    later[["eta", "eta_lo", "eta_hi"]] = pd.NaT
+    populated.write_predictions(later, T0 + timedelta(minutes=1))
+    again = riskiest(populated, T0)
+    assert list(again["p_24h"]) == list(risky["p_24h"])
+    assert set(again["made_at"]) == {made_at}
+    assert list(riskiest(populated, T0 + timedelta(minutes=2))["p_24h"]) == [0.0, 0.0]
     assert riskiest(populated, T0 - timedelta(days=1)).empty
 
 

@@ -22,6 +22,7 @@ predict in seconds.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Self
 
@@ -43,6 +44,7 @@ _Z80 = 1.2815515655446004
 _NS = 1_000_000_000
 _DAY = 86400.0
 _NOW_WINDOW = 900.0  # seconds: "the usage now" is the peak of the last 15 minutes
+_RUNAWAY_FLOOR = 0.9  # P within 1 h / 4 h of a runaway fill due inside the horizon
 
 
 class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
@@ -63,8 +65,13 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         slowdown: float = 0.5,
         cleanup_drop: float = 0.15,
         runaway_drawdown: float = 0.03,
+        confirm_window: timedelta = timedelta(hours=12),
+        stall: float = 0.25,
         interval_log_range: tuple[float, float] | None = None,
+        interval_bins: Sequence[tuple[float | None, float, float]] | None = None,
         calibration: dict[str, tuple[list[float], list[float]]] | None = None,
+        level_bands: Sequence[tuple[float, dict[str, tuple[list[float], list[float]]]]]
+        | None = None,
     ) -> None:
         self.lookback = lookback
         self.block = block
@@ -77,8 +84,12 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         self.slowdown = slowdown
         self.cleanup_drop = cleanup_drop
         self.runaway_drawdown = runaway_drawdown
+        self.confirm_window = confirm_window
+        self.stall = stall
         self.interval_log_range = interval_log_range
+        self.interval_bins = interval_bins
         self.calibration = calibration
+        self.level_bands = level_bands
 
     def fit(self, frame: pd.DataFrame) -> Self:
         data = check_long_frame(frame)
@@ -126,6 +137,21 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
             slowed = np.isfinite(latest) & (median > 0) & (latest < self.slowdown * median)
         growth = np.where(slowed, np.maximum(latest, 0.0), growth)
         per_second = growth / self.block.total_seconds()
+        # Growth that stopped hours ago: the daily peaks still rise for a day or two after
+        # a backfill ends, but the last ``confirm_window`` is flat. Where that window is
+        # smooth (no cleanup or GC drop in it: a sawtooth's slope there means nothing) and
+        # rises at less than ``stall`` of the trend, the recent slope is the forecast.
+        confirm_rows = age <= self.confirm_window.total_seconds()
+        lately = _group_slope(codes[confirm_rows], -age[confirm_rows], value[confirm_rows], n)
+        smooth = _group_drawdown(codes[confirm_rows], value[confirm_rows], n)
+        with np.errstate(invalid="ignore"):
+            stalled = (
+                (smooth <= self.runaway_drawdown)
+                & (per_second > 0)
+                & np.isfinite(lately)
+                & (lately < self.stall * per_second)
+            )
+        per_second = np.where(stalled, np.maximum(lately, 0.0), per_second)
         spread = np.where(np.isfinite(spread), spread, 0.0)
         slope_se = (
             np.hypot(spread / np.sqrt(np.maximum(counts, 1)), self.slope_noise)
@@ -185,19 +211,42 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
     def predict(self, threshold: float = 1.0) -> pd.DataFrame:
         check_is_fitted(self, "slope_")
         origin = self.origin_
-        level, slope, se = self.level_, self.slope_, self.slope_se_
-        capped = getattr(self, "cap_", np.full(len(level), np.inf)) < threshold
-        slope = np.where(capped, 0.0, slope)
-        eta = eta_from_line(origin, level, slope, threshold, self.max_eta)
         start = origin.astype("datetime64[ns]")
-        remaining = np.where(np.isnat(eta), 0, (eta - start).astype("int64"))
-        if self.interval_log_range is not None:
-            # Split-conformal interval: the remaining time scaled by exp(lo) .. exp(hi), the
-            # 10th and 90th percentiles of log(true / predicted remaining time) on a
-            # backtest (autofix.backtest.calibration).
-            q_lo, q_hi = (float(x) for x in self.interval_log_range)
-            lo = (remaining * np.exp(q_lo)).astype("int64").astype("timedelta64[ns]")
-            hi = (remaining * np.exp(q_hi)).astype("int64").astype("timedelta64[ns]")
+        level, slope, se = self.level_, self.slope_, self.slope_se_
+        cap = getattr(self, "cap_", np.full(len(level), np.inf))
+        slope = np.where(cap < threshold, 0.0, slope)
+        trend_eta = eta_from_line(origin, level, slope, threshold, self.max_eta)
+        runaway = (
+            (self.last_value_ >= self.runaway_fill)
+            & (self.last_value_ > self.earlier_peak_)
+            & (self.fast_slope_ > 0)
+        )
+        fast_eta = eta_from_line(
+            origin, self.last_value_, self.fast_slope_, threshold, self.max_eta
+        )
+        # A runaway fill shows its own ETA when it comes sooner than the peak trend's.
+        use_fast = runaway & ~np.isnat(fast_eta) & (np.isnat(trend_eta) | (fast_eta < trend_eta))
+        eta = np.where(use_fast, fast_eta, trend_eta)
+        # P(exhaust within H) reads the trend's ETA: a runaway's own ETA is often early
+        # (its last two hours overstate the fill) and speaks for the short horizons only,
+        # through the floor below; on the tuning backtest, letting it drive 24 h and 4 d
+        # too tripled the false alerts.
+        remaining = _seconds_left(trend_eta, start)
+
+        if self.interval_bins or self.interval_log_range is not None:
+            # Split-conformal interval around the ETA the forecast shows (the runaway's when
+            # it is sooner): the remaining time scaled by exp(q_lo) .. exp(q_hi), the
+            # conformal 10th and 90th percentiles of log(true / predicted remaining time)
+            # on a backtest, per band of predicted remaining time when ``interval_bins``
+            # gives them (autofix.backtest.calibration).
+            shown = _seconds_left(eta, start)
+            q_lo, q_hi = self._interval_quantiles(shown)
+            far = self.max_eta.total_seconds()  # an open bound stops at the look-ahead
+            with np.errstate(invalid="ignore", over="ignore"):
+                lo_s = np.where(shown > 0, np.minimum(shown * np.exp(q_lo), far), 0.0)
+                hi_s = np.where(shown > 0, np.minimum(shown * np.exp(q_hi), far), 0.0)
+            lo = (lo_s * 1e9).astype("int64").astype("timedelta64[ns]")
+            hi = (hi_s * 1e9).astype("int64").astype("timedelta64[ns]")
             eta_lo = np.where(np.isnat(eta), eta, start + lo)
             eta_hi = np.where(np.isnat(eta), eta, start + hi)
         else:
@@ -209,16 +258,11 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
                 threshold,
                 self.max_eta,
             )
-        runaway = (
-            (self.last_value_ >= self.runaway_fill)
-            & (self.last_value_ > self.earlier_peak_)
-            & (self.fast_slope_ > 0)
-        )
-        fast_eta = eta_from_line(
-            origin, self.last_value_, self.fast_slope_, threshold, self.max_eta
-        )
+            eta_lo = np.where(use_fast & (np.isnat(eta_lo) | (fast_eta < eta_lo)), fast_eta, eta_lo)
+            eta_hi = np.where(use_fast & np.isnat(eta_hi), fast_eta, eta_hi)
+
         p: dict[str, np.ndarray] = {}
-        cap = getattr(self, "cap_", np.full(len(level), np.inf))
+        guard: dict[str, np.ndarray] = {}
         for key, horizon in HORIZONS.items():
             h = horizon.total_seconds()
             mean = level + np.where(np.isfinite(slope), slope, 0.0) * h
@@ -231,30 +275,86 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
                 # Where there is an ETA, P(T <= H) with log T spread as the backtest's
                 # residuals are (normal with their 10th/90th percentiles): it rises
                 # smoothly as the ETA approaches instead of jumping to 1 a day early.
-                q_lo, q_hi = (float(x) for x in self.interval_log_range)
-                sigma = max((q_hi - q_lo) / (2 * _Z80), 1e-3)
-                shift = (q_hi + q_lo) / 2
+                g_lo, g_hi = (float(x) for x in self.interval_log_range)
+                sigma = max((g_hi - g_lo) / (2 * _Z80), 1e-3)
+                shift = (g_hi + g_lo) / 2
                 with np.errstate(divide="ignore"):
-                    gap = np.log(h) - np.log(np.maximum(remaining / 1e9, 1.0)) - shift
-                prob = np.where(np.isnat(eta), prob, ndtr(gap / sigma))
+                    gap = np.log(h) - np.log(np.maximum(remaining, 1.0)) - shift
+                prob = np.where(np.isnat(trend_eta), prob, ndtr(gap / sigma))
             prob = np.where(level >= threshold, 1.0, prob)  # already there
             if h <= timedelta(hours=4).total_seconds():
                 within = (
                     runaway & ~np.isnat(fast_eta) & (fast_eta <= origin + np.timedelta64(horizon))
                 )
-                prob = np.where(within, np.maximum(prob, 0.9), prob)
+                prob = np.where(within, np.maximum(prob, _RUNAWAY_FLOOR), prob)
+                guard[key] = within
             p[key] = prob
         if self.calibration:
-            # Isotonic maps from raw to observed frequency, fitted on a backtest.
-            for key, (xs, ys) in self.calibration.items():
-                if key in p:
-                    p[key] = np.interp(p[key], np.asarray(xs), np.asarray(ys))
-        # A runaway fill shows its own ETA when it comes sooner than the peak trend's.
-        use_fast = runaway & ~np.isnat(fast_eta) & (np.isnat(eta) | (fast_eta < eta))
-        eta = np.where(use_fast, fast_eta, eta)
-        eta_lo = np.where(use_fast & (np.isnat(eta_lo) | (fast_eta < eta_lo)), fast_eta, eta_lo)
-        eta_hi = np.where(use_fast & np.isnat(eta_hi), fast_eta, eta_hi)
+            # The raw scores are calibrated as they are, then made coherent across
+            # horizons; the runaway guard is then applied again to the short horizons. A
+            # guard, not a frequency: in the tuning backtest the only runaways at 90-95 %
+            # are backup bursts that stop at 93 %, so calibrated they read 0.2 within 4 h,
+            # and a worker leaking megabytes a second was restarted after its limit. It
+            # is not carried to 24 h (that tripled the false alerts a day early).
+            p = _cumulative(self._calibrated(p, threshold))
+            for key, within in guard.items():
+                p[key] = np.where(within, np.maximum(p[key], _RUNAWAY_FLOOR), p[key])
         return probabilities_frame(self.series_ids_, origin, eta, eta_lo, eta_hi, p, self.name)
+
+    def _calibrated(self, raw: dict[str, np.ndarray], threshold: float) -> dict[str, np.ndarray]:
+        """Isotonic maps from raw P to the frequency observed in a backtest, per horizon:
+        ``calibration`` for every series, and above each ``level_bands`` edge (usage now,
+        as a fill ratio) the map fitted on the origins that were that full. Mondrian, as
+        the interval: a disk at 99 % whose trend says "full in 20 minutes" is right far
+        more often than a backup burst at 92 % saying the same, and one map for both
+        capped the first at the second's frequency. Each origin is read by its own band's
+        map only: the bands are different populations (a flat disk at 97 % under a
+        retention limit is safer than a flat one at 90 % whose GC teeth may break out)."""
+        assert self.calibration is not None
+        out = dict(raw)
+        for key, (xs, ys) in self.calibration.items():
+            if key in raw:
+                out[key] = np.interp(raw[key], np.asarray(xs), np.asarray(ys))
+        for edge, maps in self.level_bands or ():
+            above = self.last_value_ >= float(edge) * threshold
+            for key, (xs, ys) in maps.items():
+                if key in raw:
+                    band = np.interp(raw[key], np.asarray(xs), np.asarray(ys))
+                    out[key] = np.where(above, band, out[key])
+        return out
+
+    def _interval_quantiles(self, remaining: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(q_lo, q_hi) per series: from the band its predicted remaining time falls in."""
+        if not self.interval_bins:
+            assert self.interval_log_range is not None
+            g_lo, g_hi = (float(x) for x in self.interval_log_range)
+            return np.full(len(remaining), g_lo), np.full(len(remaining), g_hi)
+        uppers = np.array(
+            [np.inf if up is None else float(up) * 3600.0 for up, _, _ in self.interval_bins]
+        )
+        which = np.minimum(np.searchsorted(uppers, remaining, side="left"), len(uppers) - 1)
+        q_lo = np.array([float(lo) for _, lo, _ in self.interval_bins])[which]
+        q_hi = np.array([float(hi) for _, _, hi in self.interval_bins])[which]
+        return q_lo, q_hi
+
+
+def _cumulative(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """P(exhaust within H) never falls as H grows (a disk full within 1 h is full within
+    4 days): the running maximum over the horizons, shortest first. Without it a runaway
+    fill at 99 % could read 0.9 within 4 h and 0.16 within 24 h."""
+    out: dict[str, np.ndarray] = {}
+    running: np.ndarray | None = None
+    for key in HORIZONS:
+        if key in p:
+            running = p[key] if running is None else np.maximum(running, p[key])
+            out[key] = running
+    return out
+
+
+def _seconds_left(eta: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Seconds from each origin to its ETA (0 where there is none)."""
+    left: np.ndarray = np.where(np.isnat(eta), 0, (eta - start).astype("int64")) / 1e9
+    return left
 
 
 def _group_slope(codes: np.ndarray, x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:

@@ -17,15 +17,21 @@ def default_calibration() -> dict[str, Any]:
     """The shipped calibration of the default forecaster (``{}`` when there is none).
 
     Fitted on the tuning seeds' backtest by ``benchmarks/forecast.py --calibrate``
-    (``autofix.backtest.calibration``): the conformal interval half-width and the
-    isotonic maps of P(exhaust within H).
+    (``autofix.backtest.calibration``): the conformal interval bounds and the isotonic
+    maps of P(exhaust within H), with their own maps for series near full.
     """
     if not _CALIBRATION.is_file():
         return {}
     raw = json.loads(_CALIBRATION.read_text(encoding="utf-8"))
     return {
         "interval_log_range": tuple(raw["interval_log_range"]),
+        "interval_bins": [tuple(b) for b in raw.get("interval_bins", [])] or None,
         "calibration": {k: (list(v[0]), list(v[1])) for k, v in raw["calibration"].items()},
+        "level_bands": [
+            (float(edge), {k: (list(v[0]), list(v[1])) for k, v in maps.items()})
+            for edge, maps in raw.get("level_bands", [])
+        ]
+        or None,
     }
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autofix.backtest.calibration import conformal_range, reliability
+from autofix.backtest.calibration import conformal_bands, conformal_range, reliability
 from autofix.backtest.forecast import calibration_error
 from autofix.models.registry import default_calibration, make_forecaster
 
@@ -41,6 +41,33 @@ def test_a_missed_eta_widens_both_bounds() -> None:
     assert n == 10
     assert lo == -math.inf
     assert hi == math.inf
+
+
+def test_conformal_bands_cover_each_band() -> None:
+    # Near ETAs miss by a factor of ~2 both ways, far ones by ~5 %: one pair of bounds
+    # would over-cover the far band and under-cover the near one.
+    rng = np.random.default_rng(1)
+    near = rng.uniform(1, 10, 600) * HOUR
+    far = rng.uniform(50, 90, 600) * HOUR
+    spread = np.r_[rng.normal(0, 0.7, 600), rng.normal(0, 0.05, 600)]
+    pred = np.r_[near, far]
+    bands = conformal_bands(table(list(pred), list(pred * np.exp(spread))))
+    assert [b[0] for b in bands] == [12.0, None]  # the empty 24 h and 48 h bands merged
+    (_, lo_near, hi_near), (_, lo_far, hi_far) = bands
+    for lo, hi, part in ((lo_near, hi_near, spread[:600]), (lo_far, hi_far, spread[600:])):
+        assert 0.77 <= np.mean((part >= lo) & (part <= hi)) <= 0.85
+    assert hi_near - lo_near > 5 * (hi_far - lo_far)
+    (lo, hi), _ = conformal_range(table(list(pred), list(pred * np.exp(spread))))
+    assert np.mean((spread[600:] >= lo) & (spread[600:] <= hi)) > 0.95  # the global pair
+
+
+def test_a_thin_band_is_merged_and_a_missed_eta_sits_in_the_last() -> None:
+    pred = [5 * HOUR] * 150 + [30 * HOUR] * 120 + [math.nan] * 20
+    bands = conformal_bands(table(pred, [6 * HOUR] * 290), min_band=100)
+    assert [b[0] for b in bands] == [12.0, None]  # 12-24 h joins 24-48 h; 48 h-∞ joins them
+    assert bands[0][1] == bands[0][2] == pytest.approx(math.log(6 / 5), abs=1e-6)
+    assert bands[1][1] == -math.inf  # 1 in 7 saw nothing: missed on both sides
+    assert bands[1][2] == math.inf
 
 
 def test_calibration_error_and_brier_by_hand() -> None:

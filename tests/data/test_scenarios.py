@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ EXPECTED_IN_WINDOW = {
     "memory_busy_stable": [False],
     "disk_weekly_cleanup": [False],
     "memory_leak_gc_near_top": [True],
+    "disk_retention_full": [False],
 }
 
 
@@ -323,13 +323,14 @@ def test_fleet_shape_and_determinism() -> None:
     assert not fleet["value"].equals(generate_fleet(40, days=1.0, seed=2)["value"])
 
 
-def test_fleet_is_fast() -> None:
-    began = time.perf_counter()
-    fleet = generate_fleet(500, days=14.0)
-    elapsed = time.perf_counter() - began
-    assert len(fleet) == 500 * 4032
-    # 10,000 series must take well under a minute; 500 is 1/20 of that.
-    assert elapsed < 3.0, f"{elapsed:.2f}s for 2M rows"
+def test_fleet_of_two_weeks_has_every_sample_of_every_series() -> None:
+    # Its speed (10,000 series x 14 days) is measured by benchmarks/fleet.py.
+    fleet = generate_fleet(12, days=14.0)
+    per_series = fleet.groupby(["host", "metric", "labels"], observed=True)["timestamp"]
+    assert per_series.size().tolist() == [4032] * 12
+    assert (per_series.nunique() == 4032).all()
+    steps = per_series.diff().dropna().unique()
+    assert list(steps) == [np.timedelta64(5, "m")]
 
 
 def test_held_out_suite_uses_other_seeds_and_other_series(tmp_path: Path) -> None:

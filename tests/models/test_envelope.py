@@ -73,6 +73,32 @@ def test_runaway_fill_is_caught_within_the_hour() -> None:
     assert row["eta"] - (T0 + pd.Timedelta(minutes=5) * (7 * DAY - 1)) < pd.Timedelta(hours=1)
 
 
+def test_conformal_interval_surrounds_the_eta_it_shows() -> None:
+    # A runaway fill shows the runaway's ETA; the calibrated interval is the remaining
+    # time to *that* ETA scaled by the band's bounds (not the trend ETA's, stretched).
+    values = np.r_[np.full(7 * DAY - 24, 0.5), np.linspace(0.5, 0.97, 24)]
+    bands = [(12.0, -0.5, 1.0), (None, -0.1, 0.1)]
+    model = EnvelopeTrendForecaster(interval_log_range=(-0.3, 0.2), interval_bins=bands)
+    row = model.fit(frame(values)).predict().iloc[0]
+    origin = row["origin"]
+    left = (row["eta"] - origin).total_seconds()
+    assert 0 < left < 3600
+    assert (row["eta_lo"] - origin).total_seconds() == pytest.approx(left * np.exp(-0.5), abs=1)
+    assert (row["eta_hi"] - origin).total_seconds() == pytest.approx(left * np.exp(1.0), abs=1)
+
+
+def test_interval_bands_pick_by_remaining_time() -> None:
+    slope = 0.5 / (7 * DAY)
+    values = 0.3 + slope * np.arange(7 * DAY)  # ~5 days left: the open band
+    bands = [(12.0, -0.5, 1.0), (None, -0.1, 0.1)]
+    row = EnvelopeTrendForecaster(interval_bins=bands).fit(frame(values)).predict().iloc[0]
+    left = (row["eta"] - row["origin"]).total_seconds()
+    assert left > 12 * 3600
+    assert (row["eta_hi"] - row["origin"]).total_seconds() == pytest.approx(
+        left * np.exp(0.1), abs=1
+    )
+
+
 def test_gaps_do_not_break_it() -> None:
     values = 0.3 + 0.5 * np.arange(7 * DAY) / (7 * DAY)
     data = frame(values)
@@ -134,3 +160,43 @@ def test_weekly_cleanup_that_just_ran_is_seen() -> None:
     after = predict(values[: 5 * DAY + 12])  # an hour after the cleanup
     assert after["p_24h"] < 0.05
     assert after["p_24h"] < before["p_24h"]
+
+
+def _calibrated(values: np.ndarray) -> pd.Series:
+    from autofix.models.registry import make_forecaster
+
+    return make_forecaster("default").fit(frame(values)).predict().iloc[0]
+
+
+def test_calibrated_certain_exhaustion_is_near_one_at_every_horizon() -> None:
+    # Already at 99.5 %, rising 30 % a day for three days: full in about 25 minutes.
+    rng = np.random.default_rng(3)
+    n = int(3.2 * DAY)
+    values = 0.995 - 0.3 / DAY * np.arange(n)[::-1] + rng.normal(0, 0.001, n)
+    row = _calibrated(values)
+    for h in ("1h", "4h", "24h", "4d"):
+        assert row[f"p_{h}"] >= 0.95, (h, row[f"p_{h}"])
+
+
+@pytest.mark.parametrize("level", [0.5, 0.97])
+def test_calibrated_flat_series_is_near_zero_at_every_horizon(level: float) -> None:
+    # Flat with noise, at half full and just under a retention limit.
+    rng = np.random.default_rng(4)
+    values = level + rng.normal(0, 0.002, 7 * DAY)
+    row = _calibrated(values)
+    for h in ("1h", "4h", "24h", "4d"):
+        assert row[f"p_{h}"] <= 0.05, (h, row[f"p_{h}"])
+
+
+def test_calibrated_probabilities_never_fall_as_the_horizon_grows() -> None:
+    # A steady fill at 85 % (full in 3 days), and a runaway at 95 %: 1 h <= 4 h and
+    # 24 h <= 4 d always; 4 h <= 24 h except where the runaway guard holds the short
+    # horizons up (it is not carried to 24 h).
+    steady = 0.85 - 0.05 / DAY * np.arange(7 * DAY)[::-1]
+    runaway = np.r_[np.full(6 * DAY, 0.5), np.linspace(0.5, 0.95, DAY)]
+    p = [[_calibrated(v)[f"p_{h}"] for h in ("1h", "4h", "24h", "4d")] for v in (steady, runaway)]
+    assert p[0] == sorted(p[0]), p[0]
+    assert p[0][-1] >= 0.5
+    assert p[1][0] <= p[1][1], p[1]
+    assert p[1][2] <= p[1][3], p[1]
+    assert p[1][1] >= 0.9, p[1]

@@ -10,6 +10,11 @@
   weekly job on Sunday night; its Saturday peak is close to full every week.
 - ``memory_leak_gc_near_top``: a leak under a GC sawtooth whose teeth approach the limit
   long before the leak does; exhausts near the end of the window.
+- ``disk_retention_full``: a metrics or log store with size-based retention (Prometheus
+  ``--storage.tsdb.retention.size``, Kafka ``retention.bytes``) fills to its limit, then
+  deletes its oldest block whenever it passes it: held at 95-98 % used for good, a
+  sawtooth just under the limit. Never exhausts; the near-full case a calibration must
+  see before it may say "near full means exhaustion".
 
 Each draws its own parameters from the seed (within the ranges given), so a suite from
 other seeds is a held-out test of the same shapes, never the same series.
@@ -33,6 +38,7 @@ from autofix.data.scenarios._core import (
     Array,
     _Ctx,
     _diurnal,
+    _diurnal_cum,
     _fs,
     _scenario,
     _Series,
@@ -45,11 +51,12 @@ HELD_OUT = (
     "memory_busy_stable",
     "disk_weekly_cleanup",
     "memory_leak_gc_near_top",
+    "disk_retention_full",
 )
 
 #: Seeds the forecaster's calibration and defaults were chosen on; the held-out suite in
 #: benchmarks/forecast.py uses others.
-TUNING_SEEDS = range(100, 110)
+TUNING_SEEDS = range(100, 120)
 HELD_OUT_SEEDS = range(200, 205)
 
 
@@ -190,3 +197,32 @@ def _memory_leak_gc_near_top(ctx: _Ctx) -> list[_Series]:
     labels = {"container": "news-renderer", "namespace": "news"}
     desc = "A slow leak under a tall GC sawtooth exhausts the limit near the end."
     return [_Series(CONTAINER_MEM, labels, "up", desc, used, limit, p["noise"], ("sawtooth",))]
+
+
+@_scenario(
+    "disk_retention_full",
+    "disk",
+    "tsdb-1",
+    "Size-based retention holds a metrics store just under its limit, 95-98 % used.",
+    {"capacity_gib": 250, "limit_min": 0.95, "limit_max": 0.98, "block_min": 0.005,
+     "block_max": 0.015, "every_min_h": 3.0, "every_max_h": 12.0, "noise": 0.002},
+    held_out=True,
+)  # fmt: skip
+def _disk_retention_full(ctx: _Ctx) -> list[_Series]:
+    p, rng, off = ctx.p, ctx.rng, ctx.offset
+    cap = p["capacity_gib"] * GIB
+    limit = rng.uniform(p["limit_min"], p["limit_max"])
+    block = rng.uniform(p["block_min"], p["block_max"])
+    # Ingest with a daily rhythm; every pass over the limit deletes the oldest block, one
+    # deletion every 3-12 hours on average. It has been at the limit since before the window.
+    rate = block / (rng.uniform(p["every_min_h"], p["every_max_h"]) * HOUR)
+    floor, phase = limit - block, rng.uniform(0, block)
+
+    def avail(t: Array) -> Array:
+        ingested = phase + rate * (_diurnal_cum(t + off, 13, 0.3) - _diurnal_cum(off, 13, 0.3))
+        return cap * (1 - floor - np.mod(ingested, block))
+
+    desc = "Size-based retention: a sawtooth just under the limit, held there; never fills."
+    extra = {"retention_limit_used": round(float(limit), 4)}
+    mount = _fs("/var/lib/prometheus", "/dev/nvme3n1")
+    return [_Series(DISK_AVAIL, mount, "down", desc, avail, cap, p["noise"], ("retention",), extra)]
