@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from autofix.actions.base import Action, Applied, Check, Facts, NoOp, Params, Plan, Step
 from autofix.errors import ActionError, PartialApplyError, RefusedError
@@ -47,20 +47,23 @@ _OUTPUT_PER_HOST = 400
 
 
 class PlaybookParams(Params):
+    """``hosts``, and the extra variables the target declares as further keys."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
     hosts: list[str] | None = Field(
         None,
-        description="Hosts of the group to change (unset: the whole group); an empty list "
-        "is refused, never read as all.",
-    )
-    vars: dict[str, Scalar] = Field(
-        default_factory=dict,
-        description="Extra variables; each must be declared in the target's params.",
+        description="Hosts of the group to change, a list or comma-separated text (unset: "
+        "the whole group); an empty selection is refused, never read as all. Other "
+        "params are extra variables the target declares.",
     )
 
-    @field_validator("hosts")
+    @field_validator("hosts", mode="before")
     @classmethod
-    def _names(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and not value:
+    def _names(cls, value: object) -> object:
+        if isinstance(value, str):  # `--param hosts=web1,web2` on the command line
+            value = [part.strip() for part in value.split(",")]
+        if isinstance(value, list) and not [v for v in value if v != ""]:
             raise ValueError("an empty host selection is refused (it never means all)")
         return value
 
@@ -238,11 +241,13 @@ class Playbook(Action[PlaybookParams, AnsibleTarget]):
     def _checked_vars(self) -> dict[str, Scalar]:
         declared = self.target.params
         out: dict[str, Scalar] = {}
-        for key, value in self.params.vars.items():
+        for key, value in (self.params.model_extra or {}).items():
             if key not in declared:
                 raise RefusedError(
                     "params", f"var {_quote(key)} is not declared by {self.target.name!r}"
                 )
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise RefusedError("params", f"var {key!r}: give text or a number")
             text = value if isinstance(value, str) else str(value)
             if _TEMPLATE.search(text) or _CONTROL.search(text):
                 raise RefusedError("params", f"var {key!r}: template or control characters")

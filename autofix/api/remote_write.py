@@ -44,6 +44,12 @@ INFLATE_RATIO = 16
     "/write",
     status_code=204,
     response_class=Response,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
     responses={
         400: {"model": ErrorOut, "description": "Not a snappy-compressed WriteRequest."},
         401: {"model": ErrorOut},

@@ -92,14 +92,14 @@ def test_check_mode_is_the_plan_and_changes_nothing(logs: SshFleet, tmp_path: Pa
     mtimes = {h.name: (h.directory / "app.log").stat().st_mtime_ns for h in logs.hosts}
     with MetricStore(tmp_path / "a.duckdb") as store:
         ex = _executor(store, _target(logs, serial=[1, "100%"]), tmp_path)
-        record = ex.run("ansible.playbook", "web", {"vars": {"suffix": "7"}}, dry_run=True)
+        record = ex.run("ansible.playbook", "web", {"suffix": "7"}, dry_run=True)
     # The default blast radius (0.34 of 3 hosts = 1 at once) refuses a batch of 2.
     assert (record.state, record.gate) == ("refused", "blast_radius")
     assert "batch of 2 of 3 hosts" in (record.reason or "")
     with MetricStore(tmp_path / "b.duckdb") as store:
         target = _target(logs, serial=[1, "100%"], gates={"blast_radius": 1.0}, min_healthy=0.3)
         ex = _executor(store, target, tmp_path)
-        record = ex.run("ansible.playbook", "web", {"vars": {"suffix": "7"}}, dry_run=True)
+        record = ex.run("ansible.playbook", "web", {"suffix": "7"}, dry_run=True)
     assert record.state == "planned", record.error
     assert [s["args"]["hosts"] for s in record.plan or []] == [["web1"], ["web2", "web3"]]
     assert record.plan is not None
@@ -169,9 +169,13 @@ def _bound(fleet: SshFleet, params: dict[str, Any], **ctx: Any) -> Playbook:
         {"hosts": ["web*"]},
         {"hosts": ["web1:&evil"]},
         {"hosts": ["evil"]},
-        {"vars": {"suffix": "{{ lookup('pipe', 'touch /tmp/autofix-pwned') }}"}},
-        {"vars": {"suffix": "1; rm -rf /"}},
-        {"vars": {"ansible_connection": "local"}},
+        {"hosts": "web1,,all"},
+        {"hosts": ","},
+        {"suffix": "{{ lookup('pipe', 'touch /tmp/autofix-pwned') }}"},
+        {"suffix": "1; rm -rf /"},
+        {"suffix": ["1"]},
+        {"ansible_connection": "local"},
+        {"vars": {"suffix": "1"}},
         {"limit": "all"},
     ],
 )
@@ -188,6 +192,8 @@ def test_labels_pick_a_host_of_the_group_and_nothing_else(fleet: SshFleet) -> No
         "suffix": "{{ lookup('pipe','id') }}",
         "ansible_host": "10.9.9.9",
     }
+    both = _bound(fleet, {"hosts": "web3, web1", "suffix": 7})  # as `--param` gives them
+    assert (both.selection, both.extra_vars) == (["web1", "web3"], {"suffix": 7})
     picked = _bound(fleet, {}, labels={**hostile, "instance": "127.0.0.3:9100"})
     assert picked.selection == ["web2"]
     assert picked.extra_vars == {}
