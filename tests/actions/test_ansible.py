@@ -90,6 +90,7 @@ def _state(fleet: SshFleet) -> dict[str, dict[str, str]]:
 def test_check_mode_is_the_plan_and_changes_nothing(logs: SshFleet, tmp_path: Path) -> None:
     before = _state(logs)
     mtimes = {h.name: (h.directory / "app.log").stat().st_mtime_ns for h in logs.hosts}
+    # (check mode: nothing may be touched, not even a timestamp)
     with MetricStore(tmp_path / "a.duckdb") as store:
         ex = _executor(store, _target(logs, serial=[1, "100%"]), tmp_path)
         record = ex.run("ansible.playbook", "web", {"suffix": "7"}, dry_run=True)
@@ -116,7 +117,7 @@ def test_rollout_canary_first_then_the_rest(logs: SshFleet, tmp_path: Path) -> N
     with MetricStore(tmp_path / "a.duckdb") as store:
         record = _executor(store, target, tmp_path).run("ansible.playbook", "web")
     assert record.state == "succeeded", record.error
-    assert _state(logs) == {h.name: {"app.log": "", "app.log.1": LOG} for h in logs.hosts}
+    assert _state(logs) == {h.name: {"app.log.1": LOG} for h in logs.hosts}
     output = record.output or ""
     assert output.index("canary batch 1/2: web1 -> web1: changed") < output.index(
         "batch 2/2: web2, web3 -> web2: changed, web3: changed"
@@ -133,17 +134,18 @@ def test_rollout_canary_first_then_the_rest(logs: SshFleet, tmp_path: Path) -> N
 def test_failing_host_stops_the_rollout_and_what_ran_is_rolled_back(
     logs: SshFleet, tmp_path: Path
 ) -> None:
-    (logs.hosts[1].directory / "FAIL").write_text("")
     before = _state(logs)
+    hosts = logs.inventory()
+    hosts["web2"]["fail_rotation"] = True
     with MetricStore(tmp_path / "a.duckdb") as store:
-        target = _target(logs, serial=[1], max_fail_percentage=0)
+        target = _target(logs, serial=[1], max_fail_percentage=0, hosts=hosts)
         ex = _executor(store, target, tmp_path)
         record = ex.run("ansible.playbook", "web")
         escalations = ex.audit.escalations(record.id)
     assert record.state == "rolled_back", record.error
     assert "batch 2/3" in (record.error or "")
     assert "web2: failed" in (record.error or "")
-    assert "FAIL marker on web2" in (record.error or "")
+    assert "rotation refused on web2" in (record.error or "")
     # web3 was never touched; web1 (the canary) and web2 were put back as they were.
     assert _state(logs) == before
     assert "rollback on web1, web2 -> web1: changed, web2: changed" in (record.output or "")
