@@ -866,6 +866,8 @@ class Executor:
     def _verify_after_crash(self, record: FixRecord, policy: Policy) -> Check:
         try:
             bound = self._bind(record, policy)
+            if not bound.reverify_after_crash:
+                return Check(False, f"{record.action} is not re-read after a crash: see its plan")
             return bound.verify(record.facts or {}, bound.facts())
         except (AutofixError, KeyError, TypeError) as exc:
             return Check(False, f"cannot verify: {exc}")

@@ -198,6 +198,7 @@ class Playbook(Action[PlaybookParams, AnsibleTarget]):
     target_kinds = (AnsibleTarget,)
     idempotent = False
     rolls_back = True  # when the target declares rollback_playbook
+    reverify_after_crash = False
 
     # -- selection and variables (authorize: before anything runs) -------------------
 

@@ -152,6 +152,9 @@ class Action(Generic[P, T]):
     idempotent: ClassVar[bool] = True
     rolls_back: ClassVar[bool] = False
     downtime: ClassVar[bool] = False
+    #: Whether facts can be re-read to verify a fix a crash interrupted. A fleet rollout's
+    #: facts are a whole check-mode run: at start-up it is escalated instead.
+    reverify_after_crash: ClassVar[bool] = True
 
     def __init__(self, target: T, params: P, ctx: Context) -> None:
         self.target = target

@@ -285,3 +285,22 @@ def test_audit_keeps_when_nothing_ran(fleet: SshFleet, tmp_path: Path) -> None:
         )
     assert (hostile.state, hostile.gate) == ("refused", "allowlist")
     assert "'evil:22'" in (hostile.reason or "")
+
+
+def test_interrupted_rollout_is_escalated_at_start_up_without_running_ansible(
+    tmp_path: Path,
+) -> None:
+    target = {
+        "name": "web",
+        "kind": "ansible",
+        "playbook": str(tmp_path / "missing.yml"),  # would fail loudly if it were run
+        "hosts": {"web1": {"ansible_host": "127.0.0.9"}},
+    }
+    with MetricStore(tmp_path / "a.duckdb") as store:
+        ex = _executor(store, target, tmp_path)
+        fix_id = ex.audit.create("ansible.playbook", "web", None, {}, "test", {})
+        ex.audit.append(fix_id, "running", "apply", undo={"hosts": ["web1"]})
+        (record,) = ex.recover()
+        escalations = ex.audit.escalations(fix_id)
+    assert record.state == "interrupted"
+    assert "not re-read after a crash" in escalations[0]["reason"]
