@@ -381,6 +381,12 @@ class Playbook(Action[PlaybookParams, AnsibleTarget]):
             )
         return steps
 
+    def prepare(self, steps: Sequence[Step]) -> dict[str, Any]:
+        """Every host the rollout may touch, recorded with ``running``: after a crash,
+        ``autofix fix rollback`` knows where to run the rollback playbook."""
+        planned = [h for step in steps if step.op == "batch" for h in step.args.get("hosts", [])]
+        return {"hosts": planned, "interrupted": True}
+
     def apply(self, steps: Sequence[Step]) -> Applied:
         results: dict[str, str] = {}
         lines: list[str] = []

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from autofix.actions.ansible import Playbook, batch_failed, batches, parse_events
-from autofix.actions.base import Context, NoOp
+from autofix.actions.base import Context, NoOp, Step
 from autofix.config import load_settings
 from autofix.errors import RefusedError
 from autofix.executor import Executor
@@ -298,9 +298,12 @@ def test_interrupted_rollout_is_escalated_at_start_up_without_running_ansible(
     }
     with MetricStore(tmp_path / "a.duckdb") as store:
         ex = _executor(store, target, tmp_path)
+        action = Playbook.bind(AnsibleTarget.model_validate(target), {}, Context())
+        pointer = action.prepare([Step("batch", "canary batch 1/1: web1", {"hosts": ["web1"]})])
         fix_id = ex.audit.create("ansible.playbook", "web", None, {}, "test", {})
-        ex.audit.append(fix_id, "running", "apply", undo={"hosts": ["web1"]})
+        ex.audit.append(fix_id, "running", "apply", undo=pointer)
         (record,) = ex.recover()
         escalations = ex.audit.escalations(fix_id)
     assert record.state == "interrupted"
+    assert record.undo == {"hosts": ["web1"], "interrupted": True}  # for `fix rollback`
     assert "not re-read after a crash" in escalations[0]["reason"]
