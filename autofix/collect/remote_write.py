@@ -21,9 +21,9 @@ skipped (there is no host to give it), never guessed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import cramjam
 import numpy as np
@@ -113,8 +113,14 @@ def decode(body: bytes, max_size: int = 64 << 20) -> tuple[pd.DataFrame, DecodeS
         request.ParseFromString(raw)
     except DecodeError:
         raise InputError("remote_write body is not a prometheus.WriteRequest protobuf") from None
-    parts: list[pd.DataFrame] = []
-    kept = non_finite = unnamed = 0
+    # Prometheus sends many series of one or two samples each: gather plain lists and
+    # build one frame (a DataFrame per series costs a millisecond each).
+    stamps: list[int] = []
+    values: list[float] = []
+    hosts: list[str] = []
+    metrics: list[str] = []
+    label_texts: list[str] = []
+    non_finite = unnamed = 0
     for series in request.timeseries:
         labels = {label.name: label.value for label in series.labels}
         metric = labels.pop("__name__", "")
@@ -122,30 +128,30 @@ def decode(body: bytes, max_size: int = 64 << 20) -> tuple[pd.DataFrame, DecodeS
         if not metric or not instance or not series.samples:
             unnamed += bool(series.samples)
             continue
-        count = len(series.samples)
-        values = np.fromiter((s.value for s in series.samples), dtype=np.float64, count=count)
-        stamps = np.fromiter((s.timestamp for s in series.samples), dtype=np.int64, count=count)
-        finite = np.isfinite(values)
-        non_finite += int((~finite).sum())
-        if not finite.any():
+        kept = [(s.timestamp, s.value) for s in series.samples if math.isfinite(s.value)]
+        non_finite += len(series.samples) - len(kept)
+        if not kept:
             continue
-        kept += int(finite.sum())
-        rows: dict[str, Any] = {
-            "ts": pd.to_datetime(stamps[finite], unit="ms"),
-            "host": host_of(instance),
-            "metric": metric,
-            "labels": format_labels(labels),
-            "value": values[finite],
-            "unit": _unit(metric),
-            "capacity": np.nan,
-        }
-        parts.append(pd.DataFrame({name: rows[name] for name in FRAME_COLUMNS}))
-    frame = (
-        pd.concat(parts, ignore_index=True)
-        if parts
-        else pd.DataFrame({name: [] for name in FRAME_COLUMNS})
+        host, text = host_of(instance), format_labels(labels)
+        for stamp, value in kept:
+            stamps.append(stamp)
+            values.append(value)
+        hosts.extend([host] * len(kept))
+        metrics.extend([metric] * len(kept))
+        label_texts.extend([text] * len(kept))
+    frame = pd.DataFrame(
+        {
+            "ts": pd.to_datetime(np.asarray(stamps, dtype=np.int64), unit="ms"),
+            "host": hosts,
+            "metric": metrics,
+            "labels": label_texts,
+            "value": np.asarray(values, dtype=np.float64),
+            "unit": [_unit(m) for m in metrics],
+            "capacity": np.full(len(values), np.nan),
+        },
+        columns=list(FRAME_COLUMNS),
     )
-    stats = DecodeStats(len(request.timeseries), kept, non_finite, unnamed)
+    stats = DecodeStats(len(request.timeseries), len(values), non_finite, unnamed)
     return frame, stats
 
 
