@@ -255,6 +255,14 @@ class Settings(BaseSettings):
     predict_lookback: Duration = Field(
         timedelta(days=7), description="History each prediction pass forecasts from."
     )
+    model_workers: int = Field(
+        2,
+        ge=0,
+        le=64,
+        description="Worker processes `autofix serve` runs model fits, anomaly scoring and "
+        "training in, so they never hold up the API; `0` runs them in the service's own "
+        "process.",
+    )
     report_dir: Path = Field(
         Path("data/reports"), description="Where the report job writes the HTML report and charts."
     )

@@ -44,14 +44,12 @@ from autofix.gates import resolve_policy
 from autofix.health import HealthResult
 from autofix.holds import Holds
 from autofix.logs import context as log_context
-from autofix.models.anomaly import RobustScorer
 from autofix.pipeline import JOB_NAMES, AlertWhen, BaselineWhen, Pipeline, Rule
 from autofix.policy import (
     Alert,
     Decision,
     Observations,
     RuleDecision,
-    decide,
     judge_alerts,
     lookback,
     score_outcome,
@@ -59,6 +57,7 @@ from autofix.policy import (
 from autofix.scheduler import build_scheduler
 from autofix.selfheal import SelfHealer
 from autofix.store import MetricStore
+from autofix.workers import InlineModelWork, ModelWork
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +109,7 @@ class Service:
         http_transport: httpx.BaseTransport | None = None,
         notifier: Any | None = None,
         scenarios: str = "data/samples",
+        models: ModelWork | None = None,
     ) -> None:
         self.settings = settings
         self.pipeline = pipeline
@@ -118,6 +118,8 @@ class Service:
         self.runner = runner
         self.http_transport = http_transport
         self.scenarios = scenarios
+        #: Where fits, scoring and training run (``autofix serve``: worker processes).
+        self.models: ModelWork = models if models is not None else InlineModelWork()
         self.executor = Executor(
             store,
             pipeline,
@@ -230,6 +232,7 @@ class Service:
             self.failures[f"{name}_skipped"] += 1
 
     def close(self) -> None:
+        self.models.close()
         if self._collectors is not None:
             from autofix.collect.registry import close_collectors
 
@@ -256,9 +259,7 @@ class Service:
     def model(self, refresh: bool = False) -> tuple[Any, str, str]:
         """The forecaster predictions are made with (the champion, cached)."""
         if self._model is None or refresh:
-            from autofix.training import champion_or_default
-
-            self._model = champion_or_default(self.settings.models_dir)
+            self._model = self.models.champion(self.settings.models_dir)
         return self._model
 
     def predict(self, now: datetime) -> int:
@@ -272,6 +273,7 @@ class Service:
             model_version=version,
             now=now,
             lookback=self.settings.predict_lookback,
+            fit_predict=self.models.forecast,
         )
         return run.written
 
@@ -286,7 +288,7 @@ class Service:
         )
         if history.empty:
             return history.assign(score=pd.Series(dtype="float64"))
-        history["score"] = RobustScorer().fit_score(history[["series_id", "ts", "value"]])
+        history["score"] = self.models.score(history[["series_id", "ts", "value"]])
         done = self.store.query(
             "SELECT series_id, max(ts) AS until FROM anomaly_scores GROUP BY series_id"
         ).set_index("series_id")["until"]
@@ -317,15 +319,9 @@ class Service:
         predicted = self.predict(now)
         scores = self.score_anomalies(now)
         obs = dataclasses.replace(self.observe(now), scores=scores)
-        holding: set[str] = set()
-        decisions = decide(
-            self.pipeline.rules,
-            self.pipeline,
-            obs,
-            now,
-            self._recent,
-            self.settings.fix_mode,
-            holding=holding,
+        # Pure but heavy over a fleet: where the model work runs (a worker process).
+        decisions, holding = self.models.decide(
+            self.pipeline, obs, now, dict(self._recent), self.settings.fix_mode
         )
         self._quiet = {k: v for k, v in self._quiet.items() if k in holding}
         decisions = [rd for rd in decisions if rd.key not in self._quiet]
@@ -728,9 +724,7 @@ class Service:
     def train(self) -> dict[str, Any]:
         from pathlib import Path
 
-        from autofix.training import train_and_register
-
-        result = train_and_register(self.settings.models_dir, Path(self.scenarios))
+        result = self.models.train(self.settings.models_dir, Path(self.scenarios))
         if result.promoted:
             self.model(refresh=True)
         return result.as_dict()

@@ -17,6 +17,7 @@ as a time in the past.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -148,13 +149,15 @@ def predict_store(
     threshold: float = 1.0,
     write: bool = True,
     step: timedelta | None = None,
+    fit_predict: Callable[[Any, pd.DataFrame, float], pd.DataFrame] | None = None,
 ) -> PredictionRun:
     """Forecast every exhaustible series that still reports; append the predictions.
 
     ``now`` is when the predictions are made (and the newest sample considered); each
     forecast's ``origin`` is its series' last sample. Series that stopped reporting
     (see the module docstring) are left out. ``step``: the bucket the history is read
-    in (default ``bucket_step(lookback)``).
+    in (default ``bucket_step(lookback)``). ``fit_predict(model, frame, threshold)`` runs
+    the model (default: here; ``autofix serve`` sends it to a worker process).
     """
     catalog = store.query("SELECT series_id, metric FROM series WHERE capacity IS NOT NULL")
     metrics = catalog.set_index("series_id")["metric"]
@@ -173,7 +176,10 @@ def predict_store(
     if frame.empty:
         empty = pd.DataFrame()
         return PredictionRun(0, 0, model_name, model_version, empty)
-    forecasts = model.fit(frame).predict(threshold)
+    if fit_predict is None:
+        forecasts = model.fit(frame).predict(threshold)
+    else:
+        forecasts = fit_predict(model, frame, threshold)
     forecasts["threshold"] = threshold
     forecasts["model"] = model_name
     forecasts["model_version"] = model_version

@@ -54,7 +54,9 @@ def _notifier(current: Settings) -> Any | None:
 
 
 @contextmanager
-def _service(current: Settings) -> Iterator[Any]:
+def _service(current: Settings, models: Any | None = None) -> Iterator[Any]:
+    """The live service when one owns the store, else one over the store; ``models``: where
+    its model work runs (default: this process)."""
     live = live_service()
     if live is not None:  # carried out by `autofix serve`: its own service, left open
         if current.dry_run and not live.settings.dry_run:
@@ -67,7 +69,7 @@ def _service(current: Settings) -> Iterator[Any]:
 
     pipeline = load_pipeline(current.pipeline)
     with writer(current) as store:
-        service = Service(current, pipeline, store, notifier=_notifier(current))
+        service = Service(current, pipeline, store, notifier=_notifier(current), models=models)
         try:
             yield service
         finally:
@@ -162,7 +164,10 @@ def serve(
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with _service(current) as service, _control_plane(current, service) as control:
+        with (
+            _service(current, _model_workers(current)) as service,
+            _control_plane(current, service) as control,
+        ):
             recovered = service.executor.recover()
             if recovered:
                 say(f"marked {len(recovered)} interrupted fix(es) from a previous run")
@@ -212,6 +217,18 @@ def serve(
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _model_workers(current: Settings) -> Any | None:
+    """Worker processes for the model work (AUTOFIX_MODEL_WORKERS): the API shares this
+    interpreter, and a fit of the fleet on a job thread would hold up its requests."""
+    if not current.model_workers:
+        return None
+    from autofix.workers import ModelWorkers
+
+    return ModelWorkers(
+        current.model_workers, log_level=current.log_level, log_format=current.log_format
+    )
 
 
 class _ControlPlane:
