@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/nab.py
 	$(BIN)/python benchmarks/executor.py
 	$(BIN)/python benchmarks/api.py
+	$(BIN)/python benchmarks/remote_write.py
 	$(BIN)/python benchmarks/cli.py
 	$(BIN)/python benchmarks/faults.py
 	$(BIN)/python benchmarks/dashboard.py

@@ -130,7 +130,13 @@ class Executor:
 
     # -- building ----------------------------------------------------------------------
 
-    def _context(self, fix_id: int, policy: Policy, condition: bool = False) -> Context:
+    def _context(
+        self,
+        fix_id: int,
+        policy: Policy,
+        condition: bool = False,
+        labels: Mapping[str, str] | None = None,
+    ) -> Context:
         return Context(
             fix_id=fix_id,
             quarantine_dir=self.settings.quarantine_dir,
@@ -141,6 +147,7 @@ class Executor:
             http_transport=self.http_transport,
             condition=condition,
             probe_timeout=self.settings.probe_timeout.total_seconds(),
+            labels=dict(labels or {}),
         )
 
     def _bind(self, record: FixRecord, policy: Policy, condition: bool = False) -> Action[Any, Any]:
@@ -150,7 +157,14 @@ class Executor:
             raise RefusedError(
                 "allowlist", f"target {record.target!r} is not declared in the pipelines file"
             )
-        return cls.bind(target, record.params, self._context(record.id, policy, condition))
+        raw = (record.inputs or {}).get("labels")
+        labels = (
+            {str(k): str(v) for k, v in raw.items() if isinstance(v, str)}
+            if isinstance(raw, dict)
+            else None
+        )
+        ctx = self._context(record.id, policy, condition, labels)
+        return cls.bind(target, record.params, ctx)
 
     def _policy(self, record: FixRecord) -> Policy:
         """Settings, then action and target gates, then the rule's (kept with the fix)."""
@@ -158,17 +172,20 @@ class Executor:
         kept = (record.inputs or {}).get("gates")
         return policy.override(GateOverrides.model_validate(kept)) if kept else policy
 
-    def _request(self, record: FixRecord, downtime: bool) -> Request:
+    def _request(self, record: FixRecord, bound: Action[Any, Any]) -> Request:
         members = tuple(
             t.name for t in self.pipeline.targets if record.group and t.group == record.group
         )
+        hosts, fleet = bound.footprint() or (1, 0)
         return Request(
             record.action,
             record.target,
             record.group,
             members,
-            downtime,
+            bound.downtime,
             cause_of(record.inputs or {}),
+            hosts=hosts,
+            fleet=fleet,
         )
 
     # -- the public verbs --------------------------------------------------------------
@@ -620,7 +637,7 @@ class Executor:
             return self._refuse(record, exc.gate, exc.reason)
         now = self.clock()
         history = [*self.audit.history(now - policy.horizon), *self._reserved.values()]
-        verdict = evaluate(self._request(record, bound.downtime), history, policy, now)
+        verdict = evaluate(self._request(record, bound), history, policy, now)
         if not verdict.allowed:
             return self._refuse(record, verdict.gate or "?", verdict.reason, verdict.escalate)
         # Reading facts and planning take seconds (a hung service answers slowly): they
@@ -649,6 +666,11 @@ class Executor:
         try:
             facts = bound.facts()
             plan = bound.plan(facts)
+        except RefusedError as exc:
+            # The plan itself refuses (a fleet would fall below its healthy share): a
+            # gate's verdict on what the facts show, escalated for a human to look.
+            self._refuse(record, exc.gate, exc.reason, escalate=True)
+            return None
         except AutofixError as exc:
             self.audit.append(
                 record.id,
@@ -844,6 +866,8 @@ class Executor:
     def _verify_after_crash(self, record: FixRecord, policy: Policy) -> Check:
         try:
             bound = self._bind(record, policy)
+            if not bound.reverify_after_crash:
+                return Check(False, f"{record.action} is not re-read after a crash: see its plan")
             return bound.verify(record.facts or {}, bound.facts())
         except (AutofixError, KeyError, TypeError) as exc:
             return Check(False, f"cannot verify: {exc}")

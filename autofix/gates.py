@@ -220,6 +220,9 @@ class Request:
     group_members: tuple[str, ...] = ()
     downtime: bool = False
     cause: str | None = None
+    #: A fleet action (ansible.playbook): hosts changed at once, and hosts in its group.
+    hosts: int = 1
+    fleet: int = 0
 
 
 @dataclass(frozen=True)
@@ -423,6 +426,15 @@ def check_flapping(
 def check_blast_radius(
     req: Request, history: Sequence[PastFix], policy: Policy, now: datetime
 ) -> Verdict | None:
+    if req.fleet > 1:
+        # Blast radius counts hosts: the largest batch against the group's hosts.
+        most = max(1, int(policy.blast_radius * req.fleet))
+        if req.hosts > most:
+            return _refuse(
+                "blast_radius",
+                f"a batch of {req.hosts} of {req.fleet} hosts in {req.target!r} at once "
+                f"(max {most} at blast_radius {policy.blast_radius:g})",
+            )
     members = set(req.group_members)
     if req.group is None or len(members) < 2:
         return None

@@ -335,6 +335,85 @@ class CommandTarget(_Target):
         return value
 
 
+#: An Ansible inventory host name: no pattern characters (``,`` ``:`` ``*`` ``!`` ``&``
+#: ``~``), so a name can never widen a ``--limit``.
+HOST_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+_SERIAL = r"^(100|[1-9][0-9]?)%$"
+Scalar = str | int | float | bool
+
+
+def _default_serial() -> list[int | str]:
+    return [1, "25%"]  # a canary host, then a quarter of the group at a time
+
+
+class AnsibleTarget(_Target):
+    """A group of hosts changed by an Ansible playbook (``ansible.playbook``).
+
+    The inventory is written from ``hosts`` and nothing else: alert and metric labels
+    pick at most a subset of these hosts (``host_label``), never one outside them.
+    """
+
+    kind: Literal["ansible"]
+    playbook: Path = Field(description="Playbook that makes the change (run by ansible-runner).")
+    rollback_playbook: Path | None = Field(
+        None, description="Playbook that undoes it, run on the hosts the change ran on."
+    )
+    verify_playbook: Path | None = Field(
+        None,
+        description="Read-only playbook run after the change; every host must pass. Unset: "
+        "the change's own per-host results are the post-check.",
+    )
+    hosts: dict[Annotated[str, Field(pattern=HOST_PATTERN)], dict[str, Scalar]] = Field(
+        min_length=1,
+        description="The group: inventory host name -> host variables (ansible_host, "
+        "ansible_user, ansible_port …).",
+    )
+    vars: dict[str, Scalar] = Field(
+        default_factory=dict, description="Group variables written into the inventory."
+    )
+    params: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")], str] = Field(
+        default_factory=dict,
+        description="Extra variables a fix may set -> regular expression the value must "
+        "fully match (template delimiters are refused whatever the expression).",
+    )
+    serial: list[Annotated[int, Field(ge=1)] | Annotated[str, Field(pattern=_SERIAL)]] = Field(
+        default_factory=_default_serial,
+        min_length=1,
+        description="Batches as Ansible's serial: a host count or a percentage each; the "
+        "first batch is the canary, the last size repeats until every host is done.",
+    )
+    max_fail_percentage: float = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Stop the rollout when more than this share of a batch fails (the "
+        "canary batch stops on any failure).",
+    )
+    min_healthy: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of the group that must stay healthy (reachable, not in the "
+        "batch being changed) at every moment of the rollout.",
+    )
+    check_mode: bool = Field(
+        True,
+        description="Plan with --check --diff (the dry run); set false for a playbook "
+        "that does not support check mode (the plan is then the host batches only).",
+    )
+    host_label: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        description="Label of the triggering series or alert (e.g. instance) naming the "
+        "one host to change; a value that names no host of the group refuses the fix.",
+    )
+    config: Path | None = Field(None, description="ansible.cfg for the runs (ANSIBLE_CONFIG).")
+    forks: int = Field(10, ge=1, le=500, description="Hosts changed in parallel in a batch.")
+    timeout: DurationField = Field(
+        timedelta(minutes=30), description="Kill one ansible-playbook run after this."
+    )
+
+
 Target = Annotated[
     HttpTarget
     | TcpTarget
@@ -346,7 +425,8 @@ Target = Annotated[
     | SystemdTarget
     | RedisTarget
     | EndpointTarget
-    | CommandTarget,
+    | CommandTarget
+    | AnsibleTarget,
     Field(discriminator="kind"),
 ]
 TARGET_KINDS = {
@@ -361,4 +441,5 @@ TARGET_KINDS = {
     "redis",
     "endpoint",
     "command",
+    "ansible",
 }

@@ -264,3 +264,17 @@ def test_expired_approval_never_executes(
         assert now < T0 + ttl
         assert any(r.verdict == "approved" and r.ts <= T0 + ttl for r in records)
         assert not any(r.verdict == "rejected" and r.ts <= T0 + ttl for r in records)
+
+
+def test_blast_radius_counts_the_hosts_of_a_fleet_action() -> None:
+    """ansible.playbook: one fix changing 2 of 3 hosts at once is 2 hosts, not 1 fix."""
+    now = datetime(2026, 1, 1, 12)
+    wide = Request("ansible.playbook", "web", hosts=2, fleet=3)
+    verdict = evaluate(wide, [], Policy(blast_radius=0.34), now)
+    assert (verdict.allowed, verdict.gate) == (False, "blast_radius")
+    assert "batch of 2 of 3 hosts" in verdict.reason
+    assert evaluate(replace(wide, hosts=1), [], Policy(blast_radius=0.34), now).allowed
+    assert evaluate(wide, [], Policy(blast_radius=0.67), now).allowed
+    tenth = Request("ansible.playbook", "web", hosts=100, fleet=1000)
+    assert evaluate(tenth, [], Policy(blast_radius=0.1), now).allowed
+    assert not evaluate(replace(tenth, hosts=101), [], Policy(blast_radius=0.1), now).allowed

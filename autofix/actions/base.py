@@ -123,6 +123,9 @@ class Context:
     #: Timeout of one health probe in facts (AUTOFIX_PROBE_TIMEOUT): a hung service must
     #: not hold a fix for the whole action timeout.
     probe_timeout: float = 5.0
+    #: Labels of the series or alert that triggered the fix (untrusted text): an action
+    #: may use them only to pick among what its target declares (ansible ``host_label``).
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     def http(self, timeout: float | None = None) -> httpx.Client:
         """An HTTP client on the injected transport (close it: ``with ctx.http() as c``)."""
@@ -149,6 +152,9 @@ class Action(Generic[P, T]):
     idempotent: ClassVar[bool] = True
     rolls_back: ClassVar[bool] = False
     downtime: ClassVar[bool] = False
+    #: Whether facts can be re-read to verify a fix a crash interrupted. A fleet rollout's
+    #: facts are a whole check-mode run: at start-up it is escalated instead.
+    reverify_after_crash: ClassVar[bool] = True
 
     def __init__(self, target: T, params: P, ctx: Context) -> None:
         self.target = target
@@ -230,6 +236,11 @@ class Action(Generic[P, T]):
 
     def rollback(self, undo: Mapping[str, Any]) -> str:
         raise ActionError(f"{self.name} cannot roll back")
+
+    def footprint(self) -> tuple[int, int] | None:
+        """Hosts changed at once and hosts in the group, for an action that changes many
+        hosts (blast radius counts hosts); None: one target, counted as one."""
+        return None
 
 
 def kind_names(models: Sequence[type[Any]]) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from autofix.actions import command, files, http, postgres, process, redis, service
+from autofix.actions import ansible, command, files, http, postgres, process, redis, service
 from autofix.actions.base import Action
 from autofix.errors import InputError
 
@@ -31,6 +31,7 @@ ACTIONS: Mapping[str, ActionType] = {
         files.CleanTemp,
         http.HttpCall,
         command.RunCommand,
+        ansible.Playbook,
     )
 }
 

@@ -70,7 +70,17 @@ def create_app(
     heartbeat, exported on ``/metrics``. ``clock`` returns naive UTC (default: the
     service's clock).
     """
-    from autofix.api import alerts, control, dashboard, docs, fixes, metrics, operations, routes
+    from autofix.api import (
+        alerts,
+        control,
+        dashboard,
+        docs,
+        fixes,
+        metrics,
+        operations,
+        remote_write,
+        routes,
+    )
     from autofix.api.auth import Tokens
     from autofix.api.context import ApiContext
     from autofix.api.limits import BodyLimit
@@ -108,6 +118,7 @@ def create_app(
     app.include_router(operations.router)
     app.include_router(control.router)
     app.include_router(alerts.router)
+    app.include_router(remote_write.router)
     app.include_router(dashboard.router)  # GET / and its assets
     app.include_router(docs.router)  # GET /docs: Swagger UI shipped in the package
     if not len(ctx.tokens):

@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from autofix.api.auth import Tokens
+from autofix.collect.remote_write import encode_write_request
 from tests.api.world import (
     OPERATOR,
     VIEWER,
@@ -60,6 +61,11 @@ def _operations(client: httpx.Client, world: World) -> list[tuple[str, str, dict
                 kwargs["json"] = webhook(alert("DiskFilling", target="logs-b"))
             elif path == "/api/v1/fixes" and method == "post":
                 kwargs["json"] = {"action": "files.clean_temp", "target": "logs-a"}
+            elif path == "/api/v1/write":  # Prometheus remote_write: a snappy protobuf body
+                kwargs["content"] = encode_write_request(
+                    [({"__name__": "up", "instance": "rw:9100"}, [(1_700_000_000_000, 1.0)])]
+                )
+                kwargs["headers"] = _PROTOBUF
             elif path == "/api/v1/pause" and method == "post":
                 kwargs["json"] = {"reason": "deploy"}
             elif path == "/api/v1/silences" and method == "post":
@@ -72,13 +78,21 @@ def _operations(client: httpx.Client, world: World) -> list[tuple[str, str, dict
     return out
 
 
+_PROTOBUF = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
+
+
+def _send(client: httpx.Client, method: str, url: str, token: dict[str, str], **kw: Any) -> Any:
+    """A request with the token's headers over the operation's own (a body's type)."""
+    return client.request(method, url, headers={**kw.pop("headers", {}), **token}, **kw)
+
+
 def test_auth_matrix(calm: tuple[World, httpx.Client]) -> None:
     """No or a bad token: 401 everywhere; a viewer reads but never acts (403, no write)."""
     world, client = calm
     before = world.counts()
     wrong: list[tuple[str, str, str, int]] = []
     operations = _operations(client, world)
-    assert len(operations) == 24
+    assert len(operations) == 25
     for method, url, kwargs in operations:
         mutating = method != "GET"
         cases = {
@@ -90,7 +104,7 @@ def test_auth_matrix(calm: tuple[World, httpx.Client]) -> None:
             "viewer": (auth(VIEWER), 403 if mutating else 200),
         }
         for case, (headers, expected) in cases.items():
-            response = client.request(method, url, headers=headers, **kwargs)
+            response = _send(client, method, url, headers, **kwargs)
             if response.status_code != expected:
                 wrong.append((case, method, url, response.status_code))
             if expected == 401:
@@ -100,7 +114,7 @@ def test_auth_matrix(calm: tuple[World, httpx.Client]) -> None:
     assert world.counts() == before
     for method, url, kwargs in operations:
         if method == "GET":
-            response = client.request(method, url, headers=auth(OPERATOR), **kwargs)
+            response = _send(client, method, url, auth(OPERATOR), **kwargs)
             if response.status_code != 200:
                 wrong.append(("operator", method, url, response.status_code))
     assert wrong == []
