@@ -35,7 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/forecast.py
 	$(BIN)/python benchmarks/train.py
-	$(BIN)/python benchmarks/fleet.py
+	$(BIN)/python benchmarks/scenarios.py
 	$(BIN)/python benchmarks/anomaly.py
 	$(BIN)/python benchmarks/nab.py
 	$(BIN)/python benchmarks/executor.py

@@ -324,7 +324,7 @@ def test_fleet_shape_and_determinism() -> None:
 
 
 def test_fleet_of_two_weeks_has_every_sample_of_every_series() -> None:
-    # Its speed (10,000 series x 14 days) is measured by benchmarks/fleet.py.
+    # Its speed (10,000 series x 14 days) is measured by benchmarks/scenarios.py.
     fleet = generate_fleet(12, days=14.0)
     per_series = fleet.groupby(["host", "metric", "labels"], observed=True)["timestamp"]
     assert per_series.size().tolist() == [4032] * 12

@@ -1,12 +1,12 @@
-"""Fleet generator benchmark: time to draw N series x 14 days at 5 minutes in memory.
+"""Scenario generator benchmark: time to draw N series x 14 days at 5 minutes in memory.
 
-    .venv/bin/python benchmarks/fleet.py [--sizes 500,10000] [--runs 3]
+    .venv/bin/python benchmarks/scenarios.py [--sizes 500,10000] [--runs 3]
 
 ``generate_fleet`` feeds the forecast benchmark's speed section and the 10,000-series
 figure of issue 15, so it must stay a small part of it. Target: 10,000 series x 14 days
 (40 M rows) well under a minute (the forecast benchmark's whole budget is 60 s); 500
 series, the size a test would draw, under 3 s. The best of ``--runs`` draws, and the
-rows per second, per size. Writes benchmarks/results/fleet.json and prints a table.
+rows per second, per size. Writes benchmarks/results/scenarios.json and prints a table.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from rich.table import Table
 
 from autofix.data.scenarios import generate_fleet
 
-OUT = Path(__file__).parent / "results" / "fleet.json"
+OUT = Path(__file__).parent / "results" / "scenarios.json"
 TARGETS_S = {500: 3.0, 10000: 60.0}
 
 
