@@ -128,7 +128,7 @@ class Settings(BaseSettings):
         description="How long a writer waits for another process to release the store.",
     )
     import_chunk_rows: int = Field(
-        1_000_000, gt=0, description="Rows per batch when importing a CSV or Parquet file."
+        250_000, gt=0, description="Rows per batch when importing a CSV or Parquet file."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Level of autofix's own log lines."
