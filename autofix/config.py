@@ -252,6 +252,43 @@ class Settings(BaseSettings):
     report_dir: Path = Field(
         Path("data/reports"), description="Where the report job writes the HTML report and charts."
     )
+    # -- fleet scale: model work on Dask (autofix.compute)
+    dask_scheduler: str | None = Field(
+        None,
+        pattern=r"^(tcp|tls|inproc|ucx)://\S+$",
+        description="Dask scheduler (e.g. `tcp://dask:8786`) that forecasting, anomaly "
+        "scoring and backtests fan out to; unset: in process for small stores, a "
+        "LocalCluster for large ones.",
+    )
+    compute_dir: Path = Field(
+        Path("data/compute"),
+        description="Where a run's partitioned Parquet exports go for the workers to read "
+        "(with a remote Dask cluster: a directory every worker can read, at the same path).",
+    )
+    compute_partition_series: int = Field(
+        5000,
+        ge=1,
+        description="Series per partition of model work: a task's memory grows with this, "
+        "not with the fleet.",
+    )
+    compute_local_series: int = Field(
+        20_000,
+        ge=1,
+        description="With no AUTOFIX_DASK_SCHEDULER, a job over at least this many series "
+        "runs on a LocalCluster of this machine (else in process, or in the service's pool).",
+    )
+    compute_workers: int = Field(
+        2,
+        ge=1,
+        le=256,
+        description="Worker processes of the LocalCluster and of the process pool `autofix "
+        "serve` runs model work in.",
+    )
+    compute_worker_memory: str = Field(
+        "2GB",
+        pattern=r"^\d+(\.\d+)?\s*(B|kB|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="Memory limit of one LocalCluster worker (Dask restarts a worker past it).",
+    )
     kpi_manual_mttr: Duration = Field(
         timedelta(minutes=30),
         description="Mean time to recover by hand before autofix: the baseline the MTTR "

@@ -35,6 +35,7 @@ import pandas as pd
 
 from autofix.actions.base import Runner, run_argv
 from autofix.collect.base import parse_labels
+from autofix.compute import Compute
 from autofix.conditions import rule_condition
 from autofix.config import Settings
 from autofix.depends import TargetStates, inhibitor
@@ -109,8 +110,12 @@ class Service:
         http_transport: httpx.BaseTransport | None = None,
         notifier: Any | None = None,
         scenarios: str = "data/samples",
+        compute: Compute | None = None,
     ) -> None:
         self.settings = settings
+        #: Where model work runs (``autofix.compute``): ``autofix serve`` passes one that
+        #: offloads, so no fit ever runs on the API's interpreter.
+        self.compute = compute if compute is not None else Compute.from_settings(settings)
         self.pipeline = pipeline
         self.store = store
         self.clock = clock
@@ -224,6 +229,7 @@ class Service:
             self.failures[f"{name}_skipped"] += 1
 
     def close(self) -> None:
+        self.compute.close()
         if self._collectors is not None:
             from autofix.collect.registry import close_collectors
 
@@ -266,21 +272,25 @@ class Service:
             model_version=version,
             now=now,
             lookback=self.settings.predict_lookback,
+            compute=self.compute,
         )
         return run.written
 
     def score_anomalies(self, now: datetime) -> pd.DataFrame:
         """Score the latency series causally; store the new points' scores; return recent."""
-        history = self.store.query(
-            f"""SELECT s.series_id, s.host, s.metric, s.labels, x.ts, x.value
-                FROM samples x JOIN series s USING (series_id)
-                WHERE suffix(s.metric, '{LATENCY_SUFFIX}') AND x.ts > ? AND x.ts <= ?
-                ORDER BY s.series_id, x.ts""",
-            [now - SCORE_LOOKBACK, now],
+        from autofix.predict import score_store
+
+        history = score_store(
+            self.store,
+            RobustScorer(),
+            model_name=_SCORER,
+            now=now,
+            lookback=SCORE_LOOKBACK,
+            suffix=LATENCY_SUFFIX,
+            compute=self.compute,
         )
         if history.empty:
-            return history.assign(score=pd.Series(dtype="float64"))
-        history["score"] = RobustScorer().fit_score(history[["series_id", "ts", "value"]])
+            return history
         done = self.store.query(
             "SELECT series_id, max(ts) AS until FROM anomaly_scores GROUP BY series_id"
         ).set_index("series_id")["until"]
@@ -289,7 +299,7 @@ class Service:
         if not new.empty:
             rows = new[["series_id", "ts", "value", "score"]].copy()
             rows.insert(0, "made_at", now)
-            rows["model"] = _SCORER
+            rows["model"] = new["model"]  # the fallback's name where a partition needed it
             self.store.append("anomaly_scores", rows)
         return history
 
@@ -713,7 +723,14 @@ class Service:
 
         from autofix.training import train_and_register
 
-        result = train_and_register(self.settings.models_dir, Path(self.scenarios))
+        models, scenarios = self.settings.models_dir, Path(self.scenarios)
+        if self.compute.scheduler:
+            # The backtest fans out to the Dask cluster from here (its partitions are the
+            # heavy part); logging the run to MLflow stays with the models directory.
+            result = train_and_register(models, scenarios, compute=self.compute)
+        else:
+            # The whole run in a pool process (in `serve`): the API's interpreter stays free.
+            result = self.compute.call(train_and_register, models, scenarios)
         if result.promoted:
             self.model(refresh=True)
         return result.as_dict()

@@ -699,51 +699,75 @@ class MetricStore:
         ``capacity`` is the capacity in force at each bucket (a grown disk counts from
         the time it was grown).
         """
-        end = _utc_naive(end) if end else datetime(9999, 12, 31)
-        seconds = int(step.total_seconds())
-        span = int(lookback.total_seconds())
-        ids = "" if series_ids is None else "AND series_id IN (SELECT unnest(?::BIGINT[]))"
-        params: list[Any] = [end] if series_ids is None else [end, [int(i) for i in series_ids]]
-        frame = self.query(
-            f"""WITH raw AS (
-                    SELECT series_id, ts, value FROM samples WHERE ts <= ? {ids}),
-                 old AS (
-                    SELECT series_id, bucket AS ts, max AS value FROM samples_5m
-                    WHERE bucket <= ? {ids}
-                      AND bucket < coalesce(
-                          (SELECT min(x.ts) FROM samples x
-                           WHERE x.series_id = samples_5m.series_id),
-                          TIMESTAMP '9999-12-31')),
-                 everything AS (SELECT * FROM raw UNION ALL SELECT * FROM old),
-                 lasts AS (SELECT series_id, max(ts) AS last FROM everything GROUP BY ALL)
-               SELECT e.series_id, time_bucket(INTERVAL '{seconds} seconds', e.ts) AS ts,
-                      max(e.value) AS value, any_value(s.capacity) AS capacity
-               FROM everything e JOIN lasts l USING (series_id) JOIN series s USING (series_id)
-               WHERE s.capacity IS NOT NULL AND e.ts >= l.last - INTERVAL '{span} seconds'
-               GROUP BY ALL ORDER BY 1, 2""",
-            params + params,
-        )
-        # Capacity changes are rare: patch the few series that had one (an ASOF join over
-        # every bucket costs ten times the whole query).
-        changes = self.query(
+        sql, params = _fill_sql(lookback, end, step, series_ids)
+        frame = self.query(f"{sql} ORDER BY 1, 2", params)
+        return patch_capacity(frame, self.capacity_changes())
+
+    def capacity_changes(self) -> pd.DataFrame:
+        """``series_id, ts, capacity`` of the series whose capacity ever changed."""
+        return self.query(
             "SELECT series_id, ts, capacity FROM series_capacity WHERE series_id IN "
             "(SELECT series_id FROM series_capacity GROUP BY 1 HAVING count(*) > 1) "
             "ORDER BY series_id, ts"
         )
-        if not changes.empty and not frame.empty:
-            capacity = frame["capacity"].to_numpy(copy=True)
-            sid = frame["series_id"].to_numpy()
-            ts = frame["ts"].to_numpy("datetime64[ns]")
-            for series_id, rows in changes.groupby("series_id"):
-                mine = np.flatnonzero(sid == series_id)
-                if not len(mine):
-                    continue
-                starts = rows["ts"].to_numpy("datetime64[ns]")
-                pos = np.searchsorted(starts, ts[mine], side="right") - 1
-                values = rows["capacity"].to_numpy()
-                capacity[mine] = np.where(pos >= 0, values[np.maximum(pos, 0)], values[0])
-            frame["capacity"] = capacity
-        return frame
+
+    def export_partitions(
+        self,
+        directory: Path,
+        sql: str,
+        params: Sequence[Any],
+        partitions: int,
+    ) -> list[Path]:
+        """Write the rows of ``sql`` as Parquet files, one per series partition.
+
+        Rows go to partition ``series_id % partitions`` (``directory/part=N/*.parquet``),
+        so a worker reads one partition's file and never the DuckDB file. The export
+        runs on a cursor of its own: other threads go on reading and writing meanwhile.
+        Returns the partition directories that have rows, in partition order.
+        """
+        directory.mkdir(parents=True, exist_ok=True)
+        with self._write_lock:
+            cursor = self._con.cursor()
+        try:
+            cursor.execute(
+                f"""COPY (SELECT *, series_id % {int(partitions)} AS part FROM ({sql}))
+                    TO {_sql_string(directory)}
+                    (FORMAT parquet, PARTITION_BY (part), COMPRESSION zstd,
+                     OVERWRITE_OR_IGNORE true)""",
+                list(params),
+            ).fetchall()
+        except duckdb.Error as exc:
+            raise StoreError(f"{self.path}: export to {directory} failed: {one_line(exc)}") from exc
+        except OSError as exc:
+            raise StoreError(f"{directory}: export failed: {exc.strerror or exc}") from exc
+        finally:
+            cursor.close()
+        found = [p for p in directory.glob("part=*") if p.is_dir()]
+        return sorted(found, key=lambda p: int(p.name.split("=", 1)[1]))
+
+    def export_fill_history(
+        self,
+        directory: Path,
+        partitions: int,
+        lookback: timedelta,
+        end: datetime | None = None,
+        step: timedelta = ROLLUP_STEP,
+        series_ids: Sequence[int] | None = None,
+        down_ids: Sequence[int] = (),
+    ) -> list[Path]:
+        """``fill_history`` as partitioned Parquet (``export_partitions``), capacity unpatched.
+
+        Rows carry ``down`` (the series counts what is left: ``down_ids``); apply
+        ``patch_capacity`` with ``capacity_changes()`` to each partition after reading it.
+        """
+        sql, params = _fill_sql(lookback, end, step, series_ids)
+        down = "series_id IN (SELECT unnest(?::BIGINT[]))"
+        return self.export_partitions(
+            directory,
+            f"SELECT *, {down} AS down FROM ({sql})",
+            [[int(i) for i in down_ids], *params],
+            partitions,
+        )
 
     def write_predictions(self, frame: pd.DataFrame, made_at: datetime) -> int:
         """Append a forecast frame (``FORECAST_COLUMNS`` + threshold, model_version)."""
@@ -941,6 +965,60 @@ def _sql_string(path: Path | str) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _fill_sql(
+    lookback: timedelta,
+    end: datetime | None,
+    step: timedelta,
+    series_ids: Sequence[int] | None,
+) -> tuple[str, list[Any]]:
+    """SQL and parameters of ``MetricStore.fill_history`` (without ORDER BY or patching)."""
+    until = _utc_naive(end) if end else datetime(9999, 12, 31)
+    seconds = int(step.total_seconds())
+    span = int(lookback.total_seconds())
+    ids = "" if series_ids is None else "AND series_id IN (SELECT unnest(?::BIGINT[]))"
+    params: list[Any] = [until] if series_ids is None else [until, [int(i) for i in series_ids]]
+    sql = f"""WITH raw AS (
+                SELECT series_id, ts, value FROM samples WHERE ts <= ? {ids}),
+             old AS (
+                SELECT series_id, bucket AS ts, max AS value FROM samples_5m
+                WHERE bucket <= ? {ids}
+                  AND bucket < coalesce(
+                      (SELECT min(x.ts) FROM samples x
+                       WHERE x.series_id = samples_5m.series_id),
+                      TIMESTAMP '9999-12-31')),
+             everything AS (SELECT * FROM raw UNION ALL SELECT * FROM old),
+             lasts AS (SELECT series_id, max(ts) AS last FROM everything GROUP BY ALL)
+           SELECT e.series_id, time_bucket(INTERVAL '{seconds} seconds', e.ts) AS ts,
+                  max(e.value) AS value, any_value(s.capacity) AS capacity
+           FROM everything e JOIN lasts l USING (series_id) JOIN series s USING (series_id)
+           WHERE s.capacity IS NOT NULL AND e.ts >= l.last - INTERVAL '{span} seconds'
+           GROUP BY ALL"""
+    return sql, params + params
+
+
+def patch_capacity(frame: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
+    """Set each bucket's capacity to the one in force then (``capacity_changes`` rows).
+
+    ``frame`` is ``fill_history``-shaped. Capacity changes are rare: only the few series
+    that had one are touched (an ASOF join over every bucket costs ten times the read).
+    """
+    if changes.empty or frame.empty:
+        return frame
+    capacity = frame["capacity"].to_numpy(dtype="float64", copy=True)
+    sid = frame["series_id"].to_numpy()
+    ts = frame["ts"].to_numpy("datetime64[ns]")
+    for series_id, rows in changes.groupby("series_id"):
+        mine = np.flatnonzero(sid == series_id)
+        if not len(mine):
+            continue
+        starts = rows["ts"].to_numpy("datetime64[ns]")
+        pos = np.searchsorted(starts, ts[mine], side="right") - 1
+        values = rows["capacity"].to_numpy()
+        capacity[mine] = np.where(pos >= 0, values[np.maximum(pos, 0)], values[0])
+    frame["capacity"] = capacity
+    return frame
 
 
 def _range_filter(

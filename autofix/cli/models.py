@@ -188,6 +188,7 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
     """Forecast every exhaustible series in the store with the champion; write predictions."""
+    from autofix.compute import Compute
     from autofix.predict import current_predictions, predict_store
 
     current = settings()
@@ -200,9 +201,15 @@ def predict(
     else:
         estimator, name, version = _champion_or_default(current.models_dir)
     now = datetime.now(UTC).replace(tzinfo=None)
-    with writer(current) as store:
+    with writer(current) as store, Compute.from_settings(current) as compute:
         run = predict_store(
-            store, estimator, model_name=name, model_version=version, now=now, lookback=span
+            store,
+            estimator,
+            model_name=name,
+            model_version=version,
+            now=now,
+            lookback=span,
+            compute=compute,
         )
         # Only series that still report are risks (stale history is left out, and an
         # ETA that has passed reads now).

@@ -44,12 +44,15 @@ def _notifier(current: Settings) -> Any | None:
 
 
 @contextmanager
-def _service(current: Settings) -> Iterator[Any]:
+def _service(current: Settings, *, offload: bool = False) -> Iterator[Any]:
+    from autofix.compute import Compute
     from autofix.jobs import Service
 
     pipeline = load_pipeline(current.pipeline)
     with writer(current) as store:
-        service = Service(current, pipeline, store, notifier=_notifier(current))
+        # serve: model work in worker processes, off the API's interpreter (issue 12).
+        compute = Compute.from_settings(current, offload=offload)
+        service = Service(current, pipeline, store, notifier=_notifier(current), compute=compute)
         try:
             yield service
         finally:
@@ -120,7 +123,7 @@ def serve(
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with _service(current) as service:
+        with _service(current, offload=True) as service:
             recovered = service.executor.recover()
             if recovered:
                 say(f"marked {len(recovered)} interrupted fix(es) from a previous run")
