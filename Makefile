@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/nab.py
 	$(BIN)/python benchmarks/executor.py
 	$(BIN)/python benchmarks/api.py
+	$(BIN)/python benchmarks/cli.py
 
 # JupyterLab on notebooks/ with this project's .venv (kernel "Python 3" is .venv's python).
 notebooks: $(STAMP)

@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     probe_timeout: Duration = Field(
         timedelta(seconds=2), description="Timeout of one HTTP, TCP or SQL probe."
     )
+    host_fs_include: str = Field(
+        "",
+        description="Filesystems the host collector watches beyond those backed by a "
+        "device: comma-separated types (`tmpfs`) and mountpoints (`/run/news`); without "
+        "them a tmpfs has no node_filesystem_* series for rules to watch.",
+    )
     raw_retention: Duration = Field(
         timedelta(days=14), description="How long raw samples are kept before only rollups remain."
     )
@@ -298,6 +304,12 @@ class Settings(BaseSettings):
         timedelta(days=7),
         description="How far ahead preventive maintenance is planned into windows.",
     )
+    maintenance_upgradable_cache: Duration = Field(
+        timedelta(hours=6),
+        description="How long the list of upgradable packages (`apt list --upgradable`, "
+        "seconds per run) is reused; it is read again sooner when apt's package lists or "
+        "dpkg's status change. 0 reads it every time.",
+    )
     notify_slack_url: str | None = Field(
         None, description="Slack incoming-webhook URL for escalations, approvals and reports."
     )
@@ -367,6 +379,18 @@ class Settings(BaseSettings):
     )
     api_max_body: int = Field(
         1_048_576, ge=1024, description="Largest request body in bytes the API accepts (413)."
+    )
+    # -- the CLI on another host: every command that uses the store goes to that service
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="Base URL of the API of an `autofix serve` on another host (e.g. "
+        "http://ops-1:8787): CLI commands that use the store are carried out there.",
+    )
+    token: SecretStr | None = Field(
+        None,
+        description="Bearer token the CLI sends to AUTOFIX_URL (an entry of that service's "
+        "AUTOFIX_API_TOKENS); a viewer token runs the reading commands only.",
     )
 
     @field_validator("api_tokens")
@@ -543,6 +567,50 @@ def shown(name: str, value: Any) -> Any:
         if "://" in value:
             return redact_url(value)
     return value
+
+
+def settings_problems(
+    config_file: Path | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[Settings | None, list[tuple[str, str, str]], Any]:
+    """Every problem of the settings at once, for ``autofix config check``.
+
+    Returns the settings (None when invalid), the problems as ``(where, setting, message)``
+    — ``where`` is ``environment`` or the TOML file — and the pipelines file the settings
+    name (as given, even when other settings are invalid).
+    """
+    import difflib
+
+    env = os.environ if environ is None else environ
+    try:
+        path = _config_file(env, config_file)
+        file_values = _read_toml(path) if path else {}
+    except ConfigError as exc:
+        return None, [(str(config_file or env.get(CONFIG_ENV, "")), "", str(exc))], None
+    env_values = {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in env.items()
+        if key.startswith(ENV_PREFIX) and key != CONFIG_ENV
+    }
+    problems: list[tuple[str, str, str]] = []
+    known = list(Settings.model_fields)
+    for where, values in (("environment", env_values), (str(path), file_values)):
+        for name in sorted(set(values) - set(known)):
+            close = difflib.get_close_matches(name, known, n=1)
+            spell = (lambda n: f"{ENV_PREFIX}{n.upper()}") if where == "environment" else str
+            hint = f" (did you mean {spell(close[0])}?)" if close else ""
+            problems.append((where, spell(name), f"unknown setting{hint}"))
+    merged = {k: v for k, v in {**file_values, **env_values}.items() if k in known}
+    pipeline = merged.get("pipeline", Settings.model_fields["pipeline"].default)
+    try:
+        found = Settings(_env_file=None, **merged) if environ is not None else Settings(**merged)
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]) or "?"
+            where = "environment" if name in env_values else str(path or "settings")
+            shown = f"{ENV_PREFIX}{name.upper()}" if where == "environment" else name
+            problems.append((where, shown, error["msg"].removeprefix("Value error, ")))
+        return None, problems, pipeline
+    return (None if problems else found), problems, found.pipeline
 
 
 def describe(settings: Settings, environ: Mapping[str, str] | None = None) -> list[SettingSource]:

@@ -10,6 +10,7 @@ never a traceback. Third-party errors are wrapped ``from exc`` where they happen
     │   └── RefusedError         a fix refused before anything ran (gate)  exit 2
     ├── StoreError               DuckDB failed underneath us               exit 1
     │   └── StoreLockedError     another process owns the store file       exit 1
+    ├── PausedError              autofix is paused: nothing is applied     exit 1
     ├── ActionError              an action could not apply/verify/undo     exit 1
     │   └── PartialApplyError    apply stopped midway; ``undo`` covers what
     │                            it did, and the executor rolls that back  exit 1
@@ -48,6 +49,10 @@ class RefusedError(InputError):
         super().__init__(reason)
         self.gate = gate
         self.reason = reason
+
+
+class PausedError(AutofixError):
+    """autofix is paused (``autofix pause``): an approval cannot run a fix until resumed."""
 
 
 class ActionError(AutofixError):

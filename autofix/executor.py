@@ -35,7 +35,14 @@ from autofix.actions.files import purge_quarantine
 from autofix.actions.registry import ACTIONS, ActionType, get_action
 from autofix.audit import AuditLog, FixRecord
 from autofix.config import Settings, format_duration
-from autofix.errors import ActionError, AutofixError, InputError, PartialApplyError, RefusedError
+from autofix.errors import (
+    ActionError,
+    AutofixError,
+    InputError,
+    PartialApplyError,
+    PausedError,
+    RefusedError,
+)
 from autofix.gates import (
     PastFix,
     Policy,
@@ -46,6 +53,7 @@ from autofix.gates import (
     evaluate,
     resolve_policy,
 )
+from autofix.pause import current as pause_state
 from autofix.pipeline import GateOverrides, Pipeline
 from autofix.policy import Candidate, Decision
 from autofix.store import MetricStore
@@ -297,8 +305,15 @@ class Executor:
             return self._get(fix_id)
         facts, steps = planned
         plan = [s.as_dict() for s in steps]
-        if dry_run or policy.dry_run or policy.mode == "shadow":
-            why = "dry run" if (dry_run or policy.dry_run) else "shadow mode"
+        # The global pause (autofix.pause) holds every fix, an operator's too: planned only.
+        held = pause_state(self.audit.store, self.clock())
+        if dry_run or policy.dry_run or policy.mode == "shadow" or held is not None:
+            if dry_run or policy.dry_run:
+                why = "dry run"
+            elif policy.mode == "shadow" or held is None:
+                why = "shadow mode"
+            else:
+                why = held.describe()
             self.audit.append(
                 fix_id,
                 "planned",
@@ -363,6 +378,12 @@ class Executor:
 
     def approve(self, fix_id: int, actor: str) -> FixRecord:
         """Approve a pending fix and run it now, unless its approval window has ended."""
+        held = pause_state(self.audit.store, self.clock())
+        if held is not None:  # nothing recorded: the fix stays pending, approvable later
+            raise PausedError(
+                f"autofix is {held.describe()}; fix {fix_id} stays pending until its approval "
+                "expires: `autofix resume`, then approve it"
+            )
         with self._lock:
             gated = self._approve_and_gate(fix_id, actor)
         if isinstance(gated, FixRecord):

@@ -43,6 +43,7 @@ from autofix.errors import AutofixError
 from autofix.executor import Executor
 from autofix.gates import resolve_policy
 from autofix.health import HealthResult
+from autofix.holds import Holds
 from autofix.logs import context as log_context
 from autofix.models.anomaly import RobustScorer
 from autofix.pipeline import JOB_NAMES, AlertWhen, BaselineWhen, Pipeline, Rule
@@ -137,6 +138,8 @@ class Service:
         self.last_run: dict[str, JobRun] = {}
         self._collectors: list[Any] | None = None
         self._model: tuple[Any, str, str] | None = None
+        #: The pause and silences in force (``autofix.holds``): consulted before acting.
+        self.holds = Holds(store, settings.hostname)
         self._healer = SelfHealer(self)
         self._recent = self._load_recent()
         #: The latest health results of this process, and when they were taken.
@@ -159,6 +162,9 @@ class Service:
         }
         self._lock = threading.Lock()
         self._notify_lock = threading.Lock()
+        # One run of a job at a time: a scheduled run and one a client asked for (`autofix
+        # run JOB` carried out by this service, POST /api/v1/jobs/JOB/run) take turns.
+        self._job_locks = {name: threading.Lock() for name in JOB_NAMES}
         self.jobs: dict[str, Callable[[], dict[str, Any]]] = {
             "collect": self.collect,
             "remediate": self.remediate,
@@ -176,7 +182,7 @@ class Service:
 
     def run_job(self, name: str) -> JobRun:
         """Run one job now; record it in ``job_runs``; never raises for a failing job."""
-        with log_context(job=name):  # every line logged while the job runs says which
+        with self._job_locks[name], log_context(job=name):  # every log line says which job
             return self._run_job(name)
 
     def _run_job(self, name: str) -> JobRun:
@@ -335,11 +341,13 @@ class Service:
         decisions = [rd for rd in decisions if rd.key not in self._quiet]
         target_states = self.target_states(now)
         runnable: list[RuleDecision] = []
-        inhibited = 0
+        inhibited = held = 0
         for rd in decisions:
             rd = dataclasses.replace(rd, mode=self.effective_mode(rd.decision, rd.mode))
             if self._inhibit(rd, target_states, now):
                 inhibited += 1
+            elif self.holds.hold(rd, now, self.record_decision):
+                held += 1  # a silence or the pause: recorded once per hold, not acted on
             else:
                 runnable.append(rd)
         states: Counter[str] = Counter()
@@ -353,6 +361,7 @@ class Service:
             "scored_points": len(scores),
             "decisions": len(decisions),
             "inhibited": inhibited,
+            "held": held,
             "fixes": dict(states),
             "outcomes_scored": scored,
             "fixes_judged": judged,
@@ -606,6 +615,14 @@ class Service:
             if verdict.decision is not None:
                 rd = verdict.decision
                 rd = dataclasses.replace(rd, mode=self.effective_mode(rd.decision, rd.mode))
+                hold = self.holds.hold(
+                    rd, now, lambda held, at: self.record_decision(held, at, source="alert")
+                )
+                if hold is not None:  # silenced or paused: recorded (once), not acted on
+                    entry.update(decision_id=rd.decision.id, mode=hold.mode, target=rd.target)
+                    entry["reason"] = f"{verdict.reason}; {hold.reason}"
+                    out.append(entry)
+                    continue
                 records = self._act(rd, now, source="alert", requested_by=actor)
                 entry.update(decision_id=rd.decision.id, mode=rd.mode, target=rd.target)
                 entry["fixes"] = [r.as_dict() for r in records]
@@ -748,7 +765,8 @@ class Service:
             runner=self.runner,
         )
         planned = planner.plan_and_record(now)
-        executed = planner.execute_due(now)
+        # While paused, due tasks wait (their window may pass: they are then `missed`).
+        executed = [] if self.holds.paused(now) else planner.execute_due(now)
         upgradable = self._record_upgradable(now)
         return {"planned": len(planned), "executed": len(executed), "upgradable": upgradable}
 

@@ -27,6 +27,7 @@ from pydantic import (
 from autofix._yaml import load_yaml
 from autofix.actions.registry import ACTIONS
 from autofix.errors import ConfigError
+from autofix.jobnames import JOB_NAMES
 from autofix.targets import (
     ACTION_PATTERN,
     NAME_PATTERN,
@@ -83,17 +84,7 @@ __all__ = [
 
 # -- jobs --------------------------------------------------------------------------------
 
-JOB_NAMES = (
-    "collect",
-    "remediate",
-    "health",
-    "train",
-    "maintenance",
-    "report",
-    "retention",
-    "kpi",
-    "snapshot",
-)
+# JOB_NAMES lives in autofix.jobnames (imported above): the CLI lists it without pydantic.
 JobName = Literal[
     "collect",
     "remediate",

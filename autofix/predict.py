@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from autofix.collect.base import EXHAUSTIBLE_METRICS
 from autofix.compute import Compute, Progress
 from autofix.compute.tasks import forecast_partition, score_partition
 from autofix.models.anomaly import make_scorer
@@ -177,7 +178,9 @@ def predict_store(
     """
     catalog = store.query("SELECT series_id, metric FROM series WHERE capacity IS NOT NULL")
     metrics = catalog.set_index("series_id")["metric"]
-    metrics = metrics[metrics.map(is_exhaustible).astype(bool)]
+    metrics = metrics[
+        metrics.map(lambda m: is_exhaustible(m) or m in EXHAUSTIBLE_METRICS).astype(bool)
+    ]
     fresh = freshness(store, now, lookback, metrics.index.tolist()) if len(metrics) else None
     metrics = metrics[metrics.index.isin([] if fresh is None else fresh["series_id"])]
     if not len(metrics):

@@ -205,6 +205,29 @@ MIGRATIONS: dict[int, Sequence[str]] = {
             reason VARCHAR NOT NULL
         )""",
     ),
+    # Run-time holds (autofix.pause, autofix.silences): the global pause as append-only
+    # pause/resume records (the newest wins), and Alertmanager-like silences.
+    7: (
+        """CREATE TABLE pause_events (
+            ts TIMESTAMP NOT NULL,
+            paused BOOLEAN NOT NULL,
+            until TIMESTAMP,
+            reason VARCHAR NOT NULL,
+            actor VARCHAR NOT NULL
+        )""",
+        "CREATE SEQUENCE silence_id_seq START 1",
+        """CREATE TABLE silences (
+            silence_id BIGINT PRIMARY KEY,
+            created_at TIMESTAMP NOT NULL,
+            starts_at TIMESTAMP NOT NULL,
+            ends_at TIMESTAMP NOT NULL,
+            matchers VARCHAR NOT NULL,
+            creator VARCHAR NOT NULL,
+            comment VARCHAR NOT NULL,
+            expired_at TIMESTAMP,
+            expired_by VARCHAR
+        )""",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -229,6 +252,8 @@ SNAPSHOT_TABLES: tuple[tuple[str, str], ...] = (
     ("maintenance_events", "task_id, ts"),
     ("anomaly_scores", "series_id, ts"),
     ("kpi_snapshots", "ts"),
+    ("pause_events", "ts"),
+    ("silences", "silence_id"),
 )
 # Tables the service appends whole frames to (``MetricStore.append``).
 APPENDABLE = frozenset({"anomaly_scores", "kpi_snapshots", "job_runs"})

@@ -41,6 +41,7 @@ from autofix.depends import Inhibitor, TargetStates, inhibitor
 from autofix.errors import AutofixError
 from autofix.executor import Executor
 from autofix.health import HealthResult, check_all, check_target
+from autofix.holds import Holds
 from autofix.pipeline import Pipeline
 from autofix.policy import Candidate, Decision, RuleDecision, rule_gates
 from autofix.store import MetricStore
@@ -66,6 +67,7 @@ class Remediator(Protocol):
     clock: Callable[[], datetime]
     runner: Runner
     http_transport: httpx.BaseTransport | None
+    holds: Holds
 
     def effective_mode(self, decision: Decision, fallback: str) -> str: ...
 
@@ -83,6 +85,7 @@ class _Streak:
     acted: bool = False  # a fix ran, or waits for approval, in this outage
     escalated: bool = False  # a human was told about this outage
     inhibited_by: str | None = None  # the inhibitor last recorded
+    held_by: str | None = None  # the silence or pause this outage was last recorded under
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,22 @@ class SelfHealer:
         service, target, result, streak = self.service, plan.target, plan.result, plan.streak
         cause = result.cause or "error"
         reason = f"{target.name} unhealthy ({cause}) for {streak.failures} checks: {result.detail}"
+        # A silence on the target (or the pause, when there is a recovery to apply) holds
+        # it: recorded once per hold, nothing run or escalated; retried on every run, so
+        # the outage is recovered once the hold ends (``autofix.holds``).
+        facts = {"rule": f"recovery:{target.name}", "target": target.name}
+        hold = service.holds.check(
+            {**facts, "host": service.settings.hostname}, now, fixes=bool(plan.candidates)
+        )
+        if hold is not None:
+            if streak.held_by != hold.key:
+                streak.held_by = hold.key
+                why = f"{reason}; {hold.reason}"
+                self._record(
+                    target, result, streak, plan.candidates, why, now, mode=hold.mode, held=hold.key
+                )
+            return {"target": target.name, "fixes": [], "held": hold.kind}
+        streak.held_by = None
         if not plan.candidates:
             streak.escalated = True
             configured = target.recovery is not None
@@ -306,6 +325,7 @@ class SelfHealer:
         *,
         mode: str | None,
         inhibited: Inhibitor | None = None,
+        held: str | None = None,
     ) -> Decision:
         detected = streak.since or now
         decision = Decision(
@@ -317,6 +337,7 @@ class SelfHealer:
                 "health": result.detail,
                 "cause": result.cause,
                 **({"inhibited_by": inhibited.target} if inhibited is not None else {}),
+                **({"held_by": held} if held is not None else {}),
             },
         )
         if mode is None:
@@ -379,7 +400,8 @@ class SelfHealer:
         since = pd.Timestamp(rows["ts"].iloc[failed - 1]).to_pydatetime()
         decided = self.service.store.query(
             """SELECT count(*) AS n FROM decisions
-               WHERE subject = ? AND ts >= ? AND mode NOT IN ('inhibited')""",
+               WHERE subject = ? AND ts >= ? AND mode NOT IN ('inhibited')
+                 AND json_extract_string(inputs, '$.held_by') IS NULL""",
             [f"target:{target}", since],
         )
         acted = bool(decided["n"].iloc[0])

@@ -12,7 +12,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ByteSize,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 ACTION_PATTERN = r"^[a-z]+\.[a-z_]+$"
@@ -25,6 +33,8 @@ def _duration(value: object) -> timedelta:
 
 
 DurationField = Annotated[timedelta, BeforeValidator(_duration)]
+#: A size in bytes: a number, or with a unit (``512MiB``, ``2GB``).
+SizeField = Annotated[ByteSize, Field(gt=0)]
 
 
 class GateOverrides(BaseModel):
@@ -174,6 +184,11 @@ class ProcessTarget(_Target):
     pidfile: Path | None = None
     process_name: str | None = None
     cmdline: str | None = Field(None, description="Regular expression over the joined argv.")
+    memory_limit: SizeField | None = Field(
+        None,
+        description="Memory one process may use (e.g. 512MiB): the capacity of its "
+        "process_resident_memory_bytes. Unset: its memory cgroup's limit, else the host's RAM.",
+    )
 
     @model_validator(mode="after")
     def _one_matcher(self) -> ProcessTarget:
@@ -221,6 +236,12 @@ class SupervisorTarget(_Target):
         description="A health check failing this soon after a (re)start is the start "
         "still warming up (cause `planned`), not a fault.",
     )
+    memory_limit: SizeField | None = Field(
+        None,
+        description="Memory one process of the program may use (e.g. 512MiB): the capacity "
+        "of its process_resident_memory_bytes. Unset: its memory cgroup's limit, else the "
+        "host's RAM.",
+    )
 
 
 class SystemdTarget(_Target):
@@ -248,7 +269,20 @@ class RedisTarget(_Target):
     kind: Literal["redis"]
     url: str = Field(pattern=r"^rediss?://", description="redis://host:port/db")
     key_patterns: list[str] = Field(
-        default_factory=list, description="SCAN patterns that delete_keys may use (exact match)."
+        default_factory=list,
+        description="SCAN patterns that delete_keys may use (exact match); each is counted "
+        "as redis_keys_count{key=pattern}.",
+    )
+    memory_limit: SizeField | None = Field(
+        None,
+        description="Capacity of redis_memory_used_bytes when the server sets no maxmemory "
+        "(e.g. 2GiB). Unset: maxmemory, else the server host's RAM (total_system_memory).",
+    )
+    scan_max_keys: int = Field(
+        100_000,
+        ge=100,
+        description="Keys SCANned per pattern per collection for redis_keys_count; past it, "
+        "the count is extrapolated from the share of keys that matched.",
     )
 
 

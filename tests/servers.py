@@ -104,8 +104,13 @@ def _chown_tree(path: Path, owner: tuple[int, int] | None) -> None:
 
 
 @contextlib.contextmanager
-def postgres_server(startup_timeout: float = 30.0) -> Iterator[PostgresServer]:
+def postgres_server(
+    startup_timeout: float = 30.0, settings: dict[str, str] | None = None
+) -> Iterator[PostgresServer]:
     """initdb into a fresh temp dir, start postgres on a free loopback port, stop after.
+
+    ``settings`` are extra server settings (``-c name=value``), e.g. a small
+    ``max_connections``.
 
     The temp dir is made with ``tempfile.mkdtemp`` under the system temp dir (not
     pytest's tmp_path, whose parents are private to root and so closed to postgres).
@@ -171,6 +176,7 @@ def postgres_server(startup_timeout: float = 30.0) -> Iterator[PostgresServer]:
                         "full_page_writes=off",
                         "-c",
                         "synchronous_commit=off",
+                        *(a for k, v in (settings or {}).items() for a in ("-c", f"{k}={v}")),
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,

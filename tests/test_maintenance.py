@@ -17,13 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autofix.actions.base import CommandResult, run_argv
+from autofix.actions.base import CommandResult, NoOp, run_argv
 from autofix.collect.base import format_labels
 from autofix.config import Settings, load_settings
 from autofix.executor import Executor
 from autofix.gates import parse_windows
 from autofix.maintenance import (
     MIN_RUN_NOW,
+    ActionProbe,
     Maintenance,
     Need,
     PlannedTask,
@@ -32,6 +33,7 @@ from autofix.maintenance import (
     plan,
     window_occurrences,
 )
+from autofix.maintenance.apt import UpgradableCache
 from autofix.pipeline import Pipeline
 from autofix.store import MetricStore
 from tests.actions._util import eventually
@@ -614,6 +616,46 @@ def test_estimate_is_the_median_of_past_succeeded_fixes(env: Env) -> None:
     assert need.estimated_s == 4.0
 
 
+def test_fresh_fast_growing_logs_are_rotated(env: Env) -> None:
+    # An application that rotates its own log every hour and writes 2.5 GB/day: every
+    # file is younger than a day, so rotating "logs older than 1d" never finds one.
+    logs = env.tmp / "fast"
+    live = _old_file(logs / "app.log", 30_000, T0, age=timedelta(seconds=5))
+    hour_old = _old_file(logs / "app.log.1", 300_000, T0, age=timedelta(hours=1, minutes=10))
+    older = _old_file(logs / "app.log.2", 300_000, T0, age=timedelta(hours=2, minutes=10))
+    _growth(env.store, "applogs", logs, 2.5e9, T0 - timedelta(minutes=1))
+    target = {"name": "applogs", "kind": "logdir", "path": str(logs)}
+    maintenance = env.maintenance({"targets": [target]})
+    probe = ActionProbe(clock=lambda: T0)
+    _, default_plan = probe("files.rotate_logs", maintenance.pipeline.targets[0], {})
+    assert isinstance(default_plan, NoOp)  # the trap: 1d finds nothing to rotate
+    [task] = maintenance.plan_and_record(T0)
+    assert task["urgency"] == "high"  # 25x the limit: now, not in a window days away
+    assert task["params"] == {"compress_after": "1h", "pattern": "*.log*"}
+    [done] = maintenance.execute_due(T0)
+    assert done["state"] == "executed", done
+    assert live.exists()  # the log being written is never touched
+    assert not hour_old.exists()
+    assert not older.exists()
+    assert (logs / "app.log.1.gz").exists()
+    assert (logs / "app.log.2.gz").exists()
+
+
+@pytest.mark.parametrize(
+    ("per_day", "after"),
+    [(150e6, "12h"), (250e6, "6h"), (500e6, "3h"), (900e6, "1h"), (50e9, "1h")],
+)
+def test_rotation_age_follows_the_growth(env: Env, per_day: float, after: str) -> None:
+    logs = env.tmp / "logs"
+    _old_file(logs / "app.log.1", 10_000, T0, age=timedelta(days=2))
+    _growth(env.store, "applogs", logs, per_day, T0 - timedelta(minutes=1))
+    pipeline = Pipeline.model_validate(
+        {"targets": [{"name": "applogs", "kind": "logdir", "path": str(logs)}]}
+    )
+    [need] = derive_needs(pipeline, env.store, T0, runner=env.runner, host=HOST)
+    assert need.params["compress_after"] == after
+
+
 # -- PostgreSQL ----------------------------------------------------------------------------
 
 
@@ -778,6 +820,60 @@ def test_failed_patch_run_records_the_reason_then_the_window_is_missed(env: Env)
     assert missed["state"] == "missed"
     assert "last failure: fix failed: exit 1" in missed["state_reason"]
     assert _events(env.store, task["task_id"]) == ["planned", "started", "failed", "missed"]
+
+
+def test_upgradable_listing_is_read_once_while_apt_state_is_unchanged(tmp_path: Path) -> None:
+    lists, status = tmp_path / "lists", tmp_path / "status"
+    lists.mkdir()
+    status.write_text("Package: libc6\n")
+    now = [0.0]
+    cache = UpgradableCache(watch=(lists, status), clock=lambda: now[0])
+    runner = AptRunner(APT_UBUNTU)
+    hour = timedelta(hours=1)
+    first = cache.run(runner, APT_ARGV, hour)
+    now[0] = 600.0
+    assert cache.run(runner, APT_ARGV, hour) is first
+    assert runner.calls == [APT_ARGV]
+    (lists / "deb.debian.org_dists_bookworm-security_InRelease").write_text("new")  # apt update
+    cache.run(runner, APT_ARGV, hour)
+    assert len(runner.calls) == 2
+    cache.run(runner, APT_ARGV, hour)
+    assert len(runner.calls) == 2
+    now[0] = 600.0 + 3601  # too old
+    cache.run(runner, APT_ARGV, hour)
+    assert len(runner.calls) == 3
+    status.write_text("Package: libc6\nVersion: 2.36-9+deb12u4\n")  # something installed
+    cache.run(runner, APT_ARGV, hour)
+    assert len(runner.calls) == 4
+    cache.run(runner, APT_ARGV, timedelta(0))  # 0: always asks
+    cache.run(runner, APT_ARGV, timedelta(0))
+    assert len(runner.calls) == 6
+    failing = AptRunner()
+    failing.listing = APT_NOTHING
+
+    def broken(argv: Sequence[str], timeout: float) -> CommandResult:
+        failing.calls.append(tuple(argv))
+        return CommandResult(tuple(argv), 100, "", "E: Could not open lock file")
+
+    cache.run(broken, APT_ARGV, hour)
+    cache.run(broken, APT_ARGV, hour)
+    assert len(failing.calls) == 2  # a failure is never reused
+
+
+def test_the_maintenance_job_lists_upgradable_packages_once_per_cache_period(
+    tmp_path: Path,
+) -> None:
+    settings_ = _settings(tmp_path, AUTOFIX_MAINTENANCE_UPGRADABLE_CACHE="1h")
+    runner = AptRunner(APT_UBUNTU)
+    with MetricStore(settings_.db_path) as store:
+        env = Env(store, settings_, Clock(), runner, tmp_path)
+        maintenance = env.maintenance({"maintenance": {"windows": "*"}})
+        for minutes in (0, 60, 120):  # the hourly job, three times
+            report = maintenance.record_plan(T0 + timedelta(minutes=minutes))
+            assert [row["need"] for row in report.unscheduled] == ["security_patches"]
+        # Another Maintenance (the job builds one per run) shares the listing too.
+        env.maintenance({"maintenance": {"windows": "*"}}).record_plan(T0)
+    assert runner.calls.count(APT_ARGV) <= 2  # not 4 (once more if apt's state changed)
 
 
 def test_security_updates_without_patch_target_are_reported_never_recorded(env: Env) -> None:

@@ -5,11 +5,15 @@ on a thread beside the scheduler (``autofix.api.server``), sharing the one writa
 store. OpenAPI is at ``/openapi.json``.
 
     GET  /healthz, /readyz, /metrics                  open (/metrics: AUTOFIX_API_METRICS_AUTH)
+    GET  /docs                                        open (Swagger UI, shipped offline)
     GET  /api/v1/forecasts, /series/{id}/forecast,
          /anomalies, /fixes, /fixes/{id}, /kpis,
-         /maintenance                                 viewer or operator token
-    POST /api/v1/fixes/{id}/approve|reject|rollback|label,
-         /api/v1/alerts/alertmanager                  operator token
+         /maintenance, /decisions, /escalations,
+         /jobs, /pause, /silences, /whoami            viewer or operator token
+    POST /api/v1/fixes, /fixes/{id}/approve|reject|rollback|label,
+         /jobs/{job}/run, /pause, /resume, /silences,
+         /silences/{id}/expire, /alerts/alertmanager  operator token
+    POST /api/v1/cli                                  the CLI on another host (not in OpenAPI)
 
 Errors are JSON ``{"detail": ...}``: 401/403 (token, role), 404 (unknown id), 409 (the
 fix's state does not allow it), 413 (body over AUTOFIX_API_MAX_BODY), 422 (validation),
@@ -66,7 +70,7 @@ def create_app(
     heartbeat, exported on ``/metrics``. ``clock`` returns naive UTC (default: the
     service's clock).
     """
-    from autofix.api import alerts, dashboard, fixes, metrics, routes
+    from autofix.api import alerts, control, dashboard, docs, fixes, metrics, operations, routes
     from autofix.api.auth import Tokens
     from autofix.api.context import ApiContext
     from autofix.api.limits import BodyLimit
@@ -88,8 +92,8 @@ def create_app(
         title="autofix",
         version=__version__,
         summary="Predictive auto-remediation: forecasts, anomalies, fixes, KPIs.",
-        docs_url=None,  # Swagger UI loads scripts from a CDN; autofix fetches nothing
-        redoc_url=None,
+        docs_url=None,  # FastAPI's /docs loads Swagger UI from a CDN: autofix.api.docs
+        redoc_url=None,  # serves the copy shipped in the package instead
     )
     app.state.autofix = ctx
     app.add_middleware(BodyLimit, max_body=settings.api_max_body)
@@ -101,8 +105,11 @@ def create_app(
     app.include_router(metrics.router(ctx, registry))
     app.include_router(routes.router)
     app.include_router(fixes.router)
+    app.include_router(operations.router)
+    app.include_router(control.router)
     app.include_router(alerts.router)
     app.include_router(dashboard.router)  # GET / and its assets
+    app.include_router(docs.router)  # GET /docs: Swagger UI shipped in the package
     if not len(ctx.tokens):
         log.warning("API: AUTOFIX_API_TOKENS is empty; every /api/v1 request is refused")
     return app

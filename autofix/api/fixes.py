@@ -19,7 +19,7 @@ from autofix.api.context import ApiContext, context, utc
 from autofix.api.limits import known_query
 from autofix.api.models import ErrorOut, Fix, FixDetail, FixState, LabelIn, Page, UtcNaive
 from autofix.audit import FixRecord
-from autofix.errors import InputError
+from autofix.errors import InputError, PausedError
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def _act(
         _existing(ctx, fix_id)
         try:
             record = run()
-        except InputError as exc:
+        except (InputError, PausedError) as exc:  # paused: an approval waits for resume
             raise HTTPException(409, str(exc)) from None
     log.info("%s: %s fix %d → %s", who.actor, verb, fix_id, record.state)
     return _detail(ctx, record)

@@ -23,6 +23,8 @@ these, or is not a valid Prometheus name, is exported as ``exported_<name>``:
     autofix_job_interval_seconds{autofix_job}                        (longest) time between runs
     autofix_scheduler_heartbeat_timestamp_seconds                    the scheduler's last beat
     autofix_scheduler_heartbeat_interval_seconds
+    autofix_paused                                                    1 while autofix is paused
+    autofix_silences_active                                           silences in force now
     autofix_build_info{version}, process_*                           the process itself
     http_requests_total{handler,method,status}, http_request_duration_seconds{handler,method} …
 
@@ -150,6 +152,7 @@ class StoreCollector:
         self._kpi(f)
         self._jobs(f, now)
         self._heartbeat(f)
+        self._holds(f, now)
         f["build_info"].add_metric([__version__], 1.0)
         yield from f.values()
 
@@ -325,6 +328,12 @@ class StoreCollector:
         if beat.last is not None:
             f["heartbeat"].add_metric([], beat.last)
 
+    def _holds(self, f: _Families, now: datetime) -> None:
+        from autofix import pause, silences
+
+        f["paused"].add_metric([], 1.0 if pause.current(self.ctx.store, now) else 0.0)
+        f["silences"].add_metric([], float(len(silences.in_force(self.ctx.store, now))))
+
 
 _Families = dict[str, GaugeMetricFamily | CounterMetricFamily]
 
@@ -349,6 +358,8 @@ _HELP = {
     "job_interval": "Time between two scheduled runs of the job (longest gap for a crontab).",
     "heartbeat": "When the scheduler last ran its heartbeat job (Unix time).",
     "heartbeat_interval": "Time between two heartbeats of the scheduler.",
+    "paused": "1 while autofix is paused (`autofix pause`): no fix is applied.",
+    "silences": "Silences in force now: the decisions they match are not acted on.",
     "build_info": "The running autofix version.",
 }
 
@@ -388,6 +399,8 @@ def _families() -> _Families:
         "heartbeat_interval": gauge(
             "heartbeat_interval", "autofix_scheduler_heartbeat_interval_seconds"
         ),
+        "paused": gauge("paused", "autofix_paused"),
+        "silences": gauge("silences", "autofix_silences_active"),
         "build_info": gauge("build_info", "autofix_build_info", ["version"]),
     }
 

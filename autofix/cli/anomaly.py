@@ -5,10 +5,8 @@ from __future__ import annotations
 import csv
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
-import pandas as pd
 import typer
 
 from autofix.cli._app import app, print_json
@@ -16,7 +14,15 @@ from autofix.cli._render import say
 from autofix.errors import InputError
 from autofix.models.registry import SCORER_NAMES
 
-anomaly_app = typer.Typer(help="Anomaly scores for metric samples.", no_args_is_help=True)
+if TYPE_CHECKING:  # imported where used: `--help` stays instant
+    import numpy as np
+    import pandas as pd
+
+anomaly_app = typer.Typer(
+    rich_markup_mode=None,  # plain help: rich's help renderer takes ~0.5 s to import
+    help="Anomaly scores for metric samples.",
+    no_args_is_help=True,
+)
 app.add_typer(anomaly_app, name="anomaly")
 
 
@@ -47,6 +53,8 @@ def score(
     written in input order and every row gets a score, repeated timestamps included. A
     series' first points (its warm-up: 20 points) score 0.
     """
+    import pandas as pd
+
     from autofix.models.anomaly import make_scorer  # scikit-learn: only when scoring
 
     if direction is not None and direction not in ("up", "down", "both"):
@@ -85,6 +93,9 @@ def read_samples(path: Path) -> tuple[pd.DataFrame, bool]:
     Returns the raw text columns plus parsed ``ts`` (naive UTC), ``value`` and
     ``series_id`` (``""`` when the file has none), and whether the file had series_id.
     """
+    import numpy as np
+    import pandas as pd
+
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except FileNotFoundError:
@@ -110,6 +121,8 @@ def read_samples(path: Path) -> tuple[pd.DataFrame, bool]:
 
 def _parse_times(text: pd.Series) -> pd.Series:
     """ISO 8601 (no zone means UTC) or epoch seconds; NaT where neither parses."""
+    import pandas as pd
+
     stripped = text.str.strip()
     epoch = pd.to_numeric(stripped, errors="coerce")
     iso = pd.to_datetime(stripped.where(epoch.isna()), utc=True, errors="coerce", format="ISO8601")
@@ -123,6 +136,8 @@ def _parse_times(text: pd.Series) -> pd.Series:
 
 
 def _first_bad(path: Path, text: pd.Series, bad: np.ndarray, column: str, what: str) -> None:
+    import numpy as np
+
     if bad.any():
         row = int(np.argmax(bad))
         # Line 1 is the header, so data row N (0-based) is on line N + 2.
@@ -131,6 +146,9 @@ def _first_bad(path: Path, text: pd.Series, bad: np.ndarray, column: str, what: 
 
 def write_scores(path: Path, frame: pd.DataFrame, scores: np.ndarray, *, has_series: bool) -> None:
     """Input rows in input order with ``anomaly_score`` appended (series_id first if given)."""
+    import numpy as np
+    import pandas as pd
+
     columns = ["timestamp", "value", "anomaly_score"]
     result = pd.DataFrame(
         {

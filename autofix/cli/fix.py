@@ -8,22 +8,34 @@ those refusals are recorded in the audit log too).
 
 from __future__ import annotations
 
-import getpass
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from autofix.audit import FixRecord
-from autofix.cli._app import app, err, print_json, settings, writer
+from autofix.cli._app import (
+    actor,
+    app,
+    client_path,
+    err,
+    live_service,
+    print_json,
+    settings,
+    writer,
+)
 from autofix.cli._render import Col, block, error, say, show, table
 from autofix.errors import InputError
 
+if TYPE_CHECKING:
+    from autofix.audit import FixRecord
+
 fix_app = typer.Typer(
-    help="Run, approve and roll back fixes; read the audit log.", no_args_is_help=True
+    rich_markup_mode=None,  # plain help: rich's help renderer takes ~0.5 s to import
+    help="Run, approve and roll back fixes; read the audit log.",
+    no_args_is_help=True,
 )
 app.add_typer(fix_app, name="fix")
 
@@ -32,16 +44,17 @@ _INPUT_GATES = {"allowlist", "params"}
 
 PipelineOpt = Annotated[
     Path | None,
-    typer.Option("--pipeline", help="Pipelines file with the targets (else AUTOFIX_PIPELINE)."),
+    typer.Option(
+        "--pipeline",
+        help="Pipelines file with the targets (else AUTOFIX_PIPELINE).",
+        parser=client_path,
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
+    return actor()
 
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -79,6 +92,16 @@ def _executor(pipeline_file: Path | None) -> Iterator[Any]:
     from autofix.pipeline import load_pipeline
 
     current = settings()
+    live = live_service()
+    if live is not None:  # carried out by `autofix serve`: its executor, its gates and locks
+        same = pipeline_file is None or pipeline_file.resolve() == current.pipeline.resolve()
+        if not same:
+            raise InputError(
+                f"--pipeline {pipeline_file}: the service runs {current.pipeline}; fixes go "
+                "through its pipelines file (or stop the service)"
+            )
+        yield live.executor
+        return
     pipeline = load_pipeline(pipeline_file or current.pipeline)
     with writer(current) as store:
         executor = Executor(store, pipeline, current, actor=_actor())
@@ -87,6 +110,7 @@ def _executor(pipeline_file: Path | None) -> Iterator[Any]:
 
 
 def _print(record: FixRecord, as_json: bool, events: bool = False) -> None:
+
     if as_json:
         print_json(record.as_dict(events=events))
         return
@@ -162,7 +186,12 @@ def fix_run(
     params = parse_params(param or [])
     with _executor(pipeline) as executor:
         record = executor.run(
-            action, target, params, dry_run=dry_run, approved_by=_actor() if yes else None
+            action,
+            target,
+            params,
+            dry_run=dry_run or settings().dry_run,  # AUTOFIX_DRY_RUN of the client too
+            approved_by=_actor() if yes else None,
+            requested_by=_actor(),
         )
     _print(record, as_json)
     _exit_for(record)
@@ -176,6 +205,7 @@ def fix_list(
     pipeline: PipelineOpt = None,
 ) -> None:
     """The newest fixes with their state (recovers interrupted ones first)."""
+
     with _executor(pipeline) as executor:
         records = executor.audit.list(limit=limit, state=state)
     if as_json:
@@ -266,6 +296,7 @@ def fix_rollback(
 @app.command("actions")
 def actions(as_json: JsonOpt = False) -> None:
     """The action catalog: params, targets, and whether each action rolls back."""
+
     from autofix.actions.registry import catalog
 
     entries = catalog()

@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from autofix.cli._app import app, print_json, settings, writer
+from autofix.cli._app import app, client_path, live_service, print_json, settings, writer
 from autofix.cli._render import Col, show, table
-from autofix.config import format_duration
 from autofix.errors import InputError
 
 if TYPE_CHECKING:
     from autofix.maintenance import Maintenance
 
 maintenance_app = typer.Typer(
+    rich_markup_mode=None,  # plain help: rich's help renderer takes ~0.5 s to import
     help="Preventive maintenance: needs planned into maintenance windows, executed on time.",
     no_args_is_help=True,
 )
@@ -32,7 +32,11 @@ app.add_typer(maintenance_app, name="maintenance")
 
 PipelineOpt = Annotated[
     Path | None,
-    typer.Option("--pipeline", help="Pipelines file with the targets (else AUTOFIX_PIPELINE)."),
+    typer.Option(
+        "--pipeline",
+        help="Pipelines file with the targets (else AUTOFIX_PIPELINE).",
+        parser=client_path,
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
@@ -43,6 +47,14 @@ def _maintenance(pipeline_file: Path | None) -> Iterator[Maintenance]:
     from autofix.pipeline import load_pipeline
 
     current = settings()
+    live = live_service()
+    if live is not None:  # carried out by `autofix serve`: its pipeline and executor
+        if pipeline_file is not None and pipeline_file.resolve() != current.pipeline.resolve():
+            raise InputError(
+                f"--pipeline {pipeline_file}: the service runs {current.pipeline} (or stop it)"
+            )
+        yield Maintenance(live.store, live.pipeline, current, live.executor, clock=live.clock)
+        return
     pipeline = load_pipeline(pipeline_file or current.pipeline)
     with writer(current) as store:
         yield Maintenance(store, pipeline, current)
@@ -60,6 +72,8 @@ def _why(row: dict[str, Any]) -> str:
 
 
 def _table(rows: list[dict[str, Any]], title: str) -> None:
+    from autofix.config import format_duration
+
     tasks = table(
         Col("id", justify="right"),
         "need",

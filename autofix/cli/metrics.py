@@ -4,25 +4,42 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from autofix.cli._app import app, err, print_json, reader, settings, writer
+from autofix.cli._app import (
+    app,
+    client_path,
+    err,
+    print_json,
+    reader,
+    settings,
+    writer,
+)
+from autofix.cli._app import stopped as client_gone
 from autofix.cli._render import Col, say, show, table
-from autofix.config import Settings, describe, format_duration, parse_duration
 from autofix.errors import InputError
 
-config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from autofix.config import Settings
+
+config_app = typer.Typer(
+    rich_markup_mode=None,  # plain help: rich's help renderer takes ~0.5 s to import
+    help="The effective settings, and a check of settings and pipelines file.",
+    no_args_is_help=True,
+)
 scenarios_app = typer.Typer(
-    help="Labelled synthetic histories for tests and backtests.", no_args_is_help=True
+    rich_markup_mode=None,  # plain help: rich's help renderer takes ~0.5 s to import
+    help="Labelled synthetic histories for tests and backtests.",
+    no_args_is_help=True,
 )
 app.add_typer(config_app, name="config")
 app.add_typer(scenarios_app, name="scenarios")
@@ -36,6 +53,9 @@ def config_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print every setting with its effective value, its source and its help."""
+
+    from autofix.config import describe
+
     rows = describe(settings())
     if as_json:
         print_json(
@@ -52,6 +72,8 @@ def config_show(
 
 
 def _plain(value: Any) -> Any:
+    from autofix.config import format_duration
+
     if isinstance(value, timedelta):
         return format_duration(value)
     if isinstance(value, Path):
@@ -64,15 +86,20 @@ def _plain(value: Any) -> Any:
 
 @contextmanager
 def _stop_on_signal() -> Iterator[Callable[[], bool]]:
-    stopped = False
+    if threading.current_thread() is not threading.main_thread():
+        # Carried out by the service for a client: signals are the service's own; the
+        # command stops when the client goes away.
+        yield client_gone
+        return
+    stopped_by_signal = False
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopped
-        stopped = True
+        nonlocal stopped_by_signal
+        stopped_by_signal = True
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
-        yield lambda: stopped
+        yield lambda: stopped_by_signal
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -150,6 +177,8 @@ def collect(
 
 
 def _duration(flag: str, value: str) -> Any:
+    from autofix.config import parse_duration
+
     try:
         return parse_duration(value)
     except ValueError as exc:
@@ -161,7 +190,10 @@ def _duration(flag: str, value: str) -> Any:
 
 @app.command("import")
 def import_(
-    path: Annotated[Path, typer.Argument(help="CSV or Parquet file, or a directory of them.")],
+    path: Annotated[
+        Path,
+        typer.Argument(help="CSV or Parquet file, or a directory of them.", parser=client_path),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print counts as JSON.")] = False,
     shift_to_now: Annotated[
         bool,
@@ -173,6 +205,14 @@ def import_(
     ] = False,
 ) -> None:
     """Import history with columns timestamp,host,metric,value[,labels,capacity,unit]."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     from autofix.collect.importer import CheckedImport, find_files
 
     current = settings()
@@ -216,6 +256,8 @@ def _warn_retention(
     oldest: datetime | None, newest: datetime | None, now: datetime, current: Settings
 ) -> None:
     """Say so (on stderr) when retention will roll up or drop what was just imported."""
+    from autofix.config import format_duration
+
     if oldest is None or newest is None:
         return
     raw, rollup = current.raw_retention, current.rollup_retention
@@ -248,7 +290,8 @@ def _warn_retention(
 def series(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
     snapshot: Annotated[
-        Path | None, typer.Option("--snapshot", help="Read this Parquet snapshot instead.")
+        Path | None,
+        typer.Option("--snapshot", help="Read this Parquet snapshot instead.", parser=client_path),
     ] = None,
     host: Annotated[str | None, typer.Option("--host", help="Only this host.")] = None,
     metric: Annotated[str | None, typer.Option("--metric", help="Only this metric.")] = None,
@@ -258,6 +301,7 @@ def series(
     ] = False,
 ) -> None:
     """List series with their sample counts and time ranges."""
+
     current = settings()
     with reader(current, snapshot) as store:
         frame = store.series()
@@ -317,6 +361,7 @@ def _human(value: Any, unit: str, metric: str) -> str:
 
 
 def _print_summary(frame: Any, as_json: bool) -> None:
+
     hosts = (
         frame.groupby("host")
         .agg(
@@ -357,7 +402,10 @@ def _ts(value: Any) -> str:
 
 @app.command()
 def export(
-    parquet: Annotated[Path, typer.Option("--parquet", help="Directory to write the snapshot to.")],
+    parquet: Annotated[
+        Path,
+        typer.Option("--parquet", help="Directory to write the snapshot to.", parser=client_path),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Write a Parquet snapshot that readers use while a writer holds the store."""

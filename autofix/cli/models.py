@@ -4,30 +4,37 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
-import pandas as pd
 import typer
 
-from autofix.cli._app import app, err, print_json, settings, writer
+from autofix.cli._app import app, err, live_service, print_json, settings, writer
 from autofix.cli._render import Col, say, show, table
-from autofix.config import parse_duration
 from autofix.errors import InputError
-from autofix.models.base import HORIZONS, direction_for, to_fill_ratio
 from autofix.models.registry import FORECASTERS, make_forecaster
-from autofix.training import REGISTERED_MODEL
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from autofix.config import Settings
+
+# numpy, pandas, rich tables and the models are imported where used: `--help` stays instant.
 
 models_app = typer.Typer(
-    help="Trained model versions in the local MLflow store.", no_args_is_help=True
+    rich_markup_mode=None,  # plain help: rich's help renderer takes ~0.5 s to import
+    help="Trained model versions in the local MLflow store.",
+    no_args_is_help=True,
 )
 app.add_typer(models_app, name="models")
 
 
 def _iso(value: Any) -> str | None:
+    import pandas as pd
+
     if value is None or pd.isna(value):
         return None
     stamp = pd.Timestamp(value).floor("s").tz_localize("UTC")
@@ -35,6 +42,10 @@ def _iso(value: Any) -> str | None:
 
 
 def _forecast_record(row: Any, horizon: timedelta) -> dict[str, Any]:
+    import pandas as pd
+
+    from autofix.models.base import HORIZONS
+
     eta = row.eta if not pd.isna(row.eta) else None
     within = eta is not None and pd.Timestamp(eta) <= pd.Timestamp(row.origin) + horizon
     return {
@@ -50,6 +61,9 @@ def _forecast_record(row: Any, horizon: timedelta) -> dict[str, Any]:
 
 def read_value_csv(path: Path) -> pd.DataFrame:
     """``timestamp,value[,series_id]`` → long frame, or InputError naming line and column."""
+    import numpy as np
+    import pandas as pd
+
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
@@ -119,6 +133,11 @@ def forecast(
     ),
 ) -> None:
     """Forecast when a series (or many, with a series_id column) reaches its capacity."""
+    import pandas as pd
+
+    from autofix.config import parse_duration
+    from autofix.models.base import HORIZONS, direction_for, to_fill_ratio
+
     if not (capacity > 0 and math.isfinite(capacity)):
         raise InputError(f"--capacity: must be a positive number, not {capacity:g}")
     if not (threshold > 0 and math.isfinite(threshold)):
@@ -185,10 +204,15 @@ def predict(
     ] = None,
     lookback: Annotated[str, typer.Option("--lookback", help="History to forecast from.")] = "7d",
     top: Annotated[int, typer.Option("--top", help="Rows in the printed table.")] = 15,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the run and the newest prediction of every series."),
+    ] = False,
 ) -> None:
     """Forecast every exhaustible series in the store with the champion; write predictions."""
-    from autofix.compute import Compute
+    import pandas as pd
+
+    from autofix.config import parse_duration
     from autofix.predict import current_predictions, predict_store
 
     current = settings()
@@ -201,7 +225,7 @@ def predict(
     else:
         estimator, name, version = _champion_or_default(current.models_dir)
     now = datetime.now(UTC).replace(tzinfo=None)
-    with writer(current) as store, Compute.from_settings(current) as compute:
+    with writer(current) as store, _compute(current) as compute:
         run = predict_store(
             store,
             estimator,
@@ -221,7 +245,7 @@ def predict(
         "model_version": version,
     }
     if as_json:
-        print_json(summary)
+        print_json({**summary, "predictions": prediction_records(latest)})
         return
     made_by = f"{name} (untracked)" if version == "untracked" else f"{name} v{version}"
     say(f"{run.written} predictions written by {made_by}")
@@ -235,9 +259,35 @@ def predict(
         )
 
 
+def _compute(current: Settings) -> AbstractContextManager[Any]:
+    """Where the fits run: the live service's workers inside `autofix serve` (left open),
+    else what the settings say for this command (closed at its end)."""
+    live = live_service()
+    if live is not None:
+        return nullcontext(live.compute)
+    from autofix.compute import Compute
+
+    return Compute.from_settings(current)
+
+
+def prediction_records(latest: pd.DataFrame) -> list[dict[str, Any]]:
+    """The newest prediction per series, riskiest first, as JSON-ready dicts."""
+    from autofix.collect.base import parse_labels
+
+    if latest.empty:
+        return []
+    keep = [c for c in latest.columns if c not in {"labels"}]
+    records: list[dict[str, Any]] = [
+        {str(k): v for k, v in row.items()} for row in latest[keep].to_dict("records")
+    ]
+    for record, labels in zip(records, latest["labels"], strict=True):
+        record["labels"] = parse_labels(str(labels))
+    return records
+
+
 def _champion_or_default(models_dir: Path) -> tuple[Any, str, str]:
     from autofix.tracking import Tracker
-    from autofix.training import champion_or_default
+    from autofix.training import REGISTERED_MODEL, champion_or_default
 
     if Tracker(models_dir).champion(REGISTERED_MODEL) is None:
         say(
@@ -283,10 +333,14 @@ def short_series(metric: str, labels: str) -> str:
 
 
 def _short(value: Any) -> str:
+    import pandas as pd
+
     return "—" if value is None or pd.isna(value) else str(pd.Timestamp(value))[:16]
 
 
 def _eta(value: Any, now: datetime | None) -> str:
+    import pandas as pd
+
     if now is None or value is None or pd.isna(value):
         return _short(value)
     return "due now" if pd.Timestamp(value) <= pd.Timestamp(now) else _short(value)
@@ -311,6 +365,7 @@ def backtest(
     """Rolling-origin backtest of forecasters on labelled scenarios."""
     from autofix.backtest.forecast import backtest as run_backtest
     from autofix.backtest.forecast import load_scenarios
+    from autofix.config import parse_duration
 
     names = [n.strip() for n in models.split(",") if n.strip()]
     for name in names:
@@ -337,6 +392,7 @@ def backtest(
 
 def print_metrics(results: dict[str, dict[str, float]]) -> None:
     """Metrics side by side, one column per model."""
+
     names = list(results)
     metrics = table(
         Col("metric", key=True), *[Col(n, justify="right") for n in names], title="backtest"
@@ -377,6 +433,7 @@ def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """Registered model versions with their gate metrics and the champion alias."""
+
     from autofix.tracking import Tracker
 
     rows = Tracker(settings().models_dir).list_models()

@@ -15,7 +15,9 @@ from autofix.cli._render import say
 from autofix.errors import ConfigError
 
 notify_app = typer.Typer(
-    help="Notifications: Slack, e-mail and a JSON webhook.", no_args_is_help=True
+    rich_markup_mode=None,  # plain help: rich's help renderer takes ~0.5 s to import
+    help="Notifications: Slack, e-mail and a JSON webhook.",
+    no_args_is_help=True,
 )
 app.add_typer(notify_app, name="notify")
 
@@ -29,6 +31,7 @@ def notify_test(
     ] = False,
 ) -> None:
     """Send a test notification to every configured channel and print how each fared."""
+
     # Imported here so that `autofix --help` does not pay for httpx and smtplib.
     from autofix.notify import Notifier, self_test
 

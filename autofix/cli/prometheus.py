@@ -7,11 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from autofix.cli._app import app, err, print_json, settings, writer
 from autofix.cli._render import say
-from autofix.config import format_duration, parse_duration, redact_url
 from autofix.errors import InputError
 
 
@@ -43,6 +41,14 @@ def import_prometheus_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print counts as JSON.")] = False,
 ) -> None:
     """Import history from Prometheus' query_range API (paged, idempotent on re-run)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     from autofix.collect.prometheus import check_url, import_prometheus, plan_chunks
 
     now = datetime.now(UTC)
@@ -86,6 +92,8 @@ def import_prometheus_cmd(
     if as_json:
         print_json(summary.as_dict())
         return
+    from autofix.config import format_duration, redact_url
+
     info = summary.as_dict()
     say(
         f"imported {len(query)} quer{'y' if len(query) == 1 else 'ies'} from "
@@ -108,6 +116,8 @@ def _moment(flag: str, value: str, now: datetime) -> datetime:
 
 
 def _step(value: str) -> timedelta:
+    from autofix.config import parse_duration
+
     try:
         step = parse_duration(value)
     except ValueError as exc:

@@ -9,15 +9,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from autofix.cli._app import app, print_json, reader, settings, writer
+from autofix.cli._app import (
+    app,
+    live_service,
+    print_json,
+    reader,
+    settings,
+    words,
+    writer,
+)
+from autofix.errors import ActionError, InputError, StoreLockedError
+from autofix.jobnames import JOB_NAMES
+
+if TYPE_CHECKING:
+    from autofix.config import Settings
 from autofix.cli._render import Col, say, show, table
-from autofix.config import Settings, format_duration, parse_duration
-from autofix.errors import ActionError, InputError
-from autofix.pipeline import JOB_NAMES, load_pipeline
 
 #: `autofix status` leaves out forecasts of series silent for longer than this.
 STALE_SERIES = timedelta(hours=1)
@@ -45,8 +55,16 @@ def _notifier(current: Settings) -> Any | None:
 
 @contextmanager
 def _service(current: Settings, *, offload: bool = False) -> Iterator[Any]:
+    live = live_service()
+    if live is not None:  # carried out by `autofix serve`: its own service, left open
+        if current.dry_run and not live.settings.dry_run:
+            yield _dry_run_copy(live, current)  # the client asked for AUTOFIX_DRY_RUN
+        else:
+            yield live
+        return
     from autofix.compute import Compute
     from autofix.jobs import Service
+    from autofix.pipeline import load_pipeline
 
     pipeline = load_pipeline(current.pipeline)
     with writer(current) as store:
@@ -57,6 +75,22 @@ def _service(current: Settings, *, offload: bool = False) -> Iterator[Any]:
             yield service
         finally:
             service.close()
+
+
+def _dry_run_copy(live: Any, current: Settings) -> Any:
+    """A Service over the live store that plans and applies nothing (its own executor: a
+    dry run takes no locks a real fix would need)."""
+    from autofix.jobs import Service
+
+    return Service(
+        current,
+        live.pipeline,
+        live.store,
+        clock=live.clock,
+        runner=live.runner,
+        http_transport=live.http_transport,
+        compute=live.compute,  # the live service's workers (closed with it, not here)
+    )
 
 
 def _parse_jobs(text: str | None) -> set[str] | None:
@@ -78,15 +112,14 @@ def run_job(
     if job not in JOB_NAMES:
         raise InputError(f"unknown job {job!r} (known: {', '.join(JOB_NAMES)})")
     with _service(settings()) as service:
-        if job in {"remediate", "health"}:
-            service.executor.recover()
+        if job in {"remediate", "health"} and live_service() is None:
+            service.executor.recover()  # never inside the service: its fixes are running
         result = service.run_job(job)
     if as_json:
         print_json(result.as_dict())
     else:
         state = ("ok", "green") if result.ok else ("failed", "red")
-        summary = ", ".join(f"{k} {v}" for k, v in result.summary.items())
-        say(f"{job}: ", state, f" in {result.duration_ms / 1000:.2f}s  {summary}")
+        say(f"{job}: ", state, f" in {result.duration_ms / 1000:.2f}s  {words(result.summary)}")
     if not result.ok:
         raise ActionError(f"job {job} failed: {result.error}")
 
@@ -104,12 +137,22 @@ def serve(
         bool, typer.Option("--no-api", help="Run no HTTP API (as AUTOFIX_API_PORT=0).")
     ] = False,
 ) -> None:
-    """Run the scheduled jobs (collect, remediate, health, train, …) and the HTTP API."""
-    from autofix.config import systemd_watchdog
+    """Run the scheduled jobs (collect, remediate, health, train, …) and the HTTP API.
+
+    The service owns the store: other `autofix` commands on this host are carried out by
+    it through its control socket, and other hosts reach it through the API."""
+    from autofix.config import parse_duration, systemd_watchdog
+    from autofix.control import owner
     from autofix.heartbeat import Heartbeat, interval_for
     from autofix.jobs import build_scheduler
 
     current = settings()
+    running = owner.read(current.db_path)
+    if running is not None and running.alive():
+        raise StoreLockedError(
+            f"{current.db_path} is already served by autofix serve (PID {running.pid}, "
+            f"since {running.since}); stop that one first (systemctl stop autofix)"
+        )
     heartbeat = Heartbeat(interval_for(current.heartbeat_interval, systemd_watchdog()))
     only = _parse_jobs(jobs)
     try:
@@ -123,7 +166,10 @@ def serve(
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with _service(current, offload=True) as service:
+        with (
+            _service(current, offload=True) as service,
+            _control_plane(current, service) as control,
+        ):
             recovered = service.executor.recover()
             if recovered:
                 say(f"marked {len(recovered)} interrupted fix(es) from a previous run")
@@ -142,10 +188,12 @@ def serve(
                 )
                 api = ApiServer(app, current.api_host, current.api_port)
                 api.start()
+            control.announce(api.url if api is not None else None)
             scheduler.start()
             say(f"autofix serving {current.db_path} with {current.pipeline}")
+            say(f"  control socket {control.path} (the CLI on this host goes through it)")
             if api is not None:
-                say(f"  API on {api.url} (OpenAPI: {api.url}/openapi.json)")
+                say(f"  API on {api.url} (OpenAPI: {api.url}/openapi.json, docs: /docs)")
             for scheduled in scheduler.get_jobs():
                 say(f"  {scheduled.id:<12} {scheduled.trigger}")
             # systemd (Type=notify): the store is open, the API listens, the jobs run.
@@ -162,14 +210,50 @@ def serve(
                 scheduler.shutdown(wait=True)
             failed = {k: v for k, v in service.failures.items() if v and "_skipped" not in k}
             skipped = sum(v for k, v in service.failures.items() if "_skipped" in k)
+            which = ", ".join(f"{job} {n}" for job, n in sorted(failed.items()))
             say(
                 f"stopped: {sum(service.runs.values())} job runs, "
-                f"{sum(failed.values())} failed{' ' + str(failed) if failed else ''}, "
+                f"{sum(failed.values())} failed{f' ({which})' if failed else ''}, "
                 f"{skipped} skipped while the previous run was still going"
             )
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+class _ControlPlane:
+    """The control socket and the owner record of a running ``autofix serve``."""
+
+    def __init__(self, current: Settings, service: Any) -> None:
+        from autofix.control import owner
+        from autofix.control.server import ControlServer
+
+        self.db_path = current.db_path
+        self.path = owner.socket_path(current.db_path)
+        self.server = ControlServer(self.path, service)
+
+    def announce(self, api_url: str | None) -> None:
+        from autofix.control import owner
+
+        owner.announce(self.db_path, socket=self.path, api_url=api_url)
+
+
+@contextmanager
+def _control_plane(current: Settings, service: Any) -> Iterator[_ControlPlane]:
+    """Listen for the CLI on this host while the store is open; the owner record says
+    where. Gone (record, socket) before the store closes."""
+    from autofix.control import owner
+    from autofix.control.server import routed_std_streams
+
+    plane = _ControlPlane(current, service)
+    with routed_std_streams():
+        plane.server.start()
+        plane.announce(None)  # at once: a CLI that finds the store locked waits for this
+        try:
+            yield plane
+        finally:
+            owner.withdraw(current.db_path)
+            plane.server.stop()
 
 
 @app.command("jobs")
@@ -218,11 +302,18 @@ def jobs_status(
 def status(
     top: Annotated[int, typer.Option("--top", help="Rows per table.")] = 10,
     since: Annotated[str, typer.Option("--since", help="Decisions of this last span.")] = "24h",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print everything below as one JSON document.")
+    ] = False,
 ) -> None:
-    """What the service sees and did: riskiest series, recent decisions and fixes, KPIs."""
+    """What the service sees and did: pause and silences, riskiest series, recent decisions
+    and fixes, KPIs."""
     from datetime import UTC, datetime
 
-    from autofix.cli.models import print_riskiest
+    import pandas as pd
+
+    from autofix.cli.models import prediction_records, print_riskiest
+    from autofix.config import format_duration, parse_duration
     from autofix.kpi import compute_kpis
 
     current = settings()
@@ -241,13 +332,38 @@ def status(
             [now - span, top],
         )
         kpis = compute_kpis(store, now, manual_mttr=current.kpi_manual_mttr)
+        paused, silenced = _holds(store, now)
+    # Forecasts of series that stopped reporting describe the past: not risks now.
+    fresh = latest
+    if len(latest):
+        fresh = latest[pd.to_datetime(latest["origin"]) >= now - STALE_SERIES]
+    if as_json:
+        print_json(
+            {
+                "now": now,
+                "pause": paused.as_dict() if paused is not None else {"paused": False},
+                "silences": [s.as_dict(now) for s in silenced],
+                "risks": prediction_records(fresh.head(top)),
+                "series_left_out": len(latest) - len(fresh),
+                "decisions": decisions.to_dict("records"),
+                "kpis": kpis.as_dict(),
+            }
+        )
+        return
+    if paused is not None:
+        say(
+            ("PAUSED", "bold red"),
+            f": nothing is applied; {paused.describe()} ",
+            "(`autofix resume` ends it)",
+        )
+    for silence in silenced:
+        say(
+            f"silenced: {silence.describe()} until {silence.end:%Y-%m-%d %H:%M}Z by "
+            f"{silence.creator}: {silence.comment}"
+        )
     if latest.empty:
         say("no predictions yet (run `autofix run remediate`)")
     else:
-        # Forecasts of series that stopped reporting describe the past: not risks now.
-        import pandas as pd
-
-        fresh = latest[pd.to_datetime(latest["origin"]) >= now - STALE_SERIES]
         if fresh.empty:
             say(f"no series has reported in the last {format_duration(STALE_SERIES)}")
         else:
@@ -287,3 +403,15 @@ def status(
         f"({kpis.scored_decisions} shadow decisions scored, {kpis.labelled_fixes} labelled), "
         f"escalations {kpis.escalations}, pending approvals {kpis.pending_approvals}"
     )
+
+
+def _holds(store: Any, now: Any) -> tuple[Any, list[Any]]:
+    """The pause and the active silences; none from a snapshot older than those tables."""
+    from autofix import pause, silences
+
+    try:
+        return pause.current(store, now), silences.in_force(store, now)
+    except Exception:  # a snapshot written by an older autofix has no such view
+        if store.snapshot is None:
+            raise
+        return None, []

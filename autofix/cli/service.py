@@ -8,10 +8,9 @@ from typing import Annotated
 
 import typer
 
-from autofix.cli._app import app, print_json, reader, settings, writer
+from autofix.cli._app import app, client_path, print_json, reader, settings, writer
 from autofix.cli._render import Col, line, say, show, table
 from autofix.cli.fix import _actor, fix_app
-from autofix.config import parse_duration
 from autofix.errors import InputError, StoreError
 
 _STATUS_STYLE = {
@@ -23,6 +22,8 @@ _STATUS_STYLE = {
 
 
 def _window(value: str) -> timedelta:
+    from autofix.config import parse_duration
+
     try:
         span = parse_duration(value)
     except ValueError as exc:
@@ -44,6 +45,7 @@ def kpi(
     as_json: Annotated[bool, typer.Option("--json", help="Print the KPIs as JSON.")] = False,
 ) -> None:
     """The KPIs from the audit log against the seed targets and our goals."""
+
     from autofix.kpi import compute_kpis, kpi_rows
 
     span = _window(window)
@@ -90,26 +92,38 @@ def report(
     out_dir: Annotated[
         Path | None,
         typer.Option(
-            "--out", help="Directory for index.html and charts (else AUTOFIX_REPORT_DIR)."
+            "--out",
+            help="Directory for index.html and charts (else AUTOFIX_REPORT_DIR).",
+            parser=client_path,
         ),
     ] = None,
     window: Annotated[
         str, typer.Option("--window", help="Span of the KPIs, fixes and charts.")
     ] = "7d",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print where the report went and its KPIs as JSON.")
+    ] = False,
 ) -> None:
     """Write the HTML report (KPIs, riskiest series, fixes, charts); print its path."""
+    from autofix.kpi import compute_kpis
     from autofix.report import write_report
 
     span = _window(window)
     current = settings()
+    now = _now()
     with reader(current) as store:
         path = write_report(
             store,
             out_dir or current.report_dir,
-            _now(),
+            now,
             window=span,
             manual_mttr=current.kpi_manual_mttr,
         )
+        kpis = compute_kpis(store, now, span, current.kpi_manual_mttr) if as_json else None
+    if kpis is not None:
+        body = {"report": str(path), "generated_at": now, "window": window}
+        print_json({**body, "kpis": kpis.as_dict()})
+        return
     say(path)
 
 
@@ -126,6 +140,7 @@ def fix_label(
     as_json: Annotated[bool, typer.Option("--json", help="Print the fix and labels.")] = False,
 ) -> None:
     """Label a fix false or correct; the latest label counts in the false-fix rate."""
+
     from autofix.audit import AuditLog
 
     if false_fix == correct:

@@ -25,6 +25,20 @@ log = logging.getLogger(__name__)
 #: Columns of the frame a cycle produces; ``MetricStore.write`` takes exactly this shape.
 FRAME_COLUMNS = ("ts", "host", "metric", "labels", "value", "unit", "capacity")
 
+#: Service series whose capacity is a limit the service runs out of (Redis refuses writes
+#: at maxmemory, PostgreSQL refuses connections when its pool is full). Forecast beside
+#: the names ``autofix.models.base.is_exhaustible`` knows by suffix.
+EXHAUSTIBLE_METRICS = frozenset(
+    {
+        "redis_memory_used_bytes",
+        "redis_memory_used_rss_bytes",
+        "redis_connected_clients",
+        "pg_connections_in_use",
+        "pg_roles_connections",
+        "pg_database_connections",
+    }
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Sample:

@@ -14,14 +14,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 
 import psutil
 
 from autofix.collect.base import Sample
-from autofix.errors import ConfigError
-from autofix.targets import ProcessTarget
+from autofix.collect.process import ProcessCollector
+
+__all__ = ["HostCollector", "ProcessCollector"]  # ProcessCollector lives in .process
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +52,35 @@ _NET_COUNTERS = (
 )
 
 
+def parse_fs_include(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """``AUTOFIX_HOST_FS_INCLUDE`` → (fstypes, mountpoints): entries starting with ``/``
+    are mountpoints, the others filesystem types.
+
+    >>> parse_fs_include("tmpfs, /run/news")
+    (frozenset({'tmpfs'}), frozenset({'/run/news'}))
+    """
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    mounts = frozenset(i.rstrip("/") or "/" for i in items if i.startswith("/"))
+    return frozenset(i for i in items if not i.startswith("/")), mounts
+
+
 class HostCollector:
     """CPU, load, memory, swap, filesystems, disk and network I/O of this machine.
 
     ``node_cpu_usage_ratio`` needs two observations, so it appears from the second
-    cycle on; everything else is there from the first.
+    cycle on; everything else is there from the first. Filesystems are the ones backed
+    by a device, plus those whose type is in ``include_fstypes`` or whose mountpoint is
+    in ``include_mounts`` (a tmpfs a service writes to: ``AUTOFIX_HOST_FS_INCLUDE``).
     """
 
     name = "host"
 
-    def __init__(self) -> None:
+    def __init__(
+        self, include_fstypes: Iterable[str] = (), include_mounts: Iterable[str] = ()
+    ) -> None:
         self._last_cpu: tuple[float, float] | None = None  # (busy, total) seconds
+        self.include_fstypes = frozenset(include_fstypes)
+        self.include_mounts = frozenset(include_mounts)
 
     def collect(self) -> list[Sample]:
         samples: list[Sample] = []
@@ -106,12 +124,19 @@ class HostCollector:
 
     def _filesystems(self) -> Iterator[Sample]:
         # all=False keeps filesystems backed by a device (no proc, tmpfs, cgroup, nor
-        # network mounts whose statvfs can hang the cycle).
+        # network mounts whose statvfs can hang the cycle) unless they are included.
         parts = psutil.disk_partitions(all=False)
         if not any(p.mountpoint == "/" for p in parts):
             # In containers the root is often overlayfs, which all=False drops; the root
             # is the one filesystem everybody wants to watch.
             parts += [p for p in psutil.disk_partitions(all=True) if p.mountpoint == "/"][:1]
+        if self.include_fstypes or self.include_mounts:
+            # Asked for by name: a tmpfs or a network mount someone decided to watch.
+            parts += [
+                p
+                for p in psutil.disk_partitions(all=True)
+                if p.fstype in self.include_fstypes or p.mountpoint in self.include_mounts
+            ]
         seen: set[str] = set()
         for part in parts:
             if part.mountpoint in seen:
@@ -161,123 +186,3 @@ class HostCollector:
             labels = {"device": device}
             for field, metric, unit in _NET_COUNTERS:
                 yield Sample(metric, float(getattr(io, field)), labels, unit=unit)
-
-
-class ProcessCollector:
-    """Processes of one target, found by pidfile, exact name or a cmdline regex.
-
-    Emits ``process_up`` (1 when at least one process matched) and ``process_count``
-    per target, then per process (labels ``target``, ``pid``) its RSS, CPU seconds, open
-    file descriptors, threads and inet connections. A matcher that finds nothing is not
-    an error: it is the ``process_up 0`` that rules act on.
-    """
-
-    def __init__(self, target: ProcessTarget) -> None:
-        self.target = target
-        self.name = target.name
-        self._pattern: re.Pattern[str] | None = None
-        if target.cmdline is not None:
-            try:
-                self._pattern = re.compile(target.cmdline)
-            except re.error as exc:
-                raise ConfigError(
-                    f"target {target.name!r}: cmdline is not a valid regular expression: {exc}"
-                ) from None
-        self._cache: dict[int, psutil.Process] = {}
-
-    def collect(self) -> list[Sample]:
-        processes = self._find()
-        labels = {"target": self.name}
-        samples = [
-            Sample("process_up", 1.0 if processes else 0.0, labels),
-            Sample("process_count", float(len(processes)), labels, unit="count"),
-        ]
-        if not processes:
-            return samples
-        ram = float(psutil.virtual_memory().total)
-        for proc in processes:
-            samples.extend(self._describe(proc, ram))
-        return samples
-
-    def _find(self) -> list[psutil.Process]:
-        target = self.target
-        if target.pidfile is not None:
-            return [p for p in (self._from_pidfile(target.pidfile),) if p is not None]
-        own = os.getpid()
-        # Ask process_iter for the one attribute we match on, so a cycle reads one small
-        # /proc file per process instead of everything psutil knows.
-        if target.process_name is not None:
-            return [
-                p
-                for p in psutil.process_iter(["name"])
-                if p.info["name"] == target.process_name and p.pid != own
-            ]
-        assert self._pattern is not None
-        found = []
-        for proc in psutil.process_iter(["cmdline"]):
-            argv = proc.info["cmdline"]
-            # Never match ourselves: our own argv may well contain the pattern.
-            if argv and proc.pid != own and self._pattern.search(" ".join(argv)):
-                found.append(proc)
-        return found
-
-    def _from_pidfile(self, path: Path) -> psutil.Process | None:
-        try:
-            pid = int(path.read_text(encoding="ascii").split()[0])
-        except (OSError, ValueError, IndexError) as exc:
-            log.info("target %s: cannot read pidfile %s: %s", self.name, path, exc)
-            return None
-        # Reuse the Process object: psutil checks its create time, so a recycled pid is
-        # not mistaken for the process we saw before.
-        proc = self._cache.get(pid)
-        try:
-            if proc is None or not proc.is_running():
-                proc = psutil.Process(pid)
-        except psutil.Error:
-            log.info("target %s: pid %d from %s is not running", self.name, pid, path)
-            self._cache.pop(pid, None)
-            return None
-        self._cache = {pid: proc}
-        return proc
-
-    def _describe(self, proc: psutil.Process, ram: float) -> list[Sample]:
-        labels = {"target": self.name, "pid": str(proc.pid)}
-        out: list[Sample] = []
-        try:
-            with proc.oneshot():
-                mem = proc.memory_info()
-                out.append(Sample("process_resident_memory_bytes", mem.rss, labels, "bytes", ram))
-                cpu = proc.cpu_times()
-                out.append(
-                    Sample("process_cpu_seconds_total", cpu.user + cpu.system, labels, "seconds")
-                )
-                out.append(Sample("process_threads", proc.num_threads(), labels, "count"))
-                out.extend(self._fds(proc, labels))
-                try:
-                    conns = len(proc.net_connections(kind="inet"))
-                    out.append(Sample("process_connections", conns, labels, "count"))
-                except psutil.AccessDenied:
-                    pass
-        except psutil.NoSuchProcess:
-            return []  # exited between listing and reading: it is simply gone
-        except psutil.AccessDenied as exc:
-            log.debug("target %s: no access to pid %d: %s", self.name, proc.pid, exc)
-        return out
-
-    @staticmethod
-    def _fds(proc: psutil.Process, labels: dict[str, str]) -> list[Sample]:
-        try:
-            fds = float(proc.num_fds())
-        except psutil.AccessDenied:
-            return []
-        limit: float | None = None
-        try:
-            soft, _hard = proc.rlimit(psutil.RLIMIT_NOFILE)
-            if soft > 0:
-                limit = float(soft)  # an fd leak exhausts the soft limit, not RAM
-        except (psutil.AccessDenied, AttributeError, OSError):
-            pass
-        out = [Sample("process_open_fds", fds, labels, "count", limit)]
-        if limit is not None:
-            out.append(Sample("process_max_fds", limit, labels, "count"))
-        return out

@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import duckdb
 import httpx
@@ -86,11 +87,17 @@ class _Probe:
             Sample("probe_up", 1.0, labels),
             Sample("probe_duration_seconds", elapsed, labels, unit="seconds"),
             *extra,
+            *self._after(),
         ]
 
     def _probe(self, labels: dict[str, str]) -> list[Sample]:
         """Check the target; return extra samples, or raise with a clear reason."""
         raise NotImplementedError
+
+    def _after(self) -> list[Sample]:
+        """Samples read after a successful probe, outside its timing (a server's own
+        statistics); must not raise: a failure here leaves the probe up."""
+        return []
 
     def close(self) -> None:
         """Release what the probe keeps between cycles (nothing, for most probes)."""
@@ -208,12 +215,18 @@ class PostgresProbe(_Probe):
                     cur.fetchone()
                 done = time.perf_counter()
             conn.rollback()
-        finally:
+        except BaseException:
             conn.close()
+            raise
+        self._keep(conn)
         return [
             Sample("probe_connect_duration_seconds", connected - start, labels, "seconds"),
             Sample("probe_query_duration_seconds", done - query_start, labels, "seconds"),
         ]
+
+    def _keep(self, conn: psycopg.Connection[Any]) -> None:
+        """The probe is done with its connection (a subclass may read more on it first)."""
+        conn.close()
 
 
 class DuckDBProbe(_Probe):

@@ -14,7 +14,8 @@ Task states: ``planned`` → ``started`` → ``executed`` (the fix verified, or 
 left to do) | ``failed`` (retried while the window is open); ``cancelled`` (the need
 went away before the window); ``missed`` (the window ended without execution).
 
-The code reads in that order: ``needs`` (deriving needs, apt's output), ``planning``
+The code reads in that order: ``apt`` (the upgradable packages, cached), ``needs``
+(deriving needs), ``planning``
 (placing them in windows) and ``tasks`` (recording and executing them: ``Maintenance``).
 
 >>> line = "openssl/jammy-security 3.0.2-0ubuntu1.15 amd64 [upgradable from: 3.0.2-0ubuntu1.12]"
@@ -22,6 +23,7 @@ The code reads in that order: ``needs`` (deriving needs, apt's output), ``planni
 True
 """
 
+from autofix.maintenance.apt import UPGRADABLE, Package, list_upgradable, parse_upgradable
 from autofix.maintenance.needs import DEFAULT_ESTIMATE_S as DEFAULT_ESTIMATE_S
 from autofix.maintenance.needs import EXHAUST_PROBABILITY as EXHAUST_PROBABILITY
 from autofix.maintenance.needs import FS_METRIC as FS_METRIC
@@ -29,14 +31,13 @@ from autofix.maintenance.needs import GROWTH_METRIC as GROWTH_METRIC
 from autofix.maintenance.needs import LATENCY_METRIC as LATENCY_METRIC
 from autofix.maintenance.needs import MIN_RUN_NOW as MIN_RUN_NOW
 from autofix.maintenance.needs import REINDEX_SCORE as REINDEX_SCORE
+from autofix.maintenance.needs import ROTATE_AFTER_STEPS as ROTATE_AFTER_STEPS
 from autofix.maintenance.needs import STALE_AFTER as STALE_AFTER
 from autofix.maintenance.needs import (
     URGENCIES,
     ActionProbe,
     Need,
-    Package,
     derive_needs,
-    parse_upgradable,
 )
 from autofix.maintenance.needs import NeedKind as NeedKind
 from autofix.maintenance.needs import Probe as Probe
@@ -50,6 +51,7 @@ from autofix.maintenance.tasks import OPEN_STATES, TASK_STATES, Maintenance, Pla
 __all__ = [
     "OPEN_STATES",
     "TASK_STATES",
+    "UPGRADABLE",
     "URGENCIES",
     "ActionProbe",
     "Maintenance",
@@ -58,6 +60,7 @@ __all__ = [
     "PlanReport",
     "PlannedTask",
     "derive_needs",
+    "list_upgradable",
     "parse_upgradable",
     "plan",
     "window_occurrences",

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,8 +18,10 @@ import pandas as pd
 from autofix.actions.base import Context, Facts, NoOp, Plan, Runner, run_argv
 from autofix.actions.registry import ACTIONS
 from autofix.collect.base import parse_labels
+from autofix.config import format_duration
 from autofix.errors import ActionError, AutofixError, RefusedError
 from autofix.executor import utcnow
+from autofix.maintenance.apt import list_upgradable, parse_upgradable
 from autofix.pipeline import CommandTarget, LogDirTarget, Pipeline, PostgresTarget
 from autofix.store import MetricStore
 
@@ -36,6 +37,20 @@ GROWTH_METRIC = "autofix_dir_growth_bytes_per_day"
 LATENCY_METRIC = "probe_query_duration_seconds"
 #: Least probability of filling up that makes a disk need (24h: critical, 4d: high).
 EXHAUST_PROBABILITY = 0.5
+#: How old a log must be before rotation compresses it, by how fast the directory grows:
+#: a log that grows past the daily limit is compressed sooner (its own log is quiet by
+#: then), so fresh fast-growing logs are rotated, not left for a day. Steps, not a formula,
+#: so the need (and its task) stays the same while the growth wavers.
+ROTATE_AFTER_STEPS = (
+    timedelta(days=1),
+    timedelta(hours=12),
+    timedelta(hours=6),
+    timedelta(hours=3),
+    timedelta(hours=1),
+)
+#: Logs rotation looks at when growth drives it: the numbered files an application's own
+#: rotation leaves (``app.log.1``) as well as ``*.log``; archives (``*.gz``) are not.
+ROTATE_PATTERN = "*.log*"
 #: Least anomaly score of a target's query latency that makes a reindex need.
 REINDEX_SCORE = 0.9
 #: Predictions, growth samples and scores older than this are not acted on.
@@ -50,43 +65,6 @@ DEFAULT_ESTIMATE_S: Mapping[NeedKind, float] = {
     "reindex": 600.0,
     "security_patches": 900.0,
 }
-
-
-# -- apt -------------------------------------------------------------------------------
-
-_UPGRADABLE = re.compile(
-    r"^(?P<name>[a-z0-9][a-z0-9+.-]*)/(?P<suite>\S+)\s+(?P<version>\S+)\s+(?P<arch>\S+)"
-    r"(?:\s+\[upgradable from: (?P<current>[^\]]+)\])?\s*$"
-)
-
-
-@dataclass(frozen=True)
-class Package:
-    """One upgradable package as ``apt list --upgradable`` shows it."""
-
-    name: str
-    suite: str
-    version: str
-    arch: str = ""
-    current: str | None = None
-
-    @property
-    def security(self) -> bool:
-        return "-security" in self.suite
-
-
-def parse_upgradable(text: str) -> list[Package]:
-    """Packages from apt's output; "Listing...", warnings and notices are skipped."""
-    packages = []
-    for line in text.splitlines():
-        match = _UPGRADABLE.match(line.strip())
-        if match:
-            packages.append(
-                Package(
-                    match["name"], match["suite"], match["version"], match["arch"], match["current"]
-                )
-            )
-    return packages
 
 
 # -- needs -----------------------------------------------------------------------------
@@ -189,6 +167,7 @@ class _Deriver:
         probe: Probe,
         host: str | None,
         horizon: timedelta,
+        upgradable_cache: timedelta = timedelta(0),
     ) -> None:
         self.pipeline = pipeline
         self.store = store
@@ -197,9 +176,11 @@ class _Deriver:
         self.probe = probe
         self.host = host
         self.horizon = horizon
+        self.upgradable_cache = upgradable_cache
         self.needs: dict[tuple[str, str, str, str], Need] = {}
         self.unknown: set[tuple[str, str]] = set()
         self.estimates = self._estimates()
+        self._growth_frame: pd.DataFrame | None = None
 
     def run(self) -> list[Need]:
         sources: tuple[tuple[tuple[NeedKind, ...], Callable[[], None]], ...] = (
@@ -273,6 +254,37 @@ class _Deriver:
         read = self._read(kind, action, target, params)
         return read is not None and not isinstance(read[1], NoOp)
 
+    def _growth(self) -> pd.DataFrame:
+        """The newest fresh growth sample of every log directory (read once per pass)."""
+        if self._growth_frame is None:
+            self._growth_frame = self._mine(
+                self.store.query(
+                    """SELECT s.host, s.labels, max(x.ts) AS ts, arg_max(x.value, x.ts) AS value
+                       FROM samples x JOIN series s USING (series_id)
+                       WHERE s.metric = ? AND x.ts <= ? AND x.ts >= ? GROUP BY ALL""",
+                    [GROWTH_METRIC, self.now, self.now - STALE_AFTER],
+                )
+            )
+        return self._growth_frame
+
+    def _rotation(self, target: LogDirTarget) -> dict[str, Any]:
+        """Parameters of files.rotate_logs for ``target``, from how fast it grows.
+
+        A directory growing faster than ``log_growth_per_day`` gets its logs compressed
+        once they are ``limit / growth`` days old (on the ``ROTATE_AFTER_STEPS`` ladder,
+        at least an hour: the log being written is never touched), including the
+        numbered files of the application's own rotation. Otherwise the action's defaults.
+        """
+        row = self._latest(self._growth(), target.name)
+        limit = self.pipeline.maintenance.log_growth_per_day
+        if row is None or float(row["value"]) <= limit:
+            return {}
+        days = limit / float(row["value"])
+        after = next(
+            (s for s in ROTATE_AFTER_STEPS if s <= timedelta(days=days)), ROTATE_AFTER_STEPS[-1]
+        )
+        return {"compress_after": format_duration(after), "pattern": ROTATE_PATTERN}
+
     def _due(self, within: timedelta, eta: datetime | None = None) -> datetime:
         due = self.now + within if eta is None else min(eta, self.now + within)
         return max(due, self.now + MIN_RUN_NOW)
@@ -318,10 +330,13 @@ class _Deriver:
                 continue
             when = f", ETA {eta:%Y-%m-%d %H:%M}" if eta is not None else ""
             why = f"{mount} predicted full: P(24h)={p24:.2f}, P(4d)={p4d:.2f}{when}"
+            rotation = self._rotation(target)
             if _allowed(target, "files.rotate_logs") and self._confirm(
-                "log_rotation", "files.rotate_logs", target, {}
+                "log_rotation", "files.rotate_logs", target, rotation
             ):
-                self._add("log_rotation", target.name, "files.rotate_logs", {}, urgency, due, why)
+                self._add(
+                    "log_rotation", target.name, "files.rotate_logs", rotation, urgency, due, why
+                )
             # clean_temp moves every old file: only where the target opted in explicitly.
             if _allowed(target, "files.clean_temp", explicitly=True) and self._confirm(
                 "disk_cleanup", "files.clean_temp", target, {}
@@ -332,27 +347,22 @@ class _Deriver:
         targets = list(self._logdirs())
         if not targets:
             return
-        frame = self._mine(
-            self.store.query(
-                """SELECT s.host, s.labels, max(x.ts) AS ts, arg_max(x.value, x.ts) AS value
-                   FROM samples x JOIN series s USING (series_id)
-                   WHERE s.metric = ? AND x.ts <= ? AND x.ts >= ? GROUP BY ALL""",
-                [GROWTH_METRIC, self.now, self.now - STALE_AFTER],
-            )
-        )
         limit = self.pipeline.maintenance.log_growth_per_day
         for target in targets:
-            row = self._latest(frame, target.name)
+            row = self._latest(self._growth(), target.name)
             if row is None or float(row["value"]) <= limit:
                 continue
             growth = float(row["value"])
             urgency: Urgency = "high" if growth >= 10 * limit else "low"
             due = self._due(timedelta(days=1) if urgency == "high" else self.horizon)
             why = f"logs grow {growth / 1e6:,.0f} MB/day (limit {limit / 1e6:,.0f} MB/day)"
+            rotation = self._rotation(target)
             if _allowed(target, "files.rotate_logs") and self._confirm(
-                "log_rotation", "files.rotate_logs", target, {}
+                "log_rotation", "files.rotate_logs", target, rotation
             ):
-                self._add("log_rotation", target.name, "files.rotate_logs", {}, urgency, due, why)
+                self._add(
+                    "log_rotation", target.name, "files.rotate_logs", rotation, urgency, due, why
+                )
 
     def _dead_tuples(self) -> None:
         limit = self.pipeline.maintenance.dead_tuple_ratio
@@ -407,7 +417,7 @@ class _Deriver:
     def _security_updates(self) -> None:
         spec = self.pipeline.maintenance
         try:
-            done = self.runner(spec.upgradable_argv, 120.0)
+            done = list_upgradable(self.runner, spec.upgradable_argv, self.upgradable_cache)
         except ActionError as exc:  # no apt on this host: say so quietly, every hour
             log.info("maintenance: cannot list upgradable packages: %s", exc)
             self.unknown.add(("security_patches", "*"))
@@ -463,16 +473,18 @@ def derive_needs(
     facts: Probe | None = None,
     host: str | None = None,
     horizon: timedelta = timedelta(days=7),
+    upgradable_cache: timedelta = timedelta(0),
 ) -> list[Need]:
     """Maintenance needs from predictions, health signals and the package manager, most
     pressing first.
 
     ``facts`` reads an action's facts and plan (default: ``ActionProbe``, which binds the
     real action); ``host`` limits the store's series to that host's; needs without a
-    deadline of their own are due within ``horizon``. A source that cannot be read is
-    logged and skipped: one unreachable database never hides the other needs.
+    deadline of their own are due within ``horizon``; the package manager's listing is
+    reused for up to ``upgradable_cache`` (``autofix.maintenance.apt``). A source that
+    cannot be read is logged and skipped: one unreachable database never hides the others.
     """
-    return _derive(pipeline, store, now, runner, facts, host, horizon)[0]
+    return _derive(pipeline, store, now, runner, facts, host, horizon, upgradable_cache)[0]
 
 
 def _derive(
@@ -483,7 +495,8 @@ def _derive(
     facts: Probe | None,
     host: str | None,
     horizon: timedelta,
+    upgradable_cache: timedelta = timedelta(0),
 ) -> tuple[list[Need], set[tuple[str, str]]]:
     probe = facts or ActionProbe(runner=runner, clock=lambda: now)
-    deriver = _Deriver(pipeline, store, now, runner, probe, host, horizon)
+    deriver = _Deriver(pipeline, store, now, runner, probe, host, horizon, upgradable_cache)
     return deriver.run(), deriver.unknown

@@ -239,6 +239,7 @@ class Maintenance:
             probe,
             self.settings.hostname,
             self.settings.maintenance_horizon,
+            self.settings.maintenance_upgradable_cache,
         )
 
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:

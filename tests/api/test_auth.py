@@ -41,7 +41,12 @@ def calm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, http
 def _operations(client: httpx.Client, world: World) -> list[tuple[str, str, dict[str, Any]]]:
     """Every /api/v1 operation of the served schema, with a request that is valid for it."""
     schema = body(client.get("/openapi.json"))
-    ids = {"fix_id": world.fixes["pending"], "series_id": world.series["disk"]}
+    ids = {
+        "fix_id": world.fixes["pending"],
+        "series_id": world.series["disk"],
+        "job": "kpi",
+        "silence_id": 1,
+    }
     out = []
     for path, item in schema["paths"].items():
         if not path.startswith("/api/v1/"):
@@ -53,6 +58,16 @@ def _operations(client: httpx.Client, world: World) -> list[tuple[str, str, dict
                 kwargs["json"] = {"false_fix": False}
             elif path.endswith("/alertmanager"):
                 kwargs["json"] = webhook(alert("DiskFilling", target="logs-b"))
+            elif path == "/api/v1/fixes" and method == "post":
+                kwargs["json"] = {"action": "files.clean_temp", "target": "logs-a"}
+            elif path == "/api/v1/pause" and method == "post":
+                kwargs["json"] = {"reason": "deploy"}
+            elif path == "/api/v1/silences" and method == "post":
+                kwargs["json"] = {
+                    "matchers": [{"name": "target", "value": "logs-a"}],
+                    "comment": "noisy",
+                    "for": "1h",
+                }
             out.append((method.upper(), url, kwargs))
     return out
 
@@ -63,7 +78,7 @@ def test_auth_matrix(calm: tuple[World, httpx.Client]) -> None:
     before = world.counts()
     wrong: list[tuple[str, str, str, int]] = []
     operations = _operations(client, world)
-    assert len(operations) == 12
+    assert len(operations) == 24
     for method, url, kwargs in operations:
         mutating = method != "GET"
         cases = {

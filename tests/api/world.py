@@ -26,7 +26,16 @@ from autofix.store import MetricStore
 
 OPERATOR = "ops-token-0123456789abcdef"
 VIEWER = "viewer-token-0123456789abcdef"
-TABLES = ("decisions", "fixes", "fix_events", "escalations", "approvals", "fix_labels")
+TABLES = (
+    "decisions",
+    "fixes",
+    "fix_events",
+    "escalations",
+    "approvals",
+    "fix_labels",
+    "pause_events",
+    "silences",
+)
 
 
 def utcnow() -> datetime:

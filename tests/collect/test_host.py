@@ -186,9 +186,52 @@ def test_process_down_is_a_sample_not_an_error(tmp_path: Path) -> None:
         assert [(s.metric, s.value) for s in samples] == [
             ("process_up", 0.0),
             ("process_count", 0.0),
+            ("process_restarts_total", 0.0),
         ], target.name
 
 
 def test_process_bad_regex_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="bad-regex"):
         ProcessCollector(ProcessTarget(kind="process", name="bad-regex", cmdline="(unclosed"))
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs of our own; /dev/shm (a tmpfs too) where mount is refused."""
+    path = tmp_path / "spool"
+    path.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        shm = Path("/dev/shm")
+        if not shm.is_dir():
+            pytest.skip("cannot mount a tmpfs and there is no /dev/shm")
+        yield shm
+        return
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def _mounts(collector: HostCollector) -> set[str]:
+    return {
+        s.labels["mountpoint"]
+        for s in collector.collect()
+        if s.metric == "node_filesystem_avail_bytes"
+    }
+
+
+def test_tmpfs_is_watched_only_when_included(tmpfs: Path) -> None:
+    # Skipped by default like the node exporter's pseudo filesystems: a rule on
+    # node_filesystem_* would see nothing of a tmpfs a service fills.
+    assert str(tmpfs) not in _mounts(HostCollector())
+    assert str(tmpfs) in _mounts(HostCollector(include_mounts={str(tmpfs)}))
+    by_type = HostCollector(include_fstypes={"tmpfs"}).collect()
+    avail = _one(by_type, "node_filesystem_avail_bytes", mountpoint=str(tmpfs))
+    assert avail.labels["fstype"] == "tmpfs"
+    assert avail.capacity is not None
+    assert 0 < avail.value <= avail.capacity

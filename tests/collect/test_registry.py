@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 
 from autofix.collect.files import LogDirCollector
-from autofix.collect.host import HostCollector, ProcessCollector
-from autofix.collect.probes import DuckDBProbe, HttpProbe, PostgresProbe, TcpProbe
+from autofix.collect.host import HostCollector
+from autofix.collect.postgres_metrics import PostgresCollector
+from autofix.collect.probes import DuckDBProbe, HttpProbe, TcpProbe
+from autofix.collect.process import ProcessCollector, SupervisorCollector
+from autofix.collect.redis_metrics import RedisCollector
 from autofix.collect.registry import build_collectors, close_collectors
 from autofix.config import load_settings
 from autofix.errors import ConfigError
@@ -25,10 +28,15 @@ def test_one_collector_per_target_plus_host(tmp_path: Path) -> None:
                 {"kind": "duckdb", "name": "store", "path": str(tmp_path / "x.duckdb")},
                 {"kind": "process", "name": "app", "process_name": "app"},
                 {"kind": "logdir", "name": "logs", "path": str(tmp_path)},
+                {"kind": "redis", "name": "cache", "url": "redis://127.0.0.1:1/0"},
+                {"kind": "supervisor", "name": "web-1", "program": "web-1"},
+                {"kind": "systemd", "name": "nginx", "unit": "nginx.service"},
             ]
         }
     )
-    settings = load_settings(environ={"AUTOFIX_PROBE_TIMEOUT": "750ms"})
+    settings = load_settings(
+        environ={"AUTOFIX_PROBE_TIMEOUT": "750ms", "AUTOFIX_HOST_FS_INCLUDE": "tmpfs,/run/x/"}
+    )
     collectors = build_collectors(pipeline, settings)
     try:
         kinds = [type(c) for c in collectors]
@@ -36,11 +44,14 @@ def test_one_collector_per_target_plus_host(tmp_path: Path) -> None:
             HostCollector,
             HttpProbe,
             TcpProbe,
-            PostgresProbe,
+            PostgresCollector,
             DuckDBProbe,
             ProcessCollector,
             LogDirCollector,
+            RedisCollector,
+            SupervisorCollector,
         ]
+        # Named after their targets: Service.collect_now(name) re-reads one of them.
         assert [c.name for c in collectors] == [
             "host",
             "web",
@@ -49,9 +60,15 @@ def test_one_collector_per_target_plus_host(tmp_path: Path) -> None:
             "store",
             "app",
             "logs",
+            "cache",
+            "web-1",
         ]
-        probes = [c for c in collectors if isinstance(c, HttpProbe | TcpProbe | PostgresProbe)]
-        assert {p.timeout for p in probes} == {0.75}
+        timed = (HttpProbe, TcpProbe, PostgresCollector, RedisCollector, SupervisorCollector)
+        assert {c.timeout for c in collectors if isinstance(c, timed)} == {0.75}
+        host = collectors[0]
+        assert isinstance(host, HostCollector)
+        assert host.include_fstypes == {"tmpfs"}
+        assert host.include_mounts == {"/run/x"}
     finally:
         close_collectors(collectors)
         close_collectors(collectors)  # idempotent

@@ -75,8 +75,13 @@ def test_rules_and_their_modes_are_kept(tmp_path: Path) -> None:
     # A rule naming the web service is one rule per worker, acting on that worker.
     assert rules["service-unresponsive.web-2"].when.match == {"target": "web-2-http"}
     assert [a.target for a in rules["service-unresponsive.web-2"].actions] == ["web-2"]
-    assert [a.target for a in rules["memory-exhaustion.web-1"].actions] == ["web-1"]
     assert "service-unresponsive" not in rules
+    # A rule over the web group stays one rule: it fires per worker and acts on that one.
+    group_rule = rules["memory-exhaustion"]
+    assert group_rule.target is not None
+    assert group_rule.target.group == "web"
+    assert [a.target for a in group_rule.actions] == [None]
+    assert {t.name for t in group_rule.target.members(pipeline.targets)} == {"web-1", "web-2"}
     # A rule about another target stays one rule.
     assert "db-connection-failed" in rules
 
