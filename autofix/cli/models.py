@@ -243,6 +243,8 @@ def predict(
         "written": run.written,
         "model": name,
         "model_version": version,
+        # Where the fits ran: backend (inline/pool/local/dask), partitions, fallbacks, failed.
+        "compute": run.compute,
     }
     if as_json:
         print_json({**summary, "predictions": prediction_records(latest)})
