@@ -16,6 +16,7 @@ by ``export_parquet`` while a writer runs. Nobody sees a raw lock error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -728,7 +729,13 @@ class MetricStore:
         directory.mkdir(parents=True, exist_ok=True)
         with self._write_lock:
             cursor = self._con.cursor()
+        previous = None
         try:
+            # The fleet's history passes through here: DuckDB spills past the cap (to a
+            # temp directory beside the store) instead of growing with the fleet.
+            setting = cursor.execute("SELECT current_setting('memory_limit')").fetchone()
+            previous = None if setting is None else str(setting[0])
+            cursor.execute(f"SET memory_limit = {_sql_string(EXPORT_MEMORY_LIMIT)}")
             cursor.execute(
                 f"""COPY (SELECT *, series_id % {int(partitions)} AS part FROM ({sql}))
                     TO {_sql_string(directory)}
@@ -741,6 +748,9 @@ class MetricStore:
         except OSError as exc:
             raise StoreError(f"{directory}: export failed: {exc.strerror or exc}") from exc
         finally:
+            with contextlib.suppress(duckdb.Error):
+                if previous is not None:
+                    cursor.execute(f"SET memory_limit = {_sql_string(previous)}")
             cursor.close()
         found = [p for p in directory.glob("part=*") if p.is_dir()]
         return sorted(found, key=lambda p: int(p.name.split("=", 1)[1]))
@@ -965,6 +975,10 @@ def _sql_string(path: Path | str) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+#: DuckDB memory while a partitioned export runs (``MetricStore.export_partitions``).
+EXPORT_MEMORY_LIMIT = "1GB"
 
 
 def _fill_sql(
