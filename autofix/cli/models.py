@@ -379,12 +379,13 @@ def backtest(
         raise InputError(f"--step: {exc}") from None
     series = load_scenarios(scenarios)
     factories = {name: partial(make_forecaster, name) for name in names}
-    with err.status("backtesting") as status:
+    with err.status("backtesting") as status, _compute(settings()) as compute:
         results, _ = run_backtest(
             factories,
             series,
             step=origin_step,
             progress=lambda name: status.update(f"backtesting {name}"),
+            compute=compute,  # on AUTOFIX_DASK_SCHEDULER's cluster when one is named
         )
     if as_json:
         print_json({"scenarios": str(scenarios), "series": len(series), "models": results})
@@ -415,8 +416,11 @@ def train(
     from autofix.training import train_and_register
 
     current = settings()
-    with err.status("backtesting the default forecaster and logging it to MLflow"):
-        result = train_and_register(current.models_dir, scenarios)
+    with (
+        err.status("backtesting the default forecaster and logging it to MLflow"),
+        _compute(current) as compute,
+    ):
+        result = train_and_register(current.models_dir, scenarios, compute=compute)
     if as_json:
         print_json(result.as_dict())
         return
