@@ -1,11 +1,13 @@
 """Fleet-scale benchmark: `autofix predict` on a LocalCluster, and imports in bounded memory.
 
     .venv/bin/python benchmarks/fleet.py [--sizes 10000,30000,100000] [--days 3]
-        [--ratio-size 30000] [--csv-gb 1.0] [--skip-import] [--workdir DIR]
+        [--ratio-size 30000] [--csv-gb 1.0] [--skip-import] [--ahead 3] [--merge]
+        [--workdir DIR]
 
 For each fleet size N: N disks × ``--days`` days at 5 min are generated to Parquet,
-imported into a fresh store with ``autofix import --shift-to-now`` (samples/s and peak
-RSS of the import), and forecast end to end by ``autofix predict --model default --json``
+imported into a fresh store with ``autofix import`` (samples/s and peak RSS of the
+import; the history ends ``--ahead`` hours from now so that it still reports when
+forecast), and forecast end to end by ``autofix predict --model default --json``
 on a LocalCluster of 2 workers (``AUTOFIX_COMPUTE_LOCAL_SERIES=1``): wall time, series/s,
 and the peak RSS of every process of the run (the driver — the one writer — and each
 worker; target ≤ 2 GB each). At ``--ratio-size`` the same run on 1 worker gives the
@@ -31,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -129,14 +131,22 @@ def run_watched(argv: list[str], env: dict[str, str], cwd: Path) -> dict[str, An
 # -- data --------------------------------------------------------------------------------
 
 
-def generate_parquet(path: Path, series: int, days: float) -> int:
-    """``series`` disks filling at different rates, 5-minute samples; returns the rows."""
+def generate_parquet(path: Path, series: int, days: float, ahead_h: float) -> int:
+    """``series`` disks filling at different rates, 5-minute samples; returns the rows.
+
+    The history ends ``ahead_h`` hours from now: a large import takes minutes, and the
+    series must still report (a sample within 4 intervals, ``autofix.predict``) when
+    the forecasts run; samples after a run's "now" are not read by it.
+    """
     points = int(days * 86400 / STEP_S)
+    end = datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=ahead_h)
+    start = end - timedelta(seconds=(points - 1) * STEP_S)
     con = duckdb.connect()
     con.execute("SET preserve_insertion_order = false")
     con.execute(
         f"""COPY (
-              SELECT TIMESTAMP '2026-01-01' + to_seconds(t.k * {STEP_S}) AS timestamp,
+              SELECT TIMESTAMP '{start:%Y-%m-%d %H:%M:%S}' + to_seconds(t.k * {STEP_S})
+                       AS timestamp,
                      printf('node-%06d', s.i) AS host,
                      'node_filesystem_avail_bytes' AS metric,
                      '{{"mountpoint":"/data"}}' AS labels,
@@ -316,6 +326,14 @@ def main() -> None:
     parser.add_argument("--ratio-size", type=int, default=30_000)
     parser.add_argument("--csv-gb", type=float, default=1.0)
     parser.add_argument("--skip-import", action="store_true", help="no CSV import step")
+    parser.add_argument(
+        "--ahead", type=float, default=3.0, help="hours the generated history runs past now"
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other sizes' results already in --out (re-run some sizes only)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--plot", type=Path, default=PLOT)
@@ -336,12 +354,21 @@ def main() -> None:
         "parquet_import": [],
         "forecast": [],
     }
+    if args.merge and args.out.exists():
+        kept = json.loads(args.out.read_text(encoding="utf-8"))
+        for key in ("parquet_import", "forecast"):
+            results[key] = [r for r in kept.get(key, []) if r["series"] not in sizes]
+        if args.skip_import and "csv_import" in kept:
+            results["csv_import"] = kept["csv_import"]
+        results["merged_from"] = kept.get("when")
     try:
         run_all(args, sizes, base, results)
     finally:
         shutil.rmtree(base, ignore_errors=True)
         # Whatever ran is written, also when a step failed (its error is in the file).
         results["load_average_at_end"] = os.getloadavg()
+        for key in ("parquet_import", "forecast"):
+            results[key].sort(key=lambda r: (r["series"], r.get("mode", "")))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         plot(results, args.plot)
@@ -385,10 +412,9 @@ def one_size(
     home.mkdir()
     file = home / "history.parquet"
     with console.status(f"generating {size:,} series"):
-        rows = generate_parquet(file, size, args.days)
-    # --shift-to-now: the history ends now, so every series still reports when predicted.
+        rows = generate_parquet(file, size, args.days, args.ahead)
     with console.status(f"importing {rows:,} samples"):
-        imported = do_import(file, home, rows, shift=True)
+        imported = do_import(file, home, rows, shift=False)
     results["parquet_import"].append({"series": size, **imported})
     console.print(
         f"import {size:,}: {imported['wall_s']:.1f} s, {imported['driver_peak_rss_mb']:.0f} MiB"
