@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/executor.py
 	$(BIN)/python benchmarks/api.py
 	$(BIN)/python benchmarks/cli.py
+	$(BIN)/python benchmarks/fleet.py
 
 # JupyterLab on notebooks/ with this project's .venv (kernel "Python 3" is .venv's python).
 notebooks: $(STAMP)
