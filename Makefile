@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit bench clean notebooks
+.PHONY: install run test lint typecheck unit bench clean notebooks docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,11 +39,19 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/executor.py
 	$(BIN)/python benchmarks/api.py
 	$(BIN)/python benchmarks/cli.py
+	$(BIN)/python benchmarks/faults.py
+	$(BIN)/python benchmarks/dashboard.py
 	$(BIN)/python benchmarks/fleet.py
+
+# The manual (docs/, mkdocs.yml) into site/, the CLI reference regenerated first;
+# tests/test_docs.py runs the same strict build and fails on a stale CLI reference.
+docs: $(STAMP)
+	$(BIN)/cog -r docs/cli-reference.md
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # JupyterLab on notebooks/ with this project's .venv (kernel "Python 3" is .venv's python).
 notebooks: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

@@ -255,6 +255,14 @@ class Settings(BaseSettings):
     predict_lookback: Duration = Field(
         timedelta(days=7), description="History each prediction pass forecasts from."
     )
+    model_workers: int = Field(
+        2,
+        ge=0,
+        le=64,
+        description="Worker processes `autofix serve` runs model fits, anomaly scoring and "
+        "training in, so they never hold up the API; `0` runs them in the service's own "
+        "process.",
+    )
     report_dir: Path = Field(
         Path("data/reports"), description="Where the report job writes the HTML report and charts."
     )
@@ -281,14 +289,14 @@ class Settings(BaseSettings):
         20_000,
         ge=1,
         description="With no AUTOFIX_DASK_SCHEDULER, a job over at least this many series "
-        "runs on a LocalCluster of this machine (else in process, or in the service's pool).",
+        "runs on a LocalCluster of this machine (else in process, through "
+        "AUTOFIX_MODEL_WORKERS under `autofix serve`).",
     )
     compute_workers: int = Field(
         2,
         ge=1,
         le=256,
-        description="Worker processes of the LocalCluster and of the process pool `autofix "
-        "serve` runs model work in.",
+        description="Worker processes of that LocalCluster.",
     )
     compute_worker_memory: str = Field(
         "2GB",

@@ -19,6 +19,7 @@ The self-healing loop never restarts a target for ``dependency`` or ``planned``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -177,27 +178,56 @@ def names_dependency(text: str, target: Target | None, pipeline: Pipeline | None
     """The declared dependency of ``target`` that an error text names, or None.
 
     A dependency is named by its target name, or by a word of its kind (``database`` for
-    a ``postgres`` target, ``cache`` for a ``redis`` one) when only one dependency has it.
+    a ``postgres`` target, ``cache`` for a ``redis`` one). A JSON body's ``failing`` list
+    (``{"status": "unhealthy", "failing": ["redis"]}``, the usual health-endpoint shape)
+    is read first: it says which dependency fails, where the rest of the body may mention
+    every dependency the app has. When several dependencies are named, the first declared
+    one is given: any of them explains the symptom.
 
     >>> p = Pipeline.model_validate({"targets": [
     ...     {"name": "news-db", "kind": "postgres", "dsn": "postgresql:///news"},
-    ...     {"name": "web", "kind": "http", "url": "http://w/", "depends_on": ["news-db"]}]})
-    >>> names_dependency("503: database unavailable", p.targets[1], p)
+    ...     {"name": "cache", "kind": "redis", "url": "redis://c/0"},
+    ...     {"name": "web", "kind": "http", "url": "http://w/",
+    ...      "depends_on": ["news-db", "cache"]}]})
+    >>> names_dependency("503: database unavailable", p.targets[2], p)
     'news-db'
+    >>> names_dependency('{"failing": ["redis"], "errors": {"redis": "OOM", "postgres": "ok"}}',
+    ...                  p.targets[2], p)
+    'cache'
     """
     if target is None or pipeline is None or not target.depends_on:
         return None
+    failing = _failing_list(text)
+    if failing:
+        named = _named(" ".join(failing), target, pipeline)
+        if named is not None:
+            return named
+    return _named(text, target, pipeline)
+
+
+def _failing_list(text: str) -> list[str]:
+    """The ``failing`` list of a JSON health body, or []."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return []
+    failing = body.get("failing") if isinstance(body, dict) else None
+    if not isinstance(failing, list):
+        return []
+    return [str(item) for item in failing]
+
+
+def _named(text: str, target: Target, pipeline: Pipeline) -> str | None:
     lowered = text.lower()
     words = set(re.findall(r"[a-z0-9_.-]+", lowered))
     for name in target.depends_on:
         if name.lower() in words or name.lower() in lowered:
             return name
-    by_word = []
     for name in target.depends_on:
         dep = pipeline.target(name)
         if dep is not None and any(w in words for w in _KIND_WORDS.get(dep.kind, ())):
-            by_word.append(name)
-    return by_word[0] if len(by_word) == 1 else None
+            return name
+    return None
 
 
 def check_http(

@@ -45,14 +45,12 @@ from autofix.gates import resolve_policy
 from autofix.health import HealthResult
 from autofix.holds import Holds
 from autofix.logs import context as log_context
-from autofix.models.anomaly import RobustScorer
 from autofix.pipeline import JOB_NAMES, AlertWhen, BaselineWhen, Pipeline, Rule
 from autofix.policy import (
     Alert,
     Decision,
     Observations,
     RuleDecision,
-    decide,
     judge_alerts,
     lookback,
     score_outcome,
@@ -60,6 +58,7 @@ from autofix.policy import (
 from autofix.scheduler import build_scheduler
 from autofix.selfheal import SelfHealer
 from autofix.store import MetricStore
+from autofix.workers import InlineModelWork, ModelWork
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +110,13 @@ class Service:
         http_transport: httpx.BaseTransport | None = None,
         notifier: Any | None = None,
         scenarios: str = "data/samples",
+        models: ModelWork | None = None,
         compute: Compute | None = None,
     ) -> None:
         self.settings = settings
-        #: Where model work runs (``autofix.compute``): ``autofix serve`` passes one that
-        #: offloads, so no fit ever runs on the API's interpreter.
+        #: Where partitioned model work over the fleet runs (``autofix.compute``): Dask
+        #: when AUTOFIX_DASK_SCHEDULER names a cluster, a LocalCluster for a large fleet,
+        #: else one partition after the other through ``models``.
         self.compute = compute if compute is not None else Compute.from_settings(settings)
         self.pipeline = pipeline
         self.store = store
@@ -123,6 +124,8 @@ class Service:
         self.runner = runner
         self.http_transport = http_transport
         self.scenarios = scenarios
+        #: Where fits, scoring and training run (``autofix serve``: worker processes).
+        self.models: ModelWork = models if models is not None else InlineModelWork()
         self.executor = Executor(
             store,
             pipeline,
@@ -235,6 +238,7 @@ class Service:
             self.failures[f"{name}_skipped"] += 1
 
     def close(self) -> None:
+        self.models.close()
         self.compute.close()
         if self._collectors is not None:
             from autofix.collect.registry import close_collectors
@@ -262,9 +266,7 @@ class Service:
     def model(self, refresh: bool = False) -> tuple[Any, str, str]:
         """The forecaster predictions are made with (the champion, cached)."""
         if self._model is None or refresh:
-            from autofix.training import champion_or_default
-
-            self._model = champion_or_default(self.settings.models_dir)
+            self._model = self.models.champion(self.settings.models_dir)
         return self._model
 
     def predict(self, now: datetime) -> int:
@@ -278,23 +280,45 @@ class Service:
             model_version=version,
             now=now,
             lookback=self.settings.predict_lookback,
+            fit_predict=self.models.forecast,
             compute=self.compute,
         )
         return run.written
 
     def score_anomalies(self, now: datetime) -> pd.DataFrame:
         """Score the latency series causally; store the new points' scores; return recent."""
-        from autofix.predict import score_store
-
-        history = score_store(
-            self.store,
-            RobustScorer(),
-            model_name=_SCORER,
-            now=now,
-            lookback=SCORE_LOOKBACK,
-            suffix=LATENCY_SUFFIX,
-            compute=self.compute,
+        found = self.store.query(
+            "SELECT count(*) AS n FROM series WHERE suffix(metric, ?)", [LATENCY_SUFFIX]
         )
+        if self.compute.kind_for(int(found["n"].iloc[0])) in ("dask", "local"):
+            # A fleet's latency series: partitions on Dask, read from a Parquet export.
+            from autofix.models.anomaly import RobustScorer
+            from autofix.predict import score_store
+
+            scored = score_store(
+                self.store,
+                RobustScorer(),
+                model_name=_SCORER,
+                now=now,
+                lookback=SCORE_LOOKBACK,
+                suffix=LATENCY_SUFFIX,
+                compute=self.compute,
+            )
+            return self._store_scores(scored, now)
+        history = self.store.query(
+            f"""SELECT s.series_id, s.host, s.metric, s.labels, x.ts, x.value
+                FROM samples x JOIN series s USING (series_id)
+                WHERE suffix(s.metric, '{LATENCY_SUFFIX}') AND x.ts > ? AND x.ts <= ?
+                ORDER BY s.series_id, x.ts""",
+            [now - SCORE_LOOKBACK, now],
+        )
+        if history.empty:
+            return history.assign(score=pd.Series(dtype="float64"))
+        history["score"] = self.models.score(history[["series_id", "ts", "value"]])
+        return self._store_scores(history.assign(model=_SCORER), now)
+
+    def _store_scores(self, history: pd.DataFrame, now: datetime) -> pd.DataFrame:
+        """Append the scores of the points not scored before; return ``history``."""
         if history.empty:
             return history
         done = self.store.query(
@@ -327,15 +351,9 @@ class Service:
         predicted = self.predict(now)
         scores = self.score_anomalies(now)
         obs = dataclasses.replace(self.observe(now), scores=scores)
-        holding: set[str] = set()
-        decisions = decide(
-            self.pipeline.rules,
-            self.pipeline,
-            obs,
-            now,
-            self._recent,
-            self.settings.fix_mode,
-            holding=holding,
+        # Pure but heavy over a fleet: where the model work runs (a worker process).
+        decisions, holding = self.models.decide(
+            self.pipeline, obs, now, dict(self._recent), self.settings.fix_mode
         )
         self._quiet = {k: v for k, v in self._quiet.items() if k in holding}
         decisions = [rd for rd in decisions if rd.key not in self._quiet]
@@ -738,16 +756,16 @@ class Service:
     def train(self) -> dict[str, Any]:
         from pathlib import Path
 
-        from autofix.training import train_and_register
-
-        models, scenarios = self.settings.models_dir, Path(self.scenarios)
         if self.compute.scheduler:
-            # The backtest fans out to the Dask cluster from here (its partitions are the
-            # heavy part); logging the run to MLflow stays with the models directory.
-            result = train_and_register(models, scenarios, compute=self.compute)
+            # The backtest's partitions go to the Dask cluster from here; the MLflow run
+            # is logged where the models directory is.
+            from autofix.training import train_and_register
+
+            result = train_and_register(
+                self.settings.models_dir, Path(self.scenarios), compute=self.compute
+            )
         else:
-            # The whole run in a pool process (in `serve`): the API's interpreter stays free.
-            result = self.compute.call(train_and_register, models, scenarios)
+            result = self.models.train(self.settings.models_dir, Path(self.scenarios))
         if result.promoted:
             self.model(refresh=True)
         return result.as_dict()

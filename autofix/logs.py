@@ -34,7 +34,8 @@ import re
 import sys
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
-from typing import Any, Literal, TextIO
+from pathlib import Path
+from typing import Any, Literal, TextIO, cast
 
 import structlog
 
@@ -127,9 +128,31 @@ def configure(
     per command). Handlers others installed (pytest's capture) are left alone.
     """
     out = stream if stream is not None else sys.stderr
+    threshold = logging.getLevelNamesMapping()[level]
+    handler = _Handler(out)
+    _dress(handler, out, threshold, fmt, events)
+    root = logging.getLogger()
+    reset()
+    root.addHandler(handler)
+    # Chatty libraries must still create their INFO records for the filter to demote.
+    root.setLevel(min(threshold, logging.INFO))
+
+
+def file_handler(path: Path, level: str = "INFO", fmt: Format = "json") -> logging.Handler:
+    """A handler writing the service's lines to ``path`` as ``configure`` would (JSON
+    lines, library chatter demoted), for a process whose own output is elsewhere (the
+    demo keeps the service's log beside its report). The caller adds and closes it."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    stream = cast("TextIO", handler.stream)  # opened now: no delay
+    _dress(handler, stream, logging.getLevelNamesMapping()[level], fmt, True)
+    return handler
+
+
+def _dress(
+    handler: logging.Handler, out: TextIO, threshold: int, fmt: Format, events: bool
+) -> None:
     chosen = resolve_format(fmt, out)
     colors = chosen == "console" and resolve_format("auto", out) == "console"  # a real TTY
-    threshold = logging.getLevelNamesMapping()[level]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.contextvars.merge_contextvars,
@@ -144,14 +167,8 @@ def configure(
             *_renderer(chosen, colors),
         ],
     )
-    handler = _Handler(out)
     handler.setFormatter(formatter)
     handler.addFilter(_Demote(threshold, events))
-    root = logging.getLogger()
-    reset()
-    root.addHandler(handler)
-    # Chatty libraries must still create their INFO records for the filter to demote.
-    root.setLevel(min(threshold, logging.INFO))
 
 
 def reset() -> None:
@@ -169,4 +186,13 @@ def context(**values: Any) -> Iterator[None]:
         yield
 
 
-__all__ = ["CHATTY", "EVENTS", "Format", "configure", "context", "reset", "resolve_format"]
+__all__ = [
+    "CHATTY",
+    "EVENTS",
+    "Format",
+    "configure",
+    "context",
+    "file_handler",
+    "reset",
+    "resolve_format",
+]

@@ -18,6 +18,7 @@ as a time in the past.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -161,6 +162,7 @@ def predict_store(
     step: timedelta | None = None,
     compute: Compute | None = None,
     progress: Progress | None = None,
+    fit_predict: Callable[[Any, pd.DataFrame, float], pd.DataFrame] | None = None,
 ) -> PredictionRun:
     """Forecast every exhaustible series that still reports; append the predictions.
 
@@ -174,7 +176,9 @@ def predict_store(
     history; in process, each partition is read from the store in turn. Either way
     memory is bounded by a partition. A partition the model fails on is forecast by
     ``FALLBACK_MODEL`` instead (recorded as that model, version ``fallback``) and
-    logged; one that fails that too is left out of this pass.
+    logged; one that fails that too is left out of this pass. In process,
+    ``fit_predict(model, frame, threshold)`` runs the model (default: here; ``autofix
+    serve`` sends it to a worker process).
     """
     catalog = store.query("SELECT series_id, metric FROM series WHERE capacity IS NOT NULL")
     metrics = catalog.set_index("series_id")["metric"]
@@ -208,11 +212,14 @@ def predict_store(
                 str(d)
                 for d in store.export_fill_history(work, count, lookback, now, step, ids, down_ids)
             ]
+        # In process, the service's model workers fit (``fit_predict``); a Dask or pool
+        # task fits where it runs.
+        fits = fit_predict if kind == "inline" else None
         done = compute.map(
             forecast_partition,
-            [(src, model, threshold, changes) for src in sources],
+            [(src, model, threshold, changes, fits) for src in sources],
             kind=kind,
-            fallback=lambda i: (sources[i], fallback_model, threshold, changes),
+            fallback=lambda i: (sources[i], fallback_model, threshold, changes, fits),
             label="forecast",
             progress=progress,
         )

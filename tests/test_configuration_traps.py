@@ -1,4 +1,5 @@
-"""Configuration traps the README warns about, each shown on a real PostgreSQL.
+"""Configuration traps the manual warns about (docs/configuration-traps.md), each shown
+on a real PostgreSQL.
 
 - The DSN of a postgres target needs ``pg_monitor`` to see the application's sessions
   (else ``postgres.terminate_idle`` finds none idle) and ``pg_signal_backend`` to end

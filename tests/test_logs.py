@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from autofix.logs import configure, context, reset, resolve_format
+from autofix.logs import configure, context, file_handler, reset, resolve_format
 from tests.clirun import run_autofix
 
 
@@ -108,6 +108,24 @@ def test_library_chatter_is_debug(stream: io.StringIO) -> None:
     logging.getLogger("httpx").info("HTTP Request: GET http://x")
     (line,) = _lines(debug)
     assert line["level"] == "debug"
+
+
+def test_a_file_of_the_service_log_leaves_chatter_out(tmp_path: Path) -> None:
+    handler = file_handler(tmp_path / "autofix.log")
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        logging.getLogger("httpx").info("HTTP Request: GET http://x")
+        logging.getLogger("apscheduler.executors.default").info('Running job "collect"')
+        logging.getLogger("autofix.jobs").info("decision", extra={"decision_id": 3})
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
+    lines = [json.loads(line) for line in (tmp_path / "autofix.log").read_text().splitlines()]
+    assert [(line["event"], line["decision_id"]) for line in lines] == [("decision", 3)]
 
 
 def test_level_setting_is_honoured(stream: io.StringIO) -> None:

@@ -11,7 +11,6 @@ test with that cell's source and traceback.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import nbformat
@@ -81,13 +80,12 @@ def test_notebook_runs_at_small_size(path: Path, store_file: Path, tmp_path: Pat
         kernel_name="python3",
         resources={"metadata": {"path": str(ROOT)}},
     )
-    started = time.monotonic()
     try:
         client.execute(env=env)
     except CellExecutionError as exc:
         pytest.fail(f"{path.name}: a cell failed\n{exc}", pytrace=False)
-    elapsed = time.monotonic() - started
-    assert elapsed < BUDGET_SECONDS, f"{path.name} took {elapsed:.0f} s at small size"
+    # How long it took is not asserted here (a loaded machine is not a slow notebook):
+    # the per-cell timeout and the test's timeout only stop a hang.
     images = sum(
         1
         for cell in nb.cells

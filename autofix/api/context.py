@@ -212,6 +212,8 @@ class PredictionCache:
         self._key: tuple[Any, ...] | None = None
         self._table: ForecastTable | None = None
         self._checked = -math.inf
+        self._rebuilding: threading.Thread | None = None
+        self._wait_next = False
         self.builds = 0
 
     def fresh(self) -> ForecastTable | None:
@@ -221,32 +223,56 @@ class PredictionCache:
         return None
 
     def get(self) -> ForecastTable:
-        """The current table (blocking: reads the store).
+        """The current table (blocking: reads the store's newest run).
 
-        While one caller rebuilds after a new run, the others keep getting the previous
-        table instead of queueing behind the rebuild (unless there is none yet).
+        After a new run, the table is rebuilt on a thread of its own while every caller
+        keeps getting the previous one: a request never waits for a rebuild (unless there
+        is no table yet). ``wait_rebuilt`` waits for it (tests, benchmarks).
         """
         now = self.clock()
         period = int(now.replace(tzinfo=UTC).timestamp() // self.REFRESH)
         key = (*self.store._run("SELECT max(made_at), count(*) FROM predictions")[0], period)
-        stale = key != self._key or self._table is None
-        if stale and self._lock.acquire(blocking=self._table is None):
-            try:
-                if key != self._key or self._table is None:
-                    current = current_predictions(self.store, now, self.lookback)
-                    self._table = ForecastTable.build(current)
-                    self._key = key
-                    self.builds += 1
-            finally:
-                self._lock.release()
+        if self._table is None or (self._wait_next and key != self._key):
+            self._wait_next = False
+            with self._lock:
+                if self._table is None or key != self._key:
+                    self._rebuild(key, now)
+        elif key != self._key and self._lock.acquire(blocking=False):
+            self._rebuilding = threading.Thread(
+                target=self._rebuild_released, args=(key, now), name="autofix-api-forecasts",
+                daemon=True,
+            )  # fmt: skip
+            self._rebuilding.start()
         self._checked = time.monotonic()
         table = self._table
         assert table is not None
         return table
 
+    def _rebuild(self, key: tuple[Any, ...], now: datetime) -> None:
+        current = current_predictions(self.store, now, self.lookback)
+        self._table = ForecastTable.build(current)
+        self._key = key
+        self.builds += 1
+
+    def _rebuild_released(self, key: tuple[Any, ...], now: datetime) -> None:
+        try:
+            self._rebuild(key, now)
+        except Exception:  # the previous table stays; the next check tries again
+            log.exception("rebuilding the forecasts table failed")
+        finally:
+            self._lock.release()
+
+    def wait_rebuilt(self, timeout: float = 30.0) -> None:
+        """Wait for a rebuild in progress to finish."""
+        thread = self._rebuilding
+        if thread is not None:
+            thread.join(timeout)
+
     def forget(self) -> None:
-        """Check the store on the next ``fresh`` (tests, and after writing predictions)."""
+        """Check the store on the next ``fresh``, and let that ``get`` wait for a rebuild
+        (tests, and after writing predictions)."""
         self._checked = -math.inf
+        self._wait_next = True
 
 
 @dataclass

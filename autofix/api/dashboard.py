@@ -1,7 +1,9 @@
 """The dashboard page at ``GET /``: static HTML, CSS and JavaScript shipped in the package.
 
 The page holds no data: it asks for an API token and reads the JSON API under
-``/api/v1`` with it, so the same bearer-token roles apply (approving needs an operator).
+``/api/v1`` with it, so the same bearer-token roles apply: ``/api/v1/whoami`` tells the
+page which buttons to show (a viewer gets none that act). Charts are drawn by uPlot,
+vendored as its built file with its licence (``static/VENDORED.md``).
 Assets are package data (``autofix/api/static/``) read with ``importlib.resources``; there
 is no build step and nothing is fetched from elsewhere, which the Content-Security-Policy
 enforces.
@@ -21,7 +23,11 @@ router = APIRouter(include_in_schema=False)
 _ASSETS = {
     "dashboard.css": "text/css; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
-    "chart.js": "text/javascript; charset=utf-8",
+    "charts.js": "text/javascript; charset=utf-8",
+    # uPlot (MIT, https://github.com/leeoniya/uPlot), vendored: see static/VENDORED.md.
+    "uplot.iife.min.js": "text/javascript; charset=utf-8",
+    "uplot.min.css": "text/css; charset=utf-8",
+    "uplot.LICENSE": "text/plain; charset=utf-8",
 }
 _HEADERS = {
     "Content-Security-Policy": (
@@ -42,7 +48,8 @@ def _read(name: str) -> bytes:
 
 @router.get("/")
 def dashboard_page() -> Response:
-    """The dashboard: KPIs, the riskiest series' forecasts, approvals, the fix timeline."""
+    """The dashboard: pause, KPIs, approvals, forecasts, jobs, decisions, escalations,
+    silences and the fix timeline."""
     return Response(_read("index.html"), media_type="text/html; charset=utf-8", headers=_HEADERS)
 
 

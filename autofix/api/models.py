@@ -7,10 +7,18 @@ a newer Alertmanager may add; its labels are untrusted text, bounded in size and
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 Horizon = Literal["1h", "4h", "24h", "4d"]
 #: autofix.audit.STATES and autofix.maintenance.TASK_STATES (a test keeps them equal).
@@ -300,7 +308,21 @@ def _utc_naive(moment: datetime) -> datetime:
         raise ValueError("time out of range") from None
 
 
-UtcNaive = Annotated[datetime, AfterValidator(_utc_naive)]
+# RFC 3339, as the schema's `format: date-time` says: a date, a time with seconds and an
+# offset (`Z` for UTC). Epoch numbers and times without an offset are refused rather than
+# guessed (is 1700000000 seconds or milliseconds; is 10:00 local or UTC?).
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError(f"{str(value)[:40]!r} is not an RFC 3339 time (e.g. 2026-12-02T10:00:00Z)")
+    return value
+
+
+UtcNaive = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(_utc_naive)]
 LabelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 LabelValue = Annotated[str, StringConstraints(max_length=1024)]
 # additionalProperties: the schema says what the validator does (names like labels).

@@ -4,9 +4,10 @@ DuckDB lets one process write the store, so ``autofix serve`` keeps the API and 
 in one process sharing one store. The socket is bound here, on the calling thread, so a
 port already in use is one clear error instead of a dying thread.
 
-While it serves, the interpreter's GIL switch interval is 1 ms instead of 5 ms: a
-request needs the GIL a few times, and behind a busy job thread (a forecast of the
-fleet, a /metrics render) each wait would otherwise cost up to 5 ms.
+The interpreter's thread switch interval is left alone: what would compete with the
+requests for the GIL does not run on this interpreter (model fits, scoring and training go
+to worker processes, ``autofix.workers``; the forecasts table and /metrics are rebuilt off
+the request path).
 
 >>> server = ApiServer(app, "127.0.0.1", 0)  # doctest: +SKIP
 >>> server.start(); server.url; server.stop()  # doctest: +SKIP
@@ -15,7 +16,6 @@ fleet, a /metrics render) each wait would otherwise cost up to 5 ms.
 from __future__ import annotations
 
 import socket
-import sys
 import threading
 import time
 from typing import Any
@@ -35,14 +35,11 @@ class ApiServer:
         port: int,
         *,
         graceful: float = 10.0,
-        switch_interval: float | None = 0.001,
     ) -> None:
         self.app = app
         self.host = host
         self.port = port
         self.graceful = graceful
-        self.switch_interval = switch_interval
-        self._previous_interval: float | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -77,9 +74,6 @@ class ApiServer:
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, name="autofix-api", daemon=True
         )
-        if self.switch_interval is not None:
-            self._previous_interval = sys.getswitchinterval()
-            sys.setswitchinterval(self.switch_interval)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
@@ -94,6 +88,3 @@ class ApiServer:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(self.graceful + 5 if timeout is None else timeout)
-        if self._previous_interval is not None:
-            sys.setswitchinterval(self._previous_interval)
-            self._previous_interval = None

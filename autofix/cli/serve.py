@@ -54,7 +54,9 @@ def _notifier(current: Settings) -> Any | None:
 
 
 @contextmanager
-def _service(current: Settings, *, offload: bool = False) -> Iterator[Any]:
+def _service(current: Settings, models: Any | None = None) -> Iterator[Any]:
+    """The live service when one owns the store, else one over the store; ``models``: where
+    its model work runs (default: this process)."""
     live = live_service()
     if live is not None:  # carried out by `autofix serve`: its own service, left open
         if current.dry_run and not live.settings.dry_run:
@@ -68,9 +70,16 @@ def _service(current: Settings, *, offload: bool = False) -> Iterator[Any]:
 
     pipeline = load_pipeline(current.pipeline)
     with writer(current) as store:
-        # serve: model work in worker processes, off the API's interpreter (issue 12).
-        compute = Compute.from_settings(current, offload=offload)
-        service = Service(current, pipeline, store, notifier=_notifier(current), compute=compute)
+        # Partitioned fleet work (Dask, a LocalCluster) where AUTOFIX_DASK_SCHEDULER says.
+        compute = Compute.from_settings(current)
+        service = Service(
+            current,
+            pipeline,
+            store,
+            notifier=_notifier(current),
+            models=models,
+            compute=compute,
+        )
         try:
             yield service
         finally:
@@ -167,7 +176,7 @@ def serve(
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with (
-            _service(current, offload=True) as service,
+            _service(current, _model_workers(current)) as service,
             _control_plane(current, service) as control,
         ):
             recovered = service.executor.recover()
@@ -219,6 +228,18 @@ def serve(
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _model_workers(current: Settings) -> Any | None:
+    """Worker processes for the model work (AUTOFIX_MODEL_WORKERS): the API shares this
+    interpreter, and a fit of the fleet on a job thread would hold up its requests."""
+    if not current.model_workers:
+        return None
+    from autofix.workers import ModelWorkers
+
+    return ModelWorkers(
+        current.model_workers, log_level=current.log_level, log_format=current.log_format
+    )
 
 
 class _ControlPlane:

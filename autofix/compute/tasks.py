@@ -9,6 +9,7 @@ DuckDB file.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -47,8 +48,12 @@ def forecast_partition(
     model: Any,
     threshold: float,
     capacity_changes: pd.DataFrame,
+    fit_predict: Callable[[Any, pd.DataFrame, float], pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """Forecast every series of one partition (``fill_history`` rows + ``down``).
+
+    ``fit_predict(model, frame, threshold)``: who fits (in process only: the service's
+    model worker processes); default here.
 
     The model is cloned (unfitted, same parameters: the same model version on every
     worker), fitted on the partition's fill ratios, and asked for one forecast row per
@@ -69,7 +74,10 @@ def forecast_partition(
     frame = pd.DataFrame(
         {"series_id": history["series_id"].to_numpy(), "ts": history["ts"], "value": fill}
     )
-    estimator = clone(model)
+    # A fresh copy per partition: one model object is shared by every partition's task.
+    estimator = clone(model) if hasattr(model, "get_params") else copy.deepcopy(model)
+    if fit_predict is not None:
+        return fit_predict(estimator, frame, threshold)
     forecasts: pd.DataFrame = estimator.fit(frame).predict(threshold)
     return forecasts
 

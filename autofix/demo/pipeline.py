@@ -10,6 +10,8 @@ text, so whatever rules the file holds (and their modes) are the rules the demo 
   redis the demo's URL (the database index is kept); the log directory target whose path
   holds ``log`` the demo's log directory (with its quota when it is not a tmpfs), every
   other log directory an empty directory of its own;
+- **memory limits**: a supervisor target's ``memory_limit`` becomes the demo worker's
+  memory budget (the RSS at which it dies, as the OOM killer would end it);
 - **workers**: the file's web group (the targets sharing the supervisor target's
   ``group``) is cloned per demo worker when the file declares one supervisor target —
   ``web`` becomes ``web-1`` and ``web-2``, ``web-http`` becomes ``web-1-http`` … — and a
@@ -75,6 +77,7 @@ class WorkerEndpoint:
     program: str  # supervisord program
     health_url: str
     cmdline: str  # regular expression matching its argv only
+    memory_limit: float | None = None  # RSS at which the worker dies (its OOM point)
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,7 @@ def render_pipeline(source: Path, endpoints: Endpoints, speedup: float = 60.0) -
     web = _web_group(targets, endpoints)
     renamed: dict[str, list[str]] = {}  # a file target → the demo targets standing for it
     out_targets: list[dict[str, Any]] = []
+    worker_of: dict[str, int] = {}  # a clone's name → its worker's index
     for target in targets:
         name = str(target["name"])
         worker_targets = web.get(name)
@@ -189,7 +193,8 @@ def render_pipeline(source: Path, endpoints: Endpoints, speedup: float = 60.0) -
                 out_targets.append(mapped)
             continue
         renamed[name] = []
-        for worker, new_name in worker_targets:
+        for index, (worker, new_name) in enumerate(worker_targets):
+            worker_of[new_name] = index
             clone = copy.deepcopy(target)
             clone["name"] = new_name
             mapped = _point(clone, worker, endpoints, notes)
@@ -197,7 +202,7 @@ def render_pipeline(source: Path, endpoints: Endpoints, speedup: float = 60.0) -
                 out_targets.append(mapped)
                 renamed[name].append(new_name)
     for target in out_targets:
-        _expand_references(target, renamed)
+        _expand_references(target, renamed, worker_of.get(str(target["name"])))
         if "gates" in target:
             target["gates"] = _compress_gates(target["gates"], speedup)
         recovery = target.get("recovery")
@@ -283,6 +288,13 @@ def _point(
         target["health_url"] = _with_host(
             str(target.get("health_url", "/health")), worker.health_url
         )
+        if worker.memory_limit is not None and "memory_limit" in target:
+            # The file's limit is its workers' OOM point; the demo's workers die at theirs.
+            notes.append(
+                f"target {target.get('name')}: memory_limit {target['memory_limit']} → "
+                f"{worker.memory_limit / 1e6:.0f} MB (where the demo's worker dies)"
+            )
+            target["memory_limit"] = int(worker.memory_limit)
     elif kind == "http" and worker is not None:
         target["url"] = _with_host(str(target["url"]), worker.health_url)
     elif kind == "process" and worker is not None:
@@ -318,13 +330,25 @@ def _point(
     return target
 
 
-def _expand_references(target: dict[str, Any], renamed: dict[str, list[str]]) -> None:
-    """Lists of target names (``depends_on`` …) naming a cloned target name every clone."""
+def _expand_references(
+    target: dict[str, Any], renamed: dict[str, list[str]], worker: int | None
+) -> None:
+    """Lists of target names (``depends_on`` …) naming a cloned target: every clone, or
+    the same worker's clone when ``target`` is itself one worker's (``web-1-http``
+    depends on ``web-1``, not on every worker)."""
     for key, value in list(target.items()):
         if key in {"name", "actions"} or not isinstance(value, list):
             continue
         if all(isinstance(v, str) for v in value) and any(v in renamed for v in value):
-            target[key] = [n for v in value for n in renamed.get(v, [v])]
+            target[key] = [
+                n
+                for v in value
+                for n in (
+                    [renamed[v][worker]]
+                    if v in renamed and worker is not None and worker < len(renamed[v])
+                    else renamed.get(v, [v])
+                )
+            ]
 
 
 def _references(rule: dict[str, Any], names: set[str]) -> set[str]:

@@ -29,6 +29,7 @@ from typing import Any
 
 from rich.console import Console
 
+from autofix.demo.app import MEMORY_BUDGET
 from autofix.demo.faults import Schedule, schedule
 from autofix.demo.kpis import GroundTruth, ground_truth
 from autofix.demo.pipeline import Endpoints, WorkerEndpoint, compressed_settings, render_pipeline
@@ -36,6 +37,7 @@ from autofix.demo.servers import Servers
 from autofix.demo.stack import Stack, StackOptions
 from autofix.demo.truth import FixRecord, ProbeLog, Recorder, fixes_from_store
 from autofix.demo.view import Feed, LiveView
+from autofix.logs import file_handler
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,10 @@ def endpoints(stack: Stack) -> Endpoints:
     assert stack.redis is not None
     return Endpoints(
         supervisor_url=stack.supervisor.url,
-        workers=[WorkerEndpoint(w.name, w.program, w.health_url, w.cmdline) for w in stack.workers],
+        workers=[
+            WorkerEndpoint(w.name, w.program, w.health_url, w.cmdline, MEMORY_BUDGET)
+            for w in stack.workers
+        ],
         postgres_dsn=stack.postgres.admin_dsn,
         redis_url=stack.redis.url,
         logs=stack.logs,
@@ -166,8 +171,8 @@ def run_demo(
     )
     result.base = stack.base
     result.phases["start"] = time.time()
-    handler = logging.FileHandler(stack.base / "autofix.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # The service's log as `autofix serve` writes it: JSON lines, library chatter left out.
+    handler = file_handler(stack.base / "autofix.log")
     root = logging.getLogger()
     root.addHandler(handler)
     level = root.level

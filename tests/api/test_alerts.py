@@ -290,7 +290,7 @@ def test_alert_rules_are_skipped_by_the_metric_policy(world: World) -> None:
     assert decide(world.service.pipeline.rules, world.service.pipeline, obs, world.now) == []
 
 
-# -- a real Alertmanager posting to the API (the README's receiver config) -------------------
+# -- a real Alertmanager posting to the API (docs/api.md's receiver config) -------------------
 
 AM_TOKEN = "alertmanager-token-0123456789"
 AM_CONFIG = """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -117,6 +118,23 @@ def test_forecasts_are_rebuilt_only_after_a_new_prediction_run(
     assert cache.builds == 2
 
 
+def test_a_new_prediction_run_is_rebuilt_off_the_request_path(
+    fresh: tuple[World, httpx.Client],
+) -> None:
+    world, client = fresh
+    cache = world.app.state.autofix.predictions
+    first = body(client.get("/api/v1/forecasts"))["items"][0]
+    row = prediction(world.series["memory"], world.now, None, {"24h": 0.99}, version="9")
+    world.store.write_predictions(pd.DataFrame([row]), world.now)
+    cache._checked = -math.inf  # the next request checks the store at once
+    # The request that finds the new run still gets the table it had: no waiting.
+    assert body(client.get("/api/v1/forecasts"))["items"][0] == first
+    cache.wait_rebuilt()
+    top = body(client.get("/api/v1/forecasts"))["items"][0]
+    assert (top["series_id"], top["model_version"]) == (world.series["memory"], "9")
+    assert cache.builds == 2
+
+
 def test_series_forecast_for_a_chart(world: World, client: httpx.Client) -> None:
     sid = world.series["disk"]
     chart = body(client.get(f"/api/v1/series/{sid}/forecast", params={"history": "2h"}))
@@ -161,6 +179,11 @@ def test_anomalies(world: World, client: httpx.Client) -> None:
     since = (world.now - timedelta(minutes=2)).isoformat() + "Z"
     assert body(client.get("/api/v1/anomalies", params={"since": since}))["total"] == 1
     assert body(client.get("/api/v1/anomalies", params={"host": "web-1"}))["total"] == 0
+    # Times are RFC 3339, as the schema says: no epoch numbers, no time without an offset.
+    for guess in ("9", "1700000000000", (world.now - timedelta(minutes=2)).isoformat()):
+        refused = client.get("/api/v1/anomalies", params={"since": guess})
+        assert refused.status_code == 422, guess
+        assert "RFC 3339" in refused.text
 
 
 def test_fix_list_filters_and_detail(world: World, client: httpx.Client) -> None:

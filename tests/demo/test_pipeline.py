@@ -25,7 +25,7 @@ def _endpoints(tmp_path: Path, quota: float | None = None) -> Endpoints:
                 "web-1", "news-web-1", "http://127.0.0.1:8081/health", r"app web-1( |$)"
             ),
             WorkerEndpoint(
-                "web-2", "news-web-2", "http://127.0.0.1:8082/health", r"app web-2( |$)"
+                "web-2", "news-web-2", "http://127.0.0.1:8082/health", r"app web-2( |$)", 300e6
             ),
         ],
         postgres_dsn="postgresql://autofix:secret@127.0.0.1:5999/news",
@@ -56,6 +56,13 @@ def test_shipped_file_is_pointed_at_the_stack(tmp_path: Path) -> None:
     assert by_name["tmp"].path == tmp_path / "dirs" / "tmp"  # type: ignore[union-attr]
     assert "web" not in by_name
     assert "web-http" not in by_name
+    # One worker's endpoint depends on that worker (and what every worker depends on).
+    assert by_name["web-2-http"].depends_on == ["web-2", "news-db", "cache"]
+    assert by_name["web-1-workers"].depends_on == ["web-1"]
+    assert by_name["web-1"].depends_on == ["news-db", "cache"]
+    # The demo's worker dies at its memory budget: that is its limit, not the file's.
+    assert by_name["web-2"].memory_limit == 300e6  # type: ignore[union-attr]
+    assert by_name["web-1"].memory_limit == 512 * 2**20  # type: ignore[union-attr]
 
 
 def test_rules_and_their_modes_are_kept(tmp_path: Path) -> None:

@@ -321,7 +321,7 @@ class OnsetScorer(RobustScorer):
     is the Hill curve of the novelty around ``midpoint`` (1.0: as bad as the record).
     Every point updates the records at once, so an incident scores high when it starts
     or gets worse, and lower while it merely continues. Defaults: see
-    ``benchmarks/nab.py`` and the README for how they were chosen.
+    ``benchmarks/nab.py`` and docs/forecasting.md for how they were chosen.
     """
 
     default_threshold: ClassVar[float] = 0.5
