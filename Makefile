@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cli.py
 	$(BIN)/python benchmarks/faults.py
 	$(BIN)/python benchmarks/dashboard.py
+	$(BIN)/python benchmarks/fleet.py
 
 # The manual (docs/, mkdocs.yml) into site/, the CLI reference regenerated first;
 # tests/test_docs.py runs the same strict build and fails on a stale CLI reference.

@@ -134,7 +134,7 @@ class Settings(BaseSettings):
         description="How long a writer waits for another process to release the store.",
     )
     import_chunk_rows: int = Field(
-        1_000_000, gt=0, description="Rows per batch when importing a CSV or Parquet file."
+        250_000, gt=0, description="Rows per batch when importing a CSV or Parquet file."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Level of autofix's own log lines."
@@ -265,6 +265,43 @@ class Settings(BaseSettings):
     )
     report_dir: Path = Field(
         Path("data/reports"), description="Where the report job writes the HTML report and charts."
+    )
+    # -- fleet scale: model work on Dask (autofix.compute)
+    dask_scheduler: str | None = Field(
+        None,
+        pattern=r"^(tcp|tls|inproc|ucx)://\S+$",
+        description="Dask scheduler (e.g. `tcp://dask:8786`) that forecasting, anomaly "
+        "scoring and backtests fan out to; unset: in process for small stores, a "
+        "LocalCluster for large ones.",
+    )
+    compute_dir: Path = Field(
+        Path("data/compute"),
+        description="Where a run's partitioned Parquet exports go for the workers to read "
+        "(with a remote Dask cluster: a directory every worker can read, at the same path).",
+    )
+    compute_partition_series: int = Field(
+        5000,
+        ge=1,
+        description="Series per partition of model work: a task's memory grows with this, "
+        "not with the fleet.",
+    )
+    compute_local_series: int = Field(
+        20_000,
+        ge=1,
+        description="With no AUTOFIX_DASK_SCHEDULER, a job over at least this many series "
+        "runs on a LocalCluster of this machine (else in process, through "
+        "AUTOFIX_MODEL_WORKERS under `autofix serve`).",
+    )
+    compute_workers: int = Field(
+        2,
+        ge=1,
+        le=256,
+        description="Worker processes of that LocalCluster.",
+    )
+    compute_worker_memory: str = Field(
+        "2GB",
+        pattern=r"^\d+(\.\d+)?\s*(B|kB|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="Memory limit of one LocalCluster worker (Dask restarts a worker past it).",
     )
     kpi_manual_mttr: Duration = Field(
         timedelta(minutes=30),

@@ -14,9 +14,11 @@ never a traceback. Third-party errors are wrapped ``from exc`` where they happen
     ├── ActionError              an action could not apply/verify/undo     exit 1
     │   └── PartialApplyError    apply stopped midway; ``undo`` covers what
     │                            it did, and the executor rolls that back  exit 1
-    └── CollectError             a collector failed (the loop turns it into
-                                 a probe_up 0 sample; raised only to callers
-                                 that collect one thing directly)          exit 1
+    ├── CollectError             a collector failed (the loop turns it into
+    │                            a probe_up 0 sample; raised only to callers
+    │                            that collect one thing directly)          exit 1
+    └── ComputeError             the Dask scheduler or the worker pool
+                                 cannot be reached or started              exit 1
 """
 
 from __future__ import annotations
@@ -75,3 +77,7 @@ class StoreLockedError(StoreError):
 
 class CollectError(AutofixError):
     """A collector could not read its source."""
+
+
+class ComputeError(AutofixError):
+    """The Dask scheduler (AUTOFIX_DASK_SCHEDULER) or the worker pool cannot be used."""

@@ -35,6 +35,7 @@ import pandas as pd
 
 from autofix.actions.base import Runner, run_argv
 from autofix.collect.base import parse_labels
+from autofix.compute import Compute
 from autofix.conditions import rule_condition
 from autofix.config import Settings
 from autofix.depends import TargetStates, inhibitor
@@ -110,8 +111,13 @@ class Service:
         notifier: Any | None = None,
         scenarios: str = "data/samples",
         models: ModelWork | None = None,
+        compute: Compute | None = None,
     ) -> None:
         self.settings = settings
+        #: Where partitioned model work over the fleet runs (``autofix.compute``): Dask
+        #: when AUTOFIX_DASK_SCHEDULER names a cluster, a LocalCluster for a large fleet,
+        #: else one partition after the other through ``models``.
+        self.compute = compute if compute is not None else Compute.from_settings(settings)
         self.pipeline = pipeline
         self.store = store
         self.clock = clock
@@ -233,6 +239,7 @@ class Service:
 
     def close(self) -> None:
         self.models.close()
+        self.compute.close()
         if self._collectors is not None:
             from autofix.collect.registry import close_collectors
 
@@ -274,11 +281,30 @@ class Service:
             now=now,
             lookback=self.settings.predict_lookback,
             fit_predict=self.models.forecast,
+            compute=self.compute,
         )
         return run.written
 
     def score_anomalies(self, now: datetime) -> pd.DataFrame:
         """Score the latency series causally; store the new points' scores; return recent."""
+        found = self.store.query(
+            "SELECT count(*) AS n FROM series WHERE suffix(metric, ?)", [LATENCY_SUFFIX]
+        )
+        if self.compute.kind_for(int(found["n"].iloc[0])) in ("dask", "local"):
+            # A fleet's latency series: partitions on Dask, read from a Parquet export.
+            from autofix.models.anomaly import RobustScorer
+            from autofix.predict import score_store
+
+            scored = score_store(
+                self.store,
+                RobustScorer(),
+                model_name=_SCORER,
+                now=now,
+                lookback=SCORE_LOOKBACK,
+                suffix=LATENCY_SUFFIX,
+                compute=self.compute,
+            )
+            return self._store_scores(scored, now)
         history = self.store.query(
             f"""SELECT s.series_id, s.host, s.metric, s.labels, x.ts, x.value
                 FROM samples x JOIN series s USING (series_id)
@@ -289,6 +315,12 @@ class Service:
         if history.empty:
             return history.assign(score=pd.Series(dtype="float64"))
         history["score"] = self.models.score(history[["series_id", "ts", "value"]])
+        return self._store_scores(history.assign(model=_SCORER), now)
+
+    def _store_scores(self, history: pd.DataFrame, now: datetime) -> pd.DataFrame:
+        """Append the scores of the points not scored before; return ``history``."""
+        if history.empty:
+            return history
         done = self.store.query(
             "SELECT series_id, max(ts) AS until FROM anomaly_scores GROUP BY series_id"
         ).set_index("series_id")["until"]
@@ -297,7 +329,7 @@ class Service:
         if not new.empty:
             rows = new[["series_id", "ts", "value", "score"]].copy()
             rows.insert(0, "made_at", now)
-            rows["model"] = _SCORER
+            rows["model"] = new["model"]  # the fallback's name where a partition needed it
             self.store.append("anomaly_scores", rows)
         return history
 
@@ -724,7 +756,16 @@ class Service:
     def train(self) -> dict[str, Any]:
         from pathlib import Path
 
-        result = self.models.train(self.settings.models_dir, Path(self.scenarios))
+        if self.compute.scheduler:
+            # The backtest's partitions go to the Dask cluster from here; the MLflow run
+            # is logged where the models directory is.
+            from autofix.training import train_and_register
+
+            result = train_and_register(
+                self.settings.models_dir, Path(self.scenarios), compute=self.compute
+            )
+        else:
+            result = self.models.train(self.settings.models_dir, Path(self.scenarios))
         if result.promoted:
             self.model(refresh=True)
         return result.as_dict()

@@ -16,8 +16,10 @@ by ``export_parquet`` while a writer runs. Nobody sees a raw lock error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
 import shutil
 import threading
@@ -63,6 +65,9 @@ log = logging.getLogger(__name__)
 
 ROLLUP_STEP = timedelta(minutes=5)
 
+#: Tables a staged import writes into before its one commit (``MetricStore.staging``).
+STAGING_PREFIX = "_staging_"
+
 _LOCK_PID = re.compile(r"PID (\d+)")
 _WRITE_COLUMNS = ("ts", "host", "metric", "labels", "value", "unit", "capacity")
 
@@ -106,6 +111,70 @@ class RetentionResult:
     #: Forecasts and anomaly scores are kept as long as raw samples.
     predictions_deleted: int = 0
     scores_deleted: int = 0
+
+
+def _batch_select(source: str, *, empty: bool = False) -> str:
+    """SQL: rows of a write table (``_WRITE_COLUMNS``) as a batch, each with its reject reason."""
+    if empty:
+        source = (
+            "(SELECT NULL::TIMESTAMP AS ts, NULL::VARCHAR AS host, NULL::VARCHAR AS metric, "
+            "NULL::VARCHAR AS labels, NULL::DOUBLE AS value, NULL::VARCHAR AS unit, "
+            "NULL::DOUBLE AS capacity LIMIT 0)"
+        )
+    return f"""SELECT ts, host, metric, coalesce(labels, '{{}}') AS labels,
+                      coalesce(unit, '') AS unit,
+                      CASE WHEN isnan(capacity) THEN NULL ELSE capacity END AS capacity,
+                      value, {REJECT_SQL} AS reject
+               FROM {source}"""
+
+
+class Staging:
+    """Batches staged by ``MetricStore.staging``; ``commit`` stores them all at once."""
+
+    def __init__(self, store: MetricStore, table: str) -> None:
+        self._store = store
+        self._table = table
+        self.rows = 0
+
+    def add(self, frame: pd.DataFrame | pa.Table) -> int:
+        """Stage one batch (committed on its own into the staging table, not the store)."""
+        store = self._store
+        table = _as_write_table(frame)
+        if table.num_rows == 0:
+            return 0
+        with store._write_lock:
+            store._con.register("_incoming_stage", table)
+            try:
+                store._run(f"INSERT INTO {self._table} {_batch_select('_incoming_stage')}")
+            except duckdb.Error as exc:
+                raise StoreError(f"{store.path}: write failed: {one_line(exc)}") from exc
+            finally:
+                store._con.unregister("_incoming_stage")
+        rows = int(table.num_rows)
+        self.rows += rows
+        return rows
+
+    def commit(self) -> WriteResult:
+        """Every staged row into the store in one transaction (or nothing of them)."""
+        store = self._store
+        with store._write_lock:
+            try:
+                store._run("BEGIN TRANSACTION")
+            except duckdb.Error as exc:
+                raise StoreError(f"{store.path}: cannot write: {one_line(exc)}") from exc
+            try:
+                result = store._write_batch(self._table, f"{self._table}_ids", "TABLE")
+                store._run(f"DROP TABLE {self._table}_ids")
+                store._run("COMMIT")
+            except duckdb.Error as exc:
+                store._rollback()
+                raise StoreError(
+                    f"{store.path}: not committed, nothing of it was stored: {one_line(exc)}"
+                ) from exc
+            except BaseException:
+                store._rollback()
+                raise
+        return result
 
 
 def _utc_naive(moment: datetime) -> datetime:
@@ -294,6 +363,7 @@ class MetricStore:
                         f"{self.path}: migration to v{version} failed: {one_line(exc)}"
                     ) from exc
                 log.debug("store %s migrated to schema v%d", self.path, version)
+            self._drop_staging()
 
     # -- writing -----------------------------------------------------------------------
 
@@ -381,23 +451,25 @@ class MetricStore:
                 raise StoreError(f"{self.path}: write failed: {one_line(exc)}") from exc
 
     def _write_registered(self) -> WriteResult:
+        self._run(f"CREATE OR REPLACE TEMP TABLE _batch AS {_batch_select('_incoming')}")
+        return self._write_batch("_batch", "_ids", "TEMP TABLE")
+
+    def _write_batch(self, batch: str, ids: str, kind: str) -> WriteResult:
+        """Rows of ``batch`` (``_batch_select`` columns) into series and samples.
+
+        ``ids`` is the name of the table of valid rows with their series ids, created as
+        ``kind`` (a TEMP TABLE for one batch; a plain TABLE for a staged import, so that
+        millions of rows go to disk under DuckDB's memory limit, not to memory).
+        """
         con = self._con
-        self._run(
-            f"""CREATE OR REPLACE TEMP TABLE _batch AS
-                SELECT ts, host, metric, coalesce(labels, '{{}}') AS labels,
-                       coalesce(unit, '') AS unit,
-                       CASE WHEN isnan(capacity) THEN NULL ELSE capacity END AS capacity,
-                       value, {REJECT_SQL} AS reject
-                FROM _incoming"""
-        )
         rejected = dict(
-            self._run("SELECT reject, count(*) FROM _batch WHERE reject IS NOT NULL GROUP BY 1")
+            self._run(f"SELECT reject, count(*) FROM {batch} WHERE reject IS NOT NULL GROUP BY 1")
         )
         now = _now()
         self._run(
-            """INSERT INTO series (series_id, host, metric, labels, unit, created_at)
+            f"""INSERT INTO series (series_id, host, metric, labels, unit, created_at)
                SELECT nextval('series_id_seq'), n.host, n.metric, n.labels, n.unit, ?
-               FROM (SELECT host, metric, labels, max(unit) AS unit FROM _batch
+               FROM (SELECT host, metric, labels, max(unit) AS unit FROM {batch}
                      WHERE reject IS NULL GROUP BY host, metric, labels) n
                ANTI JOIN series s
                  ON s.host = n.host AND s.metric = n.metric AND s.labels = n.labels
@@ -405,18 +477,61 @@ class MetricStore:
             [now],
         )
         self._run(
-            """CREATE OR REPLACE TEMP TABLE _ids AS
-               SELECT s.series_id, b.ts, b.value, b.capacity FROM _batch b
+            f"""CREATE OR REPLACE {kind} {ids} AS
+               SELECT s.series_id, b.ts, b.value, b.capacity FROM {batch} b
                JOIN series s ON s.host = b.host AND s.metric = b.metric AND s.labels = b.labels
                WHERE b.reject IS NULL"""
         )
-        self._update_capacity()
-        valid = _first(con.execute("SELECT count(*) FROM _ids").fetchall())
-        stored = self._insert_samples("_ids")
+        self._update_capacity(ids)
+        valid = _first(con.execute(f"SELECT count(*) FROM {ids}").fetchall())
+        stored = self._insert_samples(ids)
         if rejected:
             self._count_rejects(rejected, now)
         total_valid = int(valid[0]) if valid else 0
         return WriteResult(stored, total_valid - stored, rejected)
+
+    @contextmanager
+    def staging(self, memory_limit: str | None = None) -> Iterator[Staging]:
+        """Stage a large write batch by batch, then store all of it in one transaction.
+
+        Each ``Staging.add`` is committed on its own into a table of its own, so memory
+        stays bounded by a batch (and by ``memory_limit``: DuckDB spills past it to a
+        temp directory beside the store) however many rows come; ``Staging.commit``
+        moves every staged row into series and samples in one transaction, checks and
+        counts as ``write`` does. Until then nothing a reader sees has changed: an error
+        (or a crash: leftover staging tables are dropped when the store is next opened)
+        leaves the store exactly as it was.
+        """
+        self._require_writable()
+        name = f"{STAGING_PREFIX}{os.getpid()}_{time.monotonic_ns()}"
+        with self._write_lock:
+            previous = None
+            try:
+                if memory_limit is not None:
+                    previous = _first(self._run("SELECT current_setting('memory_limit')"))
+                    self._run(f"SET memory_limit = {_sql_string(memory_limit)}")
+                self._run(f"CREATE TABLE {name} AS {_batch_select('_none', empty=True)}")
+            except duckdb.Error as exc:
+                raise StoreError(f"{self.path}: cannot write: {one_line(exc)}") from exc
+            try:
+                yield Staging(self, name)
+            finally:
+                try:
+                    self._run(f"DROP TABLE IF EXISTS {name}")
+                    self._run(f"DROP TABLE IF EXISTS {name}_ids")
+                    if previous is not None:
+                        self._run(f"SET memory_limit = {_sql_string(previous[0])}")
+                except duckdb.Error as exc:  # the store is dropping it on its next open
+                    log.debug("%s: dropping %s: %s", self.path, name, one_line(exc))
+
+    def _drop_staging(self) -> None:
+        """Staging tables an import left when its process died: never committed, dropped."""
+        for (table,) in self._run(
+            "SELECT table_name FROM duckdb_tables() WHERE starts_with(table_name, ?)",
+            [STAGING_PREFIX],
+        ):
+            self._run(f'DROP TABLE IF EXISTS "{table}"')
+            log.info("%s: dropped %s, left by an import that did not finish", self.path, table)
 
     def write_ids(self, frame: pd.DataFrame | pa.Table) -> WriteResult:
         """Fast path for callers that already know ``series_id``: ``series_id, ts, value``."""
@@ -473,21 +588,21 @@ class MetricStore:
         )
         return int(row[0]) if row else 0
 
-    def _update_capacity(self) -> None:
+    def _update_capacity(self, ids: str = "_ids") -> None:
         # A change of capacity (a disk grown) is kept as history; series.capacity holds
         # the value at the newest timestamp seen.
         self._run(
-            """INSERT OR IGNORE INTO series_capacity
+            f"""INSERT OR IGNORE INTO series_capacity
                SELECT c.series_id, c.ts, c.capacity FROM (
-                   SELECT series_id, capacity, min(ts) AS ts FROM _ids
+                   SELECT series_id, capacity, min(ts) AS ts FROM {ids}
                    WHERE capacity IS NOT NULL GROUP BY series_id, capacity) c
                JOIN series s USING (series_id)
                WHERE s.capacity IS DISTINCT FROM c.capacity"""
         )
         self._run(
-            """UPDATE series SET capacity = l.capacity, capacity_ts = l.ts
+            f"""UPDATE series SET capacity = l.capacity, capacity_ts = l.ts
                FROM (SELECT series_id, arg_max(capacity, ts) AS capacity, max(ts) AS ts
-                     FROM _ids WHERE capacity IS NOT NULL GROUP BY series_id) l
+                     FROM {ids} WHERE capacity IS NOT NULL GROUP BY series_id) l
                WHERE series.series_id = l.series_id
                  AND (series.capacity_ts IS NULL OR l.ts >= series.capacity_ts)"""
         )
@@ -585,51 +700,84 @@ class MetricStore:
         ``capacity`` is the capacity in force at each bucket (a grown disk counts from
         the time it was grown).
         """
-        end = _utc_naive(end) if end else datetime(9999, 12, 31)
-        seconds = int(step.total_seconds())
-        span = int(lookback.total_seconds())
-        ids = "" if series_ids is None else "AND series_id IN (SELECT unnest(?::BIGINT[]))"
-        params: list[Any] = [end] if series_ids is None else [end, [int(i) for i in series_ids]]
-        frame = self.query(
-            f"""WITH raw AS (
-                    SELECT series_id, ts, value FROM samples WHERE ts <= ? {ids}),
-                 old AS (
-                    SELECT series_id, bucket AS ts, max AS value FROM samples_5m
-                    WHERE bucket <= ? {ids}
-                      AND bucket < coalesce(
-                          (SELECT min(x.ts) FROM samples x
-                           WHERE x.series_id = samples_5m.series_id),
-                          TIMESTAMP '9999-12-31')),
-                 everything AS (SELECT * FROM raw UNION ALL SELECT * FROM old),
-                 lasts AS (SELECT series_id, max(ts) AS last FROM everything GROUP BY ALL)
-               SELECT e.series_id, time_bucket(INTERVAL '{seconds} seconds', e.ts) AS ts,
-                      max(e.value) AS value, any_value(s.capacity) AS capacity
-               FROM everything e JOIN lasts l USING (series_id) JOIN series s USING (series_id)
-               WHERE s.capacity IS NOT NULL AND e.ts >= l.last - INTERVAL '{span} seconds'
-               GROUP BY ALL ORDER BY 1, 2""",
-            params + params,
-        )
-        # Capacity changes are rare: patch the few series that had one (an ASOF join over
-        # every bucket costs ten times the whole query).
-        changes = self.query(
+        sql, params = _fill_sql(lookback, end, step, series_ids)
+        frame = self.query(f"{sql} ORDER BY 1, 2", params)
+        return patch_capacity(frame, self.capacity_changes())
+
+    def capacity_changes(self) -> pd.DataFrame:
+        """``series_id, ts, capacity`` of the series whose capacity ever changed."""
+        return self.query(
             "SELECT series_id, ts, capacity FROM series_capacity WHERE series_id IN "
             "(SELECT series_id FROM series_capacity GROUP BY 1 HAVING count(*) > 1) "
             "ORDER BY series_id, ts"
         )
-        if not changes.empty and not frame.empty:
-            capacity = frame["capacity"].to_numpy(copy=True)
-            sid = frame["series_id"].to_numpy()
-            ts = frame["ts"].to_numpy("datetime64[ns]")
-            for series_id, rows in changes.groupby("series_id"):
-                mine = np.flatnonzero(sid == series_id)
-                if not len(mine):
-                    continue
-                starts = rows["ts"].to_numpy("datetime64[ns]")
-                pos = np.searchsorted(starts, ts[mine], side="right") - 1
-                values = rows["capacity"].to_numpy()
-                capacity[mine] = np.where(pos >= 0, values[np.maximum(pos, 0)], values[0])
-            frame["capacity"] = capacity
-        return frame
+
+    def export_partitions(
+        self,
+        directory: Path,
+        sql: str,
+        params: Sequence[Any],
+        partitions: int,
+    ) -> list[Path]:
+        """Write the rows of ``sql`` as Parquet files, one per series partition.
+
+        Rows go to partition ``series_id % partitions`` (``directory/part=N/*.parquet``),
+        so a worker reads one partition's file and never the DuckDB file. The export
+        runs on a cursor of its own: other threads go on reading and writing meanwhile.
+        Returns the partition directories that have rows, in partition order.
+        """
+        directory.mkdir(parents=True, exist_ok=True)
+        with self._write_lock:
+            cursor = self._con.cursor()
+        previous = None
+        try:
+            # The fleet's history passes through here: DuckDB spills past the cap (to a
+            # temp directory beside the store) instead of growing with the fleet.
+            setting = cursor.execute("SELECT current_setting('memory_limit')").fetchone()
+            previous = None if setting is None else str(setting[0])
+            cursor.execute(f"SET memory_limit = {_sql_string(EXPORT_MEMORY_LIMIT)}")
+            cursor.execute(
+                f"""COPY (SELECT *, series_id % {int(partitions)} AS part FROM ({sql}))
+                    TO {_sql_string(directory)}
+                    (FORMAT parquet, PARTITION_BY (part), COMPRESSION zstd,
+                     OVERWRITE_OR_IGNORE true)""",
+                list(params),
+            ).fetchall()
+        except duckdb.Error as exc:
+            raise StoreError(f"{self.path}: export to {directory} failed: {one_line(exc)}") from exc
+        except OSError as exc:
+            raise StoreError(f"{directory}: export failed: {exc.strerror or exc}") from exc
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                if previous is not None:
+                    cursor.execute(f"SET memory_limit = {_sql_string(previous)}")
+            cursor.close()
+        found = [p for p in directory.glob("part=*") if p.is_dir()]
+        return sorted(found, key=lambda p: int(p.name.split("=", 1)[1]))
+
+    def export_fill_history(
+        self,
+        directory: Path,
+        partitions: int,
+        lookback: timedelta,
+        end: datetime | None = None,
+        step: timedelta = ROLLUP_STEP,
+        series_ids: Sequence[int] | None = None,
+        down_ids: Sequence[int] = (),
+    ) -> list[Path]:
+        """``fill_history`` as partitioned Parquet (``export_partitions``), capacity unpatched.
+
+        Rows carry ``down`` (the series counts what is left: ``down_ids``); apply
+        ``patch_capacity`` with ``capacity_changes()`` to each partition after reading it.
+        """
+        sql, params = _fill_sql(lookback, end, step, series_ids)
+        down = "series_id IN (SELECT unnest(?::BIGINT[]))"
+        return self.export_partitions(
+            directory,
+            f"SELECT *, {down} AS down FROM ({sql})",
+            [[int(i) for i in down_ids], *params],
+            partitions,
+        )
 
     def write_predictions(self, frame: pd.DataFrame, made_at: datetime) -> int:
         """Append a forecast frame (``FORECAST_COLUMNS`` + threshold, model_version)."""
@@ -820,13 +968,71 @@ def _first(rows: list[Any]) -> Any:
     return rows[0] if rows else None
 
 
-def _sql_string(path: Path) -> str:
+def _sql_string(path: Path | str) -> str:
     # COPY and CREATE VIEW cannot take parameters; quote the path as a SQL literal.
     return "'" + str(path).replace("'", "''") + "'"
 
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+#: DuckDB memory while a partitioned export runs (``MetricStore.export_partitions``).
+EXPORT_MEMORY_LIMIT = "1GB"
+
+
+def _fill_sql(
+    lookback: timedelta,
+    end: datetime | None,
+    step: timedelta,
+    series_ids: Sequence[int] | None,
+) -> tuple[str, list[Any]]:
+    """SQL and parameters of ``MetricStore.fill_history`` (without ORDER BY or patching)."""
+    until = _utc_naive(end) if end else datetime(9999, 12, 31)
+    seconds = int(step.total_seconds())
+    span = int(lookback.total_seconds())
+    ids = "" if series_ids is None else "AND series_id IN (SELECT unnest(?::BIGINT[]))"
+    params: list[Any] = [until] if series_ids is None else [until, [int(i) for i in series_ids]]
+    sql = f"""WITH raw AS (
+                SELECT series_id, ts, value FROM samples WHERE ts <= ? {ids}),
+             old AS (
+                SELECT series_id, bucket AS ts, max AS value FROM samples_5m
+                WHERE bucket <= ? {ids}
+                  AND bucket < coalesce(
+                      (SELECT min(x.ts) FROM samples x
+                       WHERE x.series_id = samples_5m.series_id),
+                      TIMESTAMP '9999-12-31')),
+             everything AS (SELECT * FROM raw UNION ALL SELECT * FROM old),
+             lasts AS (SELECT series_id, max(ts) AS last FROM everything GROUP BY ALL)
+           SELECT e.series_id, time_bucket(INTERVAL '{seconds} seconds', e.ts) AS ts,
+                  max(e.value) AS value, any_value(s.capacity) AS capacity
+           FROM everything e JOIN lasts l USING (series_id) JOIN series s USING (series_id)
+           WHERE s.capacity IS NOT NULL AND e.ts >= l.last - INTERVAL '{span} seconds'
+           GROUP BY ALL"""
+    return sql, params + params
+
+
+def patch_capacity(frame: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
+    """Set each bucket's capacity to the one in force then (``capacity_changes`` rows).
+
+    ``frame`` is ``fill_history``-shaped. Capacity changes are rare: only the few series
+    that had one are touched (an ASOF join over every bucket costs ten times the read).
+    """
+    if changes.empty or frame.empty:
+        return frame
+    capacity = frame["capacity"].to_numpy(dtype="float64", copy=True)
+    sid = frame["series_id"].to_numpy()
+    ts = frame["ts"].to_numpy("datetime64[ns]")
+    for series_id, rows in changes.groupby("series_id"):
+        mine = np.flatnonzero(sid == series_id)
+        if not len(mine):
+            continue
+        starts = rows["ts"].to_numpy("datetime64[ns]")
+        pos = np.searchsorted(starts, ts[mine], side="right") - 1
+        values = rows["capacity"].to_numpy()
+        capacity[mine] = np.where(pos >= 0, values[np.maximum(pos, 0)], values[0])
+    frame["capacity"] = capacity
+    return frame
 
 
 def _range_filter(

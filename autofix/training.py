@@ -46,8 +46,12 @@ class TrainResult:
         }
 
 
-def train_and_register(models_dir: Path, scenarios: Path) -> TrainResult:
-    """Backtest the default forecaster on ``scenarios``, log it, promote it if it passes."""
+def train_and_register(models_dir: Path, scenarios: Path, compute: Any = None) -> TrainResult:
+    """Backtest the default forecaster on ``scenarios``, log it, promote it if it passes.
+
+    ``compute`` (an ``autofix.compute.Compute``): where the backtest's partitions run
+    (default: in this process).
+    """
     from autofix.backtest.forecast import backtest, load_scenarios
     from autofix.backtest.plots import forecast_plots
     from autofix.tracking import Tracker
@@ -57,7 +61,7 @@ def train_and_register(models_dir: Path, scenarios: Path) -> TrainResult:
     # Decisions every 2 h, as the held-out benchmark makes them: half the fits of hourly
     # origins, so a warm `autofix train` stays interactive.
     results, forecasts = backtest(
-        {"default": partial(make_forecaster, "default")}, series, step=TRAIN_STEP
+        {"default": partial(make_forecaster, "default")}, series, step=TRAIN_STEP, compute=compute
     )
     metrics = results["default"]
     plots = forecast_plots(forecasts["default"], series, models_dir / "plots")

@@ -111,7 +111,8 @@ def test_a_store_of_2024_history_has_no_risk_now() -> None:
         now=SAMPLES_END,
     )  # fmt: skip
     assert then.written > 5
-    assert store.latest_predictions()["p_4d"].max() > 0.9
+    # (The calibrated forecaster of issue 15 puts a steady fill at ~0.69 within 4 days.)
+    assert store.latest_predictions()["p_4d"].max() > 0.5
     # Now nothing reports: nothing is forecast, and the old forecasts are no risk.
     now = predict_store(
         store, make_forecaster("default"), model_name="default", model_version="1", now=_now()

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from autofix.errors import InputError
+from autofix.errors import ComputeError, InputError
 from autofix.models.base import HORIZONS, to_fill_ratio
 
 #: The default policy the false-fix rate is measured under: a preventive fix whenever the
@@ -174,6 +174,38 @@ def rolling_forecasts(
         raise InputError("backtest: no origins to evaluate (histories shorter than the warm-up?)")
     out = pd.concat(parts, ignore_index=True)
     return out.rename(columns={"series_id": "key"}).sort_values(["key", "origin"])
+
+
+def _fanned_out(
+    compute: Any,
+    name: str,
+    factory: ModelFactory,
+    series: Sequence[LabelledSeries],
+    step: timedelta,
+    warmup: timedelta,
+) -> pd.DataFrame:
+    """``rolling_forecasts`` over partitions of ``series`` on ``compute``'s backend."""
+    from autofix.compute.tasks import backtest_partition
+
+    kind = compute.kind_for(len(series))
+    # A backtest series costs hundreds of fits: spread even a small suite over the workers.
+    count = compute.partitions(len(series))
+    if kind != "inline":
+        count = min(len(series), max(count, 4 * compute.workers))
+    parts = [list(series[i::count]) for i in range(count)]
+    done = compute.map(
+        backtest_partition,
+        [(factory, part, step, warmup) for part in parts if part],
+        kind=kind,
+        label=f"backtest of {name}",
+    )
+    if done.failed:  # metrics over part of the suite would be wrong, not partial
+        raise ComputeError(
+            f"backtest of {name}: {len(done.failed)} partition(s) failed (see the log)"
+        )
+    out = pd.concat([r for r in done.results if r is not None], ignore_index=True)
+    ordered: pd.DataFrame = out.sort_values(["key", "origin"])
+    return ordered
 
 
 def calibration_error(p: np.ndarray, y: np.ndarray, n_bins: int = 10) -> float:
@@ -325,14 +357,22 @@ def backtest(
     step: timedelta = timedelta(hours=1),
     warmup: timedelta = timedelta(days=2),
     progress: Callable[[str], None] | None = None,
+    compute: Any = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, pd.DataFrame]]:
-    """Run every model over every series; return metrics and the raw forecasts per model."""
+    """Run every model over every series; return metrics and the raw forecasts per model.
+
+    ``compute`` (an ``autofix.compute.Compute``) fans the rolling forecasts out over
+    partitions of the series; the metrics are computed here from all of them.
+    """
     results: dict[str, dict[str, float]] = {}
     forecasts: dict[str, pd.DataFrame] = {}
     for name, factory in factories.items():
         if progress:
             progress(name)
-        fc = rolling_forecasts(factory, series, step=step, warmup=warmup)
+        if compute is None:
+            fc = rolling_forecasts(factory, series, step=step, warmup=warmup)
+        else:
+            fc = _fanned_out(compute, name, factory, series, step, warmup)
         forecasts[name] = fc
         results[name] = evaluate(fc, series, step=step)
     return results, forecasts

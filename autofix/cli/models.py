@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -11,13 +12,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from autofix.cli._app import app, err, print_json, settings, writer
+from autofix.cli._app import app, err, live_service, print_json, settings, writer
 from autofix.cli._render import Col, say, show, table
 from autofix.errors import InputError
 from autofix.models.registry import FORECASTERS, make_forecaster
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from autofix.config import Settings
 
 # numpy, pandas, rich tables and the models are imported where used: `--help` stays instant.
 
@@ -222,9 +225,15 @@ def predict(
     else:
         estimator, name, version = _champion_or_default(current.models_dir)
     now = datetime.now(UTC).replace(tzinfo=None)
-    with writer(current) as store:
+    with writer(current) as store, _compute(current) as compute:
         run = predict_store(
-            store, estimator, model_name=name, model_version=version, now=now, lookback=span
+            store,
+            estimator,
+            model_name=name,
+            model_version=version,
+            now=now,
+            lookback=span,
+            compute=compute,
         )
         # Only series that still report are risks (stale history is left out, and an
         # ETA that has passed reads now).
@@ -234,6 +243,8 @@ def predict(
         "written": run.written,
         "model": name,
         "model_version": version,
+        # Where the fits ran: backend (inline/pool/local/dask), partitions, fallbacks, failed.
+        "compute": run.compute,
     }
     if as_json:
         print_json({**summary, "predictions": prediction_records(latest)})
@@ -248,6 +259,17 @@ def predict(
             "(imported history that ended earlier is not a risk now; "
             "`autofix import --shift-to-now` moves sample data to the present)"
         )
+
+
+def _compute(current: Settings) -> AbstractContextManager[Any]:
+    """Where the fits run: the live service's workers inside `autofix serve` (left open),
+    else what the settings say for this command (closed at its end)."""
+    live = live_service()
+    if live is not None:
+        return nullcontext(live.compute)
+    from autofix.compute import Compute
+
+    return Compute.from_settings(current)
 
 
 def prediction_records(latest: pd.DataFrame) -> list[dict[str, Any]]:
@@ -357,12 +379,13 @@ def backtest(
         raise InputError(f"--step: {exc}") from None
     series = load_scenarios(scenarios)
     factories = {name: partial(make_forecaster, name) for name in names}
-    with err.status("backtesting") as status:
+    with err.status("backtesting") as status, _compute(settings()) as compute:
         results, _ = run_backtest(
             factories,
             series,
             step=origin_step,
             progress=lambda name: status.update(f"backtesting {name}"),
+            compute=compute,  # on AUTOFIX_DASK_SCHEDULER's cluster when one is named
         )
     if as_json:
         print_json({"scenarios": str(scenarios), "series": len(series), "models": results})
@@ -393,8 +416,11 @@ def train(
     from autofix.training import train_and_register
 
     current = settings()
-    with err.status("backtesting the default forecaster and logging it to MLflow"):
-        result = train_and_register(current.models_dir, scenarios)
+    with (
+        err.status("backtesting the default forecaster and logging it to MLflow"),
+        _compute(current) as compute,
+    ):
+        result = train_and_register(current.models_dir, scenarios, compute=compute)
     if as_json:
         print_json(result.as_dict())
         return

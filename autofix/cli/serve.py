@@ -64,12 +64,22 @@ def _service(current: Settings, models: Any | None = None) -> Iterator[Any]:
         else:
             yield live
         return
+    from autofix.compute import Compute
     from autofix.jobs import Service
     from autofix.pipeline import load_pipeline
 
     pipeline = load_pipeline(current.pipeline)
     with writer(current) as store:
-        service = Service(current, pipeline, store, notifier=_notifier(current), models=models)
+        # Partitioned fleet work (Dask, a LocalCluster) where AUTOFIX_DASK_SCHEDULER says.
+        compute = Compute.from_settings(current)
+        service = Service(
+            current,
+            pipeline,
+            store,
+            notifier=_notifier(current),
+            models=models,
+            compute=compute,
+        )
         try:
             yield service
         finally:
@@ -88,6 +98,7 @@ def _dry_run_copy(live: Any, current: Settings) -> Any:
         clock=live.clock,
         runner=live.runner,
         http_transport=live.http_transport,
+        compute=live.compute,  # the live service's workers (closed with it, not here)
     )
 
 

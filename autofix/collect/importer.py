@@ -7,7 +7,10 @@ microseconds below 10¹⁷, nanoseconds below 10²⁰ (anything bigger is refuse
 file is comma-separated with a header line (RFC 4180 quoting). Every file is parsed and
 checked before anything is written — and before the store is even opened for writing —
 and the write is one transaction: a bad file raises InputError naming file, line and
-column, and the store is left exactly as it was. Empty, NaN or infinite values are not
+column, and the store is left exactly as it was. Memory is bounded whatever the file's
+size: DuckDB parses under ``MEMORY_LIMIT`` (spilling to a temp directory past it), and
+rows reach the store batch by batch through a staging table that one final transaction
+moves into the store (``MetricStore.staging``). Empty, NaN or infinite values are not
 errors: they are rejected row by row and counted, like any other write.
 
 A path is a path: DuckDB only ever sees names autofix made (a symlink in a private
@@ -40,6 +43,12 @@ OPTIONAL = ("labels", "capacity", "unit")
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 Progress = Callable[[int, int], None]
+
+#: DuckDB memory for parsing, and for the store while it takes an import (each; past it,
+#: DuckDB spills to disk): with a batch in flight, an import of any size peaks near 1 GB.
+MEMORY_LIMIT = "256MB"
+#: Rows per batch unless the caller says (AUTOFIX_IMPORT_CHUNK_ROWS).
+CHUNK_ROWS = 250_000
 
 
 @dataclass(frozen=True)
@@ -155,24 +164,36 @@ def _first(rows: list[Any]) -> Any:
 
 
 class _Parser:
-    """Parses files into typed tables in a private in-memory DuckDB."""
+    """Parses files into typed tables in a private in-memory DuckDB.
 
-    def __init__(self) -> None:
+    Its memory is capped at ``memory_limit``: past it, DuckDB spills to the parser's own
+    temp directory, so a file of any size is read in bounded memory.
+    """
+
+    def __init__(self, memory_limit: str = MEMORY_LIMIT) -> None:
+        self.aliases = Path(tempfile.mkdtemp(prefix="autofix-import-"))
         self.con = duckdb.connect(":memory:")
-        self.con.execute("SET TimeZone = 'UTC'").fetchall()
-        self.aliases: Path | None = None
+        try:
+            if not re.fullmatch(r"[A-Za-z0-9._/-]+", str(self.aliases)):
+                raise InputError(f"{self.aliases}: set TMPDIR to a plain path (no glob characters)")
+            for statement in (
+                "SET TimeZone = 'UTC'",
+                f"SET memory_limit = {_sql_string(memory_limit)}",
+                f"SET temp_directory = {_sql_string(self.aliases / 'spill')}",
+                # Rows go to the store in any order (it keys on series and time).
+                "SET preserve_insertion_order = false",
+            ):
+                self.con.execute(statement).fetchall()
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         self.con.close()
-        if self.aliases is not None:
-            shutil.rmtree(self.aliases, ignore_errors=True)
+        shutil.rmtree(self.aliases, ignore_errors=True)
 
     def _alias(self, index: int, file: Path) -> Path:
         """A name for ``file`` that DuckDB cannot read as a glob, a URL or ``~``."""
-        if self.aliases is None:
-            self.aliases = Path(tempfile.mkdtemp(prefix="autofix-import-"))
-            if not re.fullmatch(r"[A-Za-z0-9._/-]+", str(self.aliases)):
-                raise InputError(f"{self.aliases}: set TMPDIR to a plain path (no glob characters)")
         alias = self.aliases / f"{index}{file.suffix.lower()}"
         alias.symlink_to(file.absolute())
         return alias
@@ -382,7 +403,7 @@ def import_files(
     store: MetricStore,
     path: Path,
     *,
-    chunk_rows: int = 1_000_000,
+    chunk_rows: int = CHUNK_ROWS,
     progress: Progress | None = None,
     shift_to: datetime | None = None,
 ) -> ImportResult:
@@ -399,7 +420,7 @@ def import_paths(
     store: MetricStore,
     files: Sequence[Path],
     *,
-    chunk_rows: int = 1_000_000,
+    chunk_rows: int = CHUNK_ROWS,
     progress: Progress | None = None,
     shift_to: datetime | None = None,
 ) -> ImportResult:
@@ -415,9 +436,16 @@ class CheckedImport:
     the writer lock (nor waits for it).
     """
 
-    def __init__(self, files: Sequence[Path], *, shift_to: datetime | None = None) -> None:
+    def __init__(
+        self,
+        files: Sequence[Path],
+        *,
+        shift_to: datetime | None = None,
+        memory_limit: str = MEMORY_LIMIT,
+    ) -> None:
         self.files = list(files)
-        self._parser = _Parser()
+        self.memory_limit = memory_limit
+        self._parser = _Parser(memory_limit)
         try:
             checked = [self._parser.load(i, file) for i, file in enumerate(self.files)]
             self.oldest, self.newest, self.shift = self._parser.span(
@@ -435,20 +463,26 @@ class CheckedImport:
         self,
         store: MetricStore,
         *,
-        chunk_rows: int = 1_000_000,
+        chunk_rows: int = CHUNK_ROWS,
         progress: Progress | None = None,
     ) -> ImportResult:
+        """Stage every row batch by batch, then store them in one transaction.
+
+        Memory stays bounded by a batch and the DuckDB limits, not by the file: batches
+        go to a staging table (``MetricStore.staging``) and the one commit at the end
+        moves them into the store, so a failure anywhere stores nothing.
+        """
         done = 0
-        result = WriteResult()
         if progress:
             progress(0, self.rows)
-        with store.transaction():
+        with store.staging(self.memory_limit) as staged:
             for query, _count in self._checked:
                 for batch in self._parser.batches(query, chunk_rows):
-                    result = result + store.write(pa.Table.from_batches([batch]))
+                    staged.add(pa.Table.from_batches([batch]))
                     done += batch.num_rows
                     if progress:
                         progress(done, self.rows)
+            result = staged.commit()
         return ImportResult(
             [str(f) for f in self.files], self.rows, result, self.oldest, self.newest, self.shift
         )

@@ -274,3 +274,62 @@ def test_shift_to_now_moves_every_sample_by_one_offset(store: MetricStore, tmp_p
     plain = import_files(MetricStore(":memory:"), write(tmp_path / "old.csv", text))
     assert plain.shifted_by is None
     assert plain.newest == datetime(2024, 3, 18)
+
+
+# -- issue 16: bounded memory through a staging table, still all or nothing ---------------
+
+_DIE_MID_IMPORT = """
+import os, signal, sys
+from pathlib import Path
+from autofix.collect.importer import import_files
+from autofix.store import MetricStore
+
+def die(done, total):
+    if done >= 2:  # a batch staged (and committed to the staging table): now die
+        os.kill(os.getpid(), signal.SIGKILL)
+
+store = MetricStore(sys.argv[1])
+import_files(store, Path(sys.argv[2]), chunk_rows=2, progress=die)
+"""
+
+
+def test_an_import_killed_while_staging_leaves_the_store_as_it_was(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    db = tmp_path / "s.duckdb"
+    with MetricStore(db) as store:
+        import_files(store, write(tmp_path / "first.csv", GOOD))
+        before = store.samples()
+    more = "timestamp,host,metric,value\n" + "".join(
+        f"2026-02-01T00:0{i}:00Z,web-2,node_load1,{i}\n" for i in range(6)
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _DIE_MID_IMPORT, str(db), str(write(tmp_path / "more.csv", more))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == -9, proc.stderr
+    staging = "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE '_staging%'"
+    with MetricStore(db, read_only=True) as store:  # what the dead import left behind
+        assert len(store.query(staging)) == 1
+        pd.testing.assert_frame_equal(store.samples(), before)
+    with MetricStore(db) as store:  # reopened for writing: the staging table is dropped
+        pd.testing.assert_frame_equal(store.samples(), before)
+        assert "web-2" not in set(store.series()["host"])
+        left = store.query(
+            "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE '_staging%'"
+        )
+        assert left.empty
+
+
+def test_staged_batches_are_counted_as_one_write(store: MetricStore, tmp_path: Path) -> None:
+    # Duplicates across batches and inside one are duplicates; rejects counted once each.
+    text = "timestamp,host,metric,value\n" + "".join(
+        f"2026-01-01T00:00:0{i % 3}Z,h,node_load1,{'NaN' if i == 4 else i}\n" for i in range(7)
+    )
+    result = import_files(store, write(tmp_path / "d.csv", text), chunk_rows=2)
+    assert (result.result.stored, result.result.duplicates) == (3, 3)
+    assert result.result.rejected == {"non_finite": 1}
+    assert store.count_samples() == 3
