@@ -103,7 +103,10 @@ def pause(
         raise InputError(f"pause: the reason is longer than {REASON_LIMIT} characters")
     if duration is not None and duration <= timedelta(0):
         raise InputError("pause: --for must be positive")
-    until = now + duration if duration is not None else None
+    try:
+        until = now + duration if duration is not None else None
+    except OverflowError:
+        raise InputError(f"pause: --for {duration} would end after the year 9999") from None
     with store._write_lock:
         store.execute(
             "INSERT INTO pause_events VALUES (?, true, ?, ?, ?)", [now, until, reason, actor]

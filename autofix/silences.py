@@ -225,7 +225,10 @@ def add(
     if ends_at is None:
         if duration is None or duration <= timedelta(0):
             raise InputError("silence: give a positive duration (--for 2h) or an end")
-        ends_at = start + duration
+        try:
+            ends_at = start + duration
+        except OverflowError:
+            raise InputError(f"silence: --for {duration} would end after the year 9999") from None
     if ends_at <= start:
         raise InputError("silence: it must end after it starts")
     if ends_at <= now:

@@ -166,6 +166,18 @@ def test_matchers_parse_and_refuse_silencing_everything() -> None:
     assert facts == {"target": "db", "rule": "r", "host": "h1"}  # rule/host never from labels
 
 
+def test_a_hold_past_the_year_9999_is_bad_input(tmp_path: Path) -> None:
+    forever = timedelta(weeks=599474)  # what the API's duration pattern lets through
+    with MetricStore(tmp_path / "s.duckdb") as store:
+        with pytest.raises(InputError, match="year 9999"):
+            silences.add(store, T0, silences.parse_matchers(["target=web"]), creator="t",
+                         comment="known", duration=forever)  # fmt: skip
+        with pytest.raises(InputError, match="year 9999"):
+            pause.pause(store, T0, reason="migration", actor="t", duration=forever)
+        assert silences.in_force(store, T0) == []
+        assert pause.current(store, T0) is None
+
+
 def test_holds_survive_reopening_the_store(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
     with MetricStore(path) as store:
