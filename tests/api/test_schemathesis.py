@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -101,6 +101,10 @@ def test_operation_conforms(api_schema: Any, method: str, path: str, mode: Any) 
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
     def run(case: Any) -> None:
+        if mode == GenerationMode.NEGATIVE:
+            # A query parameter whose value is None is never sent (the HTTP client drops
+            # it): the request that goes out may be a valid one. Not a case to judge.
+            assume(not any(v is None for v in (case.query or {}).values()))
         case.call_and_validate(headers=auth(OPERATOR), excluded_checks=excluded)
 
     # A silence that would match every decision, or end before it starts, is schema-valid
