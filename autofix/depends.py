@@ -118,6 +118,14 @@ def inhibitor(
             return Inhibitor(name, f"{name}: {states.settling[name]}")
     if not symptom_only:
         return None
+    return explained_by(pipeline, symptom=symptom, acting_on=acting_on, states=states)
+
+
+def explained_by(
+    pipeline: Pipeline, *, symptom: str | None, acting_on: Sequence[str], states: TargetStates
+) -> Inhibitor | None:
+    """The dependency in trouble that explains a symptom of ``symptom`` (or of the targets
+    acted on), other than those targets themselves; None when no dependency does."""
     own = set(acting_on)
     for dep in _deps_of([*([symptom] if symptom else []), *acting_on], pipeline):
         if dep in own:
@@ -151,4 +159,11 @@ def _trouble(name: str, states: TargetStates) -> str | None:
     return None
 
 
-__all__ = ["Inhibitor", "TargetStates", "dependencies", "dependents", "inhibitor"]
+__all__ = [
+    "Inhibitor",
+    "TargetStates",
+    "dependencies",
+    "dependents",
+    "explained_by",
+    "inhibitor",
+]

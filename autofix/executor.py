@@ -803,9 +803,12 @@ class Executor:
     def _condition_cleared(self, condition: Condition, policy: Policy, action: Check) -> Check:
         """Poll the triggering condition for up to ``verify_wait`` more: cleared, or why not."""
         deadline = time.monotonic() + max(policy.verify_wait.total_seconds(), 1.0)
+        # A condition may read differently once the fix ran (``after_fix``: what is left
+        # of the symptom may be a dependency's, not this fix's failure).
+        reread: Condition = getattr(condition, "after_fix", condition)
         while True:
             try:
-                check = condition()
+                check = reread()
             except AutofixError as exc:
                 check = Check(False, f"cannot re-read the condition: {exc}")
             if check.ok:

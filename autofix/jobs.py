@@ -33,12 +33,12 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from autofix.actions.base import Runner, run_argv
+from autofix.actions.base import Check, Runner, run_argv
 from autofix.collect.base import parse_labels
 from autofix.compute import Compute
 from autofix.conditions import rule_condition
 from autofix.config import Settings
-from autofix.depends import TargetStates, inhibitor
+from autofix.depends import TargetStates, explained_by, inhibitor
 from autofix.errors import AutofixError
 from autofix.executor import Executor
 from autofix.gates import resolve_policy
@@ -568,6 +568,8 @@ class Service:
                 self.collector_names(),
                 self.settings.hostname,
             )
+        if condition is not None:
+            condition = _AfterFix(condition, self, rd)
         records = self.executor.run_decision(
             rd.decision, requested_by=requested_by or f"rule:{rd.rule}", condition=condition
         )
@@ -898,6 +900,39 @@ class Service:
                     runbook=self._incidents.runbook_for_fix(record.id),
                 )
             )
+
+
+class _AfterFix:
+    """A rule's condition, and how to read it once the fix ran.
+
+    Before the fix it is the condition as it is (cleared already: the fix is not needed).
+    After the fix, a condition that still holds while a dependency of the symptom's target
+    is in trouble is that dependency's, not this fix's: a hung worker restarted during a
+    database outage answers 503 because of the database — the hang is gone, the fix did
+    its part (as a recovery's verify reads it). The outcome judged later still says
+    whether the symptom cleared.
+    """
+
+    def __init__(self, condition: Callable[[], Check], service: Service, rd: RuleDecision):
+        self.condition = condition
+        self.service = service
+        self.rd = rd
+
+    def __call__(self) -> Check:
+        return self.condition()
+
+    def after_fix(self) -> Check:
+        check = self.condition()
+        if check.ok:
+            return check
+        acting = [c.target for c in self.rd.decision.candidates if c.target]
+        states = self.service.target_states(self.service.clock())
+        found = explained_by(
+            self.service.pipeline, symptom=self.rd.about, acting_on=acting, states=states
+        )
+        if found is None:
+            return check
+        return Check(True, f"{check.reason}; left to {found.target}: {found.reason}")
 
 
 __all__ = ["JobRun", "Service", "build_scheduler", "utcnow"]

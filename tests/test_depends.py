@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from autofix.depends import Inhibitor, TargetStates, dependencies, dependents, inhibitor
+from autofix.depends import (
+    Inhibitor,
+    TargetStates,
+    dependencies,
+    dependents,
+    explained_by,
+    inhibitor,
+)
 from autofix.errors import ConfigError
 from autofix.gates import PastFix, Policy, Request, evaluate
 from autofix.pipeline import Pipeline, load_pipeline
@@ -46,6 +53,20 @@ def test_a_troubled_dependency_inhibits_a_symptom() -> None:
     assert found == Inhibitor("news-db", "news-db is unhealthy: too many clients")
     # The database's own fix is not inhibited by anything.
     assert inhibitor(p, symptom="news-db", acting_on=["news-db"], states=states) is None
+
+
+def test_after_its_fix_a_symptom_left_is_explained_by_a_dependency_only() -> None:
+    """A hung worker restarted during a database outage: while its own fix runs, what is
+    left of the symptom is the database's; the fix's own target explains nothing."""
+    p = _pipeline()
+    during = TargetStates(
+        unhealthy={"news-db": "too many clients", "web-http": "503"},
+        running={"web": "fix 7 running"},
+    )
+    found = explained_by(p, symptom="web-http", acting_on=["web"], states=during)
+    assert found == Inhibitor("news-db", "news-db is unhealthy: too many clients")
+    alone = TargetStates(unhealthy={"web-http": "hang"}, running={"web": "fix 7 running"})
+    assert explained_by(p, symptom="web-http", acting_on=["web"], states=alone) is None
 
 
 @pytest.mark.parametrize(
