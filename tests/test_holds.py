@@ -11,27 +11,14 @@ from pathlib import Path
 import pytest
 
 from autofix import pause, silences
-from autofix.config import load_settings
 from autofix.errors import InputError, PausedError
 from autofix.jobs import Service
 from autofix.store import MetricStore
-from tests.test_jobs import SPOOL_FULL, T0, Clock, _pipeline, _size_sample
+from tests.test_jobs import SPOOL_FULL, T0, Clock, _size_sample, spool_service
 
 
 @pytest.fixture
 def svc(tmp_path: Path) -> Iterator[tuple[Service, Clock, Path]]:
-    root = tmp_path / "spool"
-    root.mkdir()
-    settings = load_settings(
-        environ={
-            "AUTOFIX_DB_PATH": str(tmp_path / "a.duckdb"),
-            "AUTOFIX_MODELS_DIR": str(tmp_path / "models"),
-            "AUTOFIX_QUARANTINE_DIR": str(tmp_path / "q"),
-            "AUTOFIX_FIX_MODE": "auto",
-            "AUTOFIX_FIX_VERIFY_WAIT": "0s",
-            "AUTOFIX_HOSTNAME": "h",
-        }
-    )
     rules = [
         {
             "name": "spool-full",
@@ -40,14 +27,8 @@ def svc(tmp_path: Path) -> Iterator[tuple[Service, Clock, Path]]:
             "horizon": "10m",
         }
     ]
-    clock = Clock()
-    store = MetricStore(settings.db_path)
-    service = Service(settings, _pipeline(root, rules), store, clock=clock)
-    try:
-        yield service, clock, root
-    finally:
-        service.close()
-        store.close()
+    with spool_service(tmp_path, rules, AUTOFIX_HOSTNAME="h") as made:
+        yield made
 
 
 def _stale_file(root: Path) -> Path:

@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,11 @@ def _pipeline(root: Path, rules: list[dict[str, Any]] | None = None) -> Pipeline
     )
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[tuple[Service, Clock, Path]]:
+@contextmanager
+def spool_service(
+    tmp_path: Path, rules: list[dict[str, Any]], **env: str
+) -> Iterator[tuple[Service, Clock, Path]]:
+    """A Service over a spool directory with ``rules``, on an injected clock."""
     root = tmp_path / "spool"
     root.mkdir()
     settings = load_settings(
@@ -63,11 +67,23 @@ def service(tmp_path: Path) -> Iterator[tuple[Service, Clock, Path]]:
             "AUTOFIX_DB_PATH": str(tmp_path / "a.duckdb"),
             "AUTOFIX_MODELS_DIR": str(tmp_path / "models"),
             "AUTOFIX_QUARANTINE_DIR": str(tmp_path / "q"),
-            "AUTOFIX_SNAPSHOT_DIR": str(tmp_path / "snap"),
             "AUTOFIX_FIX_MODE": "auto",
             "AUTOFIX_FIX_VERIFY_WAIT": "0s",
+            **env,
         }
     )
+    clock = Clock()
+    store = MetricStore(settings.db_path)
+    svc = Service(settings, _pipeline(root, rules), store, clock=clock)
+    try:
+        yield svc, clock, root
+    finally:
+        svc.close()
+        store.close()
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[Service, Clock, Path]]:
     rules = [
         {
             "name": "spool-full",
@@ -82,14 +98,8 @@ def service(tmp_path: Path) -> Iterator[tuple[Service, Clock, Path]]:
             "horizon": "10m",
         },
     ]
-    clock = Clock()
-    store = MetricStore(settings.db_path)
-    svc = Service(settings, _pipeline(root, rules), store, clock=clock)
-    try:
-        yield svc, clock, root
-    finally:
-        svc.close()
-        store.close()
+    with spool_service(tmp_path, rules, AUTOFIX_SNAPSHOT_DIR=str(tmp_path / "snap")) as made:
+        yield made
 
 
 def _size_sample(svc: Service, ts: datetime, size: float) -> None:
