@@ -5,10 +5,13 @@ database has run out of connections, the worker answers 503 and its health check
 that is a *symptom*, and restarting the worker is a false fix that can use up the gates
 a real fault on it will need. So, like Alertmanager's inhibition rules, a decision about
 a symptom is **inhibited by** a dependency that is itself in trouble — unhealthy, in a
-planned stop, waiting for or running a fix, or fixed so recently that its dependents may
-still be recovering (``AUTOFIX_FIX_SETTLE``). The inhibited decision is recorded, not
-executed, and is evaluated again on the next run: once the dependency's fix has settled
-the symptom is either gone or the target's own, and then it gets its own fix.
+planned stop, with a resource condition of its own holding (a rule that is not about a
+symptom fires on it: its role's connections used up, its memory filling — even while
+that rule's fix waits for a cooldown), waiting for or running a fix, or fixed so recently
+that its dependents may still be recovering (``AUTOFIX_FIX_SETTLE``). The inhibited
+decision is recorded, not executed, and is evaluated again on the next run: once the
+dependency's fix has settled the symptom is either gone or the target's own, and then it
+gets its own fix.
 
 A target's own state inhibits too: nothing is done to a target in a planned stop or
 start, or while a fix on it is pending, running or still settling.
@@ -42,6 +45,8 @@ class TargetStates:
     running: Mapping[str, str] = field(default_factory=dict)
     pending: Mapping[str, str] = field(default_factory=dict)
     settling: Mapping[str, str] = field(default_factory=dict)
+    #: Targets a resource condition (a rule that is not about a symptom) holds on now.
+    firing: Mapping[str, str] = field(default_factory=dict)
 
     def without_unhealthy(self, name: str) -> TargetStates:
         """These states, except that ``name`` is not counted as unhealthy."""
@@ -51,6 +56,7 @@ class TargetStates:
             self.running,
             self.pending,
             self.settling,
+            self.firing,
         )
 
 
@@ -154,6 +160,8 @@ def _trouble(name: str, states: TargetStates) -> str | None:
         return f"is being fixed: {states.running[name]}"
     if name in states.pending:
         return f"has a fix waiting: {states.pending[name]}"
+    if name in states.firing:
+        return f"has a condition of its own: {states.firing[name]}"
     if name in states.settling:
         return f"was just fixed: {states.settling[name]}"
     return None

@@ -51,6 +51,7 @@ from autofix.policy import (
     Decision,
     Observations,
     RuleDecision,
+    is_symptom,
     judge_alerts,
     lookback,
     score_outcome,
@@ -147,6 +148,8 @@ class Service:
         self._recent = self._load_recent()
         #: The latest health results of this process, and when they were taken.
         self._health: tuple[datetime, list[HealthResult]] | None = None
+        #: When the last remediate run looked, and the targets a resource condition held on.
+        self._firing: tuple[datetime | None, dict[str, str]] = (None, {})
         #: Rule decisions recorded as inhibited, by key → inhibiting target (record once).
         self._inhibited: dict[str, str] = {}
         #: Decisions whose fixes found nothing to do, by key: not decided again while
@@ -357,6 +360,7 @@ class Service:
         )
         self._quiet = {k: v for k, v in self._quiet.items() if k in holding}
         decisions = [rd for rd in decisions if rd.key not in self._quiet]
+        self._firing = (now, self._resource_conditions(holding, obs))
         target_states = self.target_states(now)
         runnable: list[RuleDecision] = []
         inhibited = held = 0
@@ -500,7 +504,34 @@ class Service:
                     f"{past.finished_at + settle:%H:%M:%S}"
                 )
                 settling.update(dict.fromkeys(held, why))
-        return TargetStates(unhealthy, planned, running, pending, settling)
+        remediate_every = self.pipeline.job("remediate").every or timedelta(minutes=1)
+        seen_at, firing = self._firing
+        if seen_at is None or not timedelta(0) <= now - seen_at <= 3 * remediate_every:
+            firing = {}
+        return TargetStates(unhealthy, planned, running, pending, settling, firing)
+
+    def _resource_conditions(self, holding: set[str], obs: Observations) -> dict[str, str]:
+        """The targets a resource condition holds on (rule name per target): conditions of
+        rules that act (not ``off`` or ``shadow``) and are not about a symptom, decided
+        this run or not (a fix waiting for its cooldown leaves the condition holding)."""
+        labels: dict[int, str] = {}
+        for frame in (obs.samples, obs.predictions):
+            if not frame.empty and {"series_id", "labels"} <= set(frame.columns):
+                pairs = frame[["series_id", "labels"]].drop_duplicates("series_id")
+                labels.update(zip(pairs["series_id"].astype(int), pairs["labels"], strict=True))
+        firing: dict[str, str] = {}
+        for key in sorted(holding):
+            name, _, subject = key.partition("|")
+            rule = self.pipeline.rule(name)
+            if rule is None or rule.mode in {"off", "shadow"} or is_symptom(rule):
+                continue
+            if not subject.startswith("series:"):
+                continue
+            text = labels.get(int(subject.removeprefix("series:")))
+            about = parse_labels(text).get("target") if text else None
+            if about and self.pipeline.target(about) is not None:
+                firing.setdefault(about, f"rule {name} holds")
+        return firing
 
     def _fix_symptoms(self, since: datetime) -> dict[int, tuple[str, ...]]:
         """Fix id → the declared target whose series triggered it, for recent fixes."""

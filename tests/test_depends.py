@@ -76,6 +76,10 @@ def test_after_its_fix_a_symptom_left_is_explained_by_a_dependency_only() -> Non
         (TargetStates(pending={"news-db": "fix 4 waiting"}), "news-db has a fix waiting"),
         (TargetStates(settling={"news-db": "fix 5 verified"}), "news-db was just fixed"),
         (TargetStates(planned={"cache": "STOPPING"}), "cache is in a planned stop"),
+        (
+            TargetStates(firing={"news-db": "rule db-role-connections-high holds"}),
+            "news-db has a condition of its own",
+        ),
     ],
 )
 def test_fixes_and_planned_stops_of_a_dependency_inhibit(states: TargetStates, why: str) -> None:

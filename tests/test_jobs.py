@@ -564,3 +564,73 @@ def test_self_healing_streaks_survive_separate_runs(tmp_path: Path) -> None:
         assert (
             len(Service(settings, pipeline, store, clock=clock).executor.audit.escalations()) == 1
         )
+
+
+def test_a_resource_condition_of_a_dependency_inhibits_a_symptom_in_the_same_run(
+    tmp_path: Path,
+) -> None:
+    """The database's own condition (its role's connections used up) holds while the web
+    probe fails: the web's symptom waits for the database, even before its fix runs or
+    while that fix waits for a cooldown, instead of restarting a worker that is fine."""
+    db, web = tmp_path / "db", tmp_path / "web"
+    db.mkdir()
+    web.mkdir()
+    pipeline = Pipeline.model_validate(
+        {
+            "targets": [
+                {"name": "db", "kind": "logdir", "path": str(db), "capacity": 1000},
+                {"name": "web", "kind": "logdir", "path": str(web), "capacity": 1000,
+                 "depends_on": ["db"]},
+            ],
+            "rules": [
+                {"name": "db-full", "when": {**SPOOL_FULL, "match": {"target": "db"}},
+                 "actions": [{"action": "files.clean_temp", "target": "db"}],
+                 "repeat": "1h"},
+                {"name": "web-down",
+                 "when": {"type": "threshold", "metric": "probe_up", "match": {"target": "web"},
+                          "below": 1},
+                 "actions": [{"action": "files.clean_temp", "target": "web"}]},
+            ],
+        }
+    )  # fmt: skip
+    settings = load_settings(
+        environ={
+            "AUTOFIX_DB_PATH": str(tmp_path / "a.duckdb"),
+            "AUTOFIX_MODELS_DIR": str(tmp_path / "models"),
+            "AUTOFIX_QUARANTINE_DIR": str(tmp_path / "q"),
+            "AUTOFIX_FIX_MODE": "auto",
+            "AUTOFIX_FIX_VERIFY_WAIT": "0s",
+            "AUTOFIX_FIX_SETTLE": "0s",
+        }
+    )
+    clock = Clock()
+    with MetricStore(settings.db_path) as store:
+        svc = Service(settings, pipeline, store, clock=clock)
+        try:
+            for minute in range(2):
+                ts = clock.now - timedelta(seconds=5)
+                store.write(
+                    pd.DataFrame(
+                        {
+                            "ts": [ts, ts],
+                            "host": ["h", "h"],
+                            "metric": ["autofix_dir_size_bytes", "probe_up"],
+                            "labels": ['{"target":"db"}', '{"target":"web"}'],
+                            "value": [800.0, 0.0],
+                            "unit": ["bytes", ""],
+                            "capacity": [1000.0, float("nan")],
+                        }
+                    )
+                )
+                run = svc.run_job("remediate")
+                assert run.ok, run.error
+                assert run.summary["inhibited"] == 1, (minute, run.summary)
+                clock.now += timedelta(minutes=1)  # db-full holds, not decided again
+            web_fixes = [f for f in svc.executor.audit.list() if f.target == "web"]
+            assert web_fixes == []
+            reasons = store.query("SELECT reason FROM decisions WHERE rule = 'web-down'")
+            assert "db has a condition of its own: rule db-full holds" in reasons["reason"][0]
+            states = svc.target_states(clock.now + timedelta(hours=1))
+            assert "db" not in states.firing  # an old look decides nothing
+        finally:
+            svc.close()
