@@ -153,11 +153,14 @@ def judge(
     # A hang, a crash or a refused port is the target's own fault, whatever else is down.
     own_fault = kind == "health" and cause in {"hang", "down", "refused"}
     symptom = (kind == "health" and not own_fault) or (rule is not None and is_symptom(rule))
+    deps: list[str] = []
     if symptom:
         about = decided.get("labels", {}).get("target") if isinstance(decided, dict) else None
         names = {target, *([about] if isinstance(about, str) else [])}
         deps = [d for n in names for d in dependencies(pipeline, n) if d not in names]
-        troubled = _troubled(store, host, deps, decided_at - timedelta(seconds=30), finished)
+        troubled = _troubled(
+            store, host, pipeline, deps, decided_at - timedelta(seconds=30), finished
+        )
         if troubled is not None:
             return Judgement("unneeded", f"the symptom was explained by {troubled}", preventive)
     if kind == "health":
@@ -180,6 +183,16 @@ def judge(
         after = _after(store, rule.when.type, int(row["series_id"]), finished, finished + window)
         verdict = score_outcome(rule, finished, after)
         if verdict is not None and verdict[0]:
+            # A symptom that came back while a dependency was in trouble is that
+            # dependency's (the database ran out of connections after a hung worker's
+            # restart), not the fix's failure.
+            later = _troubled(store, host, pipeline, deps, finished, finished + window)
+            if later is not None:
+                return Judgement(
+                    "effective",
+                    f"verified; the symptom came back only with {later}",
+                    preventive,
+                )
             return Judgement(
                 "ineffective", f"the condition persisted after the fix: {verdict[1]}", preventive
             )
@@ -198,10 +211,19 @@ def _json(text: Any) -> Any:
 
 
 def _troubled(
-    store: MetricStore, host: str, names: list[str], start: datetime, end: datetime
+    store: MetricStore,
+    host: str,
+    pipeline: Pipeline,
+    names: list[str],
+    start: datetime,
+    end: datetime,
 ) -> str | None:
-    """The first of ``names`` whose health check or probe failed in [start, end], or that
-    had a fix of its own running then."""
+    """The first of ``names`` whose health check or probe failed in [start, end], that
+    had a fix of its own running then, or a resource condition of its own decided then
+    (a rule that is not about a symptom: its role's connections used up)."""
+    resource = [
+        r.name for r in pipeline.rules if r.mode not in {"off", "shadow"} and not is_symptom(r)
+    ]
     for name in names:
         down = store.query(
             """SELECT count(*) AS n FROM samples x JOIN series s USING (series_id)
@@ -219,6 +241,16 @@ def _troubled(
         )
         if int(fixed["n"].iloc[0]):
             return f"{name} (being fixed then)"
+        if resource:
+            marks = ", ".join("?" * len(resource))
+            held = store.query(
+                f"""SELECT min(rule) AS rule FROM decisions
+                    WHERE target = ? AND rule IN ({marks}) AND mode NOT IN ('off', 'shadow')
+                      AND ts >= ? AND ts <= ?""",
+                [name, *resource, start, end],
+            )
+            if held["rule"].notna().any():
+                return f"{name} (its condition {held['rule'].iloc[0]} held then)"
     return None
 
 

@@ -51,6 +51,27 @@ PIPELINE = Pipeline.model_validate(
                 "actions": [{"action": "files.rotate_logs", "target": "logs"}],
             },
             {
+                "name": "web-unresponsive",
+                "when": {
+                    "type": "threshold",
+                    "metric": "probe_up",
+                    "match": {"target": "web"},
+                    "below": 1,
+                },
+                "actions": [{"action": "service.restart", "target": "web"}],
+            },
+            {
+                "name": "db-connections-high",
+                "when": {
+                    "type": "threshold",
+                    "metric": "pg_roles_connections",
+                    "match": {"target": "news-db"},
+                    "of_capacity": True,
+                    "above": 0.9,
+                },
+                "actions": [{"action": "postgres.terminate_idle", "target": "news-db"}],
+            },
+            {
                 "name": "disk-exhaustion",
                 "when": {
                     "type": "exhaustion",
@@ -169,6 +190,52 @@ def test_a_health_fault_that_came_back_is_ineffective(world: World) -> None:
     world.now += 30 * S
     world.decision("d5", "recovery:web", "health", "web", None, {"cause": "hang"})
     assert world.judge(WINDOW)[fix][0] == "ineffective"
+
+
+def _hung_web_restarted(world: World) -> int:
+    """A rule restarts a web worker whose probe failed (it hung); the probe answers again."""
+    world.sample("probe_up", "web", T0, 0.0, float("nan"))
+    sid = world.series_id("probe_up", "web")
+    world.decision("w1", "web-unresponsive", "threshold", "web", sid, {"rule": "web-unresponsive"})
+    fix = world.fix("service.restart", "web", "w1", "succeeded", rule="web-unresponsive")
+    world.sample("probe_up", "web", world.now + S, 1.0, float("nan"))
+    return fix
+
+
+def test_a_symptom_that_came_back_with_its_dependency_is_not_the_fixs_failure(
+    world: World,
+) -> None:
+    fix = _hung_web_restarted(world)
+    world.now += 20 * S  # the database then runs out of connections: the web answers 503
+    world.decision("n1", "db-connections-high", "threshold", "news-db", None, {})
+    for i in range(1, 10):
+        world.sample("probe_up", "web", world.now + i * 10 * S, 0.0, float("nan"))
+    outcome, final, reason = world.judge(WINDOW)[fix]
+    assert (outcome, final) == ("effective", True), reason
+    assert "news-db" in reason
+
+
+def test_a_symptom_that_came_back_on_its_own_makes_the_fix_ineffective(world: World) -> None:
+    fix = _hung_web_restarted(world)
+    world.now += 20 * S
+    for i in range(1, 10):
+        world.sample("probe_up", "web", world.now + i * 10 * S, 0.0, float("nan"))
+    outcome, final, reason = world.judge(WINDOW)[fix]
+    assert (outcome, final) == ("ineffective", True), reason
+
+
+def test_a_restart_while_the_database_had_a_resource_condition_is_unneeded(
+    world: World,
+) -> None:
+    world.decision("n2", "db-connections-high", "threshold", "news-db", None, {})
+    world.now += 2 * S  # its fix waits for a cooldown; the web's probe fails meanwhile
+    world.sample("probe_up", "web", world.now, 0.0, float("nan"))
+    sid = world.series_id("probe_up", "web")
+    world.decision("w2", "web-unresponsive", "threshold", "web", sid, {"rule": "web-unresponsive"})
+    fix = world.fix("service.restart", "web", "w2", "succeeded", rule="web-unresponsive")
+    outcome, _, reason = world.judge()[fix]
+    assert outcome == "unneeded"
+    assert "db-connections-high" in reason
 
 
 def test_kpis_count_outcomes_labels_win_and_preventive_fixes(world: World) -> None:
