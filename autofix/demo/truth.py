@@ -102,6 +102,9 @@ class FixRecord:
     finished_at: float | None
     requested_by: str
     detail: str = ""
+    #: autofix's own judgement of the fix (``autofix.outcomes``) and why, the latest one.
+    outcome: str | None = None
+    outcome_reason: str = ""
 
     #: States in which the fix changed something on the system (it was applied).
     APPLIED = frozenset({"succeeded", "failed", "rolled_back", "interrupted"})
@@ -120,6 +123,8 @@ class FixRecord:
             "finished_at": self.finished_at,
             "requested_by": self.requested_by,
             "detail": self.detail,
+            "outcome": self.outcome,
+            "outcome_reason": self.outcome_reason,
         }
 
 
@@ -143,10 +148,15 @@ def fixes_from_store(store: Any, since: float = 0.0) -> list[FixRecord]:
                SELECT fix_id, arg_max(state, seq) AS state, max(ts) AS last_ts,
                       arg_max(coalesce(error, reason), seq)
                           FILTER (WHERE coalesce(error, reason) IS NOT NULL) AS why
-               FROM fix_events GROUP BY fix_id)
+               FROM fix_events GROUP BY fix_id),
+           judged AS (
+               SELECT fix_id, arg_max(outcome, judged_at) AS outcome,
+                      arg_max(reason, judged_at) AS outcome_reason
+               FROM fix_outcomes GROUP BY fix_id)
            SELECT f.fix_id, f.action, f.target, f.requested_by, f.requested_at,
-                  coalesce(c.state, 'planned') AS state, c.last_ts, c.why
-           FROM fixes f LEFT JOIN cur c USING (fix_id)
+                  coalesce(c.state, 'planned') AS state, c.last_ts, c.why,
+                  j.outcome, j.outcome_reason
+           FROM fixes f LEFT JOIN cur c USING (fix_id) LEFT JOIN judged j USING (fix_id)
            WHERE f.requested_at >= ? ORDER BY f.fix_id""",
         [datetime.fromtimestamp(since, UTC).replace(tzinfo=None)],
     )
@@ -163,10 +173,17 @@ def fixes_from_store(store: Any, since: float = 0.0) -> list[FixRecord]:
                 epoch(row["requested_at"]),
                 epoch(row["last_ts"]) if done and row["last_ts"] is not None else None,
                 str(row["requested_by"]),
-                "" if row["why"] is None or row["why"] != row["why"] else str(row["why"]),
+                _text(row["why"]),
+                _text(row["outcome"]) or None,
+                _text(row["outcome_reason"]),
             )
         )
     return out
+
+
+def _text(value: Any) -> str:
+    """A nullable store text ('' for NULL or NaN)."""
+    return "" if value is None or value != value else str(value)
 
 
 def _parse(line: str) -> Probe | None:
