@@ -17,15 +17,16 @@ Two complements keep it honest:
 - *sustained climb*: a series younger than one block (a process started today: no daily
   peaks to read yet) that climbs below ``runaway_fill`` — a worker leaking megabytes a
   second crosses 90 % to its limit in seconds, too late for the guard — counts as a
-  runaway once it has risen by at least ``climb_rise`` of the capacity, steadily
-  (its second half rose at least ``climb_steady`` times as much as its first: a warm-up
-  levels off, a leak does not), over at least ``climb_samples`` samples, with no
-  drawdown, above every earlier peak — and only when what is left to the capacity at
-  its pace is at most ``climb_reach`` of how long the climb has already lasted: a
-  forecast never reaches further ahead than the climb it extrapolates. Older series keep
-  the guard alone: on the backtest a backup burst (a third of a disk in 30 minutes,
-  stopping at 83 %) has exactly a leak's shape, and the days behind it are what tell
-  them apart.
+  runaway once its climb (from its lowest point since the last step down: a cleanup or
+  a restart starts a new one) has risen by at least ``climb_rise`` of the capacity,
+  steadily (its second half rose at least ``climb_steady`` times as much as its first:
+  a warm-up levels off, a leak does not), over at least ``climb_samples`` samples,
+  without falling, above every earlier peak — and only when what is left to the
+  capacity, at the pace of the upper half of the rise, would take at most
+  ``climb_reach`` times as long as that pace has been shown for: a forecast never
+  reaches further ahead than the climb it extrapolates. Older series keep the guard
+  alone: on the backtest a backup burst (a third of a disk in 30 minutes, stopping at
+  83 %) has exactly a leak's shape, and the days behind it are what tell them apart.
 
 Everything is vectorised over series: 10,000 series × 14 days at 5 minutes fit and
 predict in seconds.
@@ -36,7 +37,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Self
+from typing import NamedTuple, Self
 
 import numpy as np
 import pandas as pd
@@ -216,7 +217,9 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         fast = _group_slope(codes[recent_rows], -age[recent_rows], value[recent_rows], n)
         drawdown = _group_drawdown(codes[recent_rows], value[recent_rows], n)
         fast = np.where(drawdown <= self.runaway_drawdown, fast, np.nan)
-        climb = _climb(codes[recent_rows], age[recent_rows], value[recent_rows], n)
+        climb = _climb(
+            codes[recent_rows], age[recent_rows], value[recent_rows], n, self.runaway_drawdown
+        )
         span = np.zeros(n)
         np.maximum.at(span, codes, age)  # how far back each series' history goes
         self.young_ = span < self.block.total_seconds()
@@ -338,21 +341,22 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         climb = getattr(self, "climb_", None)
         if climb is None:  # fitted before the sustained climb existed (a pickled model)
             return np.zeros(n, bool), np.full(n, np.datetime64("NaT"), "datetime64[ns]")
-        rise, seconds, samples, second_half = climb
         last = self.last_value_
         with np.errstate(invalid="ignore", divide="ignore"):
-            rate = rise / seconds
+            # Its pace now: that of the upper half of its rise; the time it has shown
+            # that pace for, twice what that half took.
+            rate = (climb.rise / 2) / climb.upper_seconds
             left = (threshold - last) / rate
-            steady = second_half >= self.climb_steady * (rise - second_half)
+            steady = climb.second_half >= self.climb_steady * (climb.rise - climb.second_half)
             climbing = (
                 getattr(self, "young_", np.zeros(n, bool))
-                & (rise >= self.climb_rise)
-                & (samples >= self.climb_samples)
+                & (climb.rise >= self.climb_rise)
+                & (climb.samples >= self.climb_samples)
                 & steady
-                & np.isfinite(self.fast_slope_)  # no drawdown in the recent window
+                & (climb.drawdown <= self.runaway_drawdown)
                 & (last > self.earlier_peak_)
                 & (last < threshold)
-                & (left <= self.climb_reach * seconds)
+                & (left <= self.climb_reach * 2 * climb.upper_seconds)
             )
         eta = eta_from_line(
             self.origin_, last, np.where(climbing, rate, 0.0), threshold, self.max_eta
@@ -428,13 +432,28 @@ def _group_slope(codes: np.ndarray, x: np.ndarray, y: np.ndarray, n: int) -> np.
     return np.where((count >= 3) & (sxx > 0), slope, np.nan)
 
 
-def _climb(
-    codes: np.ndarray, age: np.ndarray, y: np.ndarray, n: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per group (rows sorted by group, then time; ``age`` in seconds before the origin):
-    the rise from the group's lowest value to its last, the seconds since that lowest
-    value was last seen, the samples after it, and the rise over the second half of that
-    time."""
+class _Climb(NamedTuple):
+    """The current climb of each series (see ``_climb``)."""
+
+    rise: np.ndarray  # from its lowest value to its last
+    seconds: np.ndarray  # since that lowest value
+    samples: np.ndarray  # samples after it
+    second_half: np.ndarray  # the rise over the second half of that time
+    drawdown: np.ndarray  # the largest fall after the lowest value
+    upper_seconds: np.ndarray  # how long the upper half of the rise took
+
+
+def _climb(codes: np.ndarray, age: np.ndarray, y: np.ndarray, n: int, step: float) -> _Climb:
+    """Per group (rows sorted by group, then time; ``age`` in seconds before the origin),
+    the climb since the last step down larger than ``step`` (a cleanup or a restart starts
+    a new climb) from its lowest value on."""
+    if len(codes) > 1:
+        same = codes[1:] == codes[:-1]
+        fell = np.r_[False, same & (y[1:] < y[:-1] - step)]
+        since = np.full(n, np.inf)
+        np.minimum.at(since, codes[fell], age[fell])  # the newest step down
+        keep = age <= since[codes]
+        codes, age, y = codes[keep], age[keep], y[keep]
     low = np.full(n, np.inf)
     np.minimum.at(low, codes, y)
     at_low = y <= low[codes]
@@ -446,14 +465,28 @@ def _climb(
     if len(codes):
         ends = np.r_[np.flatnonzero(codes[1:] != codes[:-1]), len(codes) - 1]
         last[codes[ends]] = y[ends]
-    # The value at the climb's midpoint: the lowest one in its second half.
+    # The value at the climb's midpoint in time: the lowest one in its second half.
     mid = np.full(n, np.inf)
     second = after & (age <= low_age[codes] / 2)
     np.minimum.at(mid, codes[second], y[second])
+    # When the climb was last at half its rise: the upper half's pace is the pace now
+    # (a leak that began after a quiet start climbs faster than the average since).
+    with np.errstate(invalid="ignore"):
+        halfway = (low + last) / 2
+    below = after & (y <= halfway[codes])
+    upper = np.where(np.isfinite(low_age), low_age, 0.0)
+    np.minimum.at(upper, codes[below], age[below])
     with np.errstate(invalid="ignore"):
         rise = last - low
         second_half = np.where(np.isfinite(mid), last - mid, 0.0)
-    return rise, np.where(np.isfinite(low_age), low_age, 0.0), samples, second_half
+    return _Climb(
+        rise,
+        np.where(np.isfinite(low_age), low_age, 0.0),
+        samples,
+        second_half,
+        _group_drawdown(codes[after], y[after], n),
+        upper,
+    )
 
 
 def _group_drawdown(codes: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:

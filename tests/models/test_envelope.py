@@ -256,3 +256,26 @@ def test_a_burst_on_a_series_with_days_behind_it_is_left_to_the_guard() -> None:
     assert row["p_1h"] < 0.5
     young = EnvelopeTrendForecaster().fit(frame(values[-12:])).predict().iloc[0]
     assert young["p_1h"] >= 0.9  # the same climb with nothing behind it is a runaway
+
+
+def test_a_young_series_filling_again_after_a_cleanup_is_still_seen() -> None:
+    # A restore fills a log disk; a rotation frees half of it while the restore goes on.
+    first = np.r_[np.full(30, 0.2), np.linspace(0.2, 0.55, 8)]
+    values = np.r_[first, 0.3, 0.3 + 0.044 * np.arange(1, 12)]
+    start = len(first) + 1
+    alarm = _first_alarm(values, start)
+    assert alarm is not None
+    assert values[alarm] < 0.7
+
+
+def test_a_leak_that_starts_long_after_the_process_did_is_seen_at_its_own_pace() -> None:
+    # The process warmed up to 13 % two minutes ago; the leak's pace, not the climb since
+    # start, says how soon the limit comes.
+    values = np.r_[np.linspace(0.02, 0.133, 10), np.full(120, 0.133),
+                   0.133 + 0.056 * np.arange(1, 17)]  # fmt: skip
+    first = _first_alarm(values, 125)
+    assert first is not None
+    assert values[first] < 0.7
+    row = EnvelopeTrendForecaster().fit(_seconds_frame(values[: first + 1])).predict().iloc[0]
+    left = (row["eta"] - row["origin"]).total_seconds()
+    assert left <= 2 * (1 - values[first]) / 0.056  # not the slow pace since the start
