@@ -112,3 +112,27 @@ def test_a_snapshot_never_overwrites_another_fix_with_the_same_id(
     assert undos[0][1]["snapshot"] != undos[1][1]["snapshot"]
     undos[0][0].rollback(undos[0][1])
     assert client.get("k") == b"first store"
+
+
+def test_delete_keys_with_a_condition_leaves_the_verdict_to_it_while_a_writer_refills(
+    redis_srv: RedisServer, client: redis.Redis, tmp_path: Path
+) -> None:
+    # A warm-up job tops the cache up as soon as there is room: more keys of the pattern
+    # than before by the time the action re-reads. Memory back under its threshold (the
+    # triggering condition, checked by the executor) is what the fix promised.
+    _fill(client, "session:", 100)
+    ctx = Context(fix_id=12, quarantine_dir=tmp_path, condition=True)
+    action = DeleteKeys.bind(_target(redis_srv), {"pattern": "session:*"}, ctx)
+    before = action.facts()
+    applied = action.apply(action.plan(before))  # type: ignore[arg-type]
+    _fill(client, "session:refill:", 300, size=10)
+    check = action.verify(before, action.facts())
+    assert check.ok, check.reason
+    assert "matching keys 100 -> 300" in check.reason
+    assert applied.output == "deleted 100 key(s)"
+    no_condition = DeleteKeys.bind(
+        _target(redis_srv),
+        {"pattern": "session:*"},
+        ctx.__class__(fix_id=13, quarantine_dir=tmp_path),
+    )
+    assert not no_condition.verify(before, no_condition.facts()).ok
