@@ -30,6 +30,7 @@ restarted, and small offsets of the start times.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import signal
@@ -108,6 +109,7 @@ class DiskFill(_Base):
         self.fast_until, self.fast, self.slow = fast_until, fast, slow
         self.peak = 0.0
         self.full = False
+        self.left: float = math.inf  # bytes the restore has still to write
         self._thread: threading.Thread | None = None
 
     def inject(self, stack: Stack, stop: threading.Event) -> None:
@@ -141,6 +143,7 @@ class DiskFill(_Base):
         planned = capacity - used + 2 * len(block)
         fast_for = max(0.0, self.fast_until * capacity - used)
         written, index, now = 0, 0, time.time()
+        self.left = planned
         while written < planned and not stop.is_set():
             usage = stack.log_usage()
             self.peak = max(self.peak, usage / capacity)
@@ -160,12 +163,17 @@ class DiskFill(_Base):
             os.utime(path, (stamp, stamp))
             index += 1
             written += len(block)
+            self.left = max(0.0, planned - written)
             stop.wait(len(block) / (self.fast if written < fast_for else self.slow))
 
     def cleared(self, stack: Stack) -> bool:
-        usage = stack.log_usage() / stack.log_capacity
-        self.peak = max(self.peak, usage)
-        return usage < 0.75 and self.peak >= self.fast_until
+        # Over once what is left of the restore can no longer take the disk past 75 %:
+        # space was freed (early, or after the fast part) or the restore was stopped.
+        used = stack.log_usage()
+        self.peak = max(self.peak, used / stack.log_capacity)
+        writing = self._thread is not None and self._thread.is_alive()
+        left = self.left if writing else 0
+        return used + left < 0.75 * stack.log_capacity
 
     def exhausted(self, stack: Stack) -> bool:
         return self.full or self.peak >= 0.995
