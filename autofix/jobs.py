@@ -399,6 +399,7 @@ class Service:
             now,
             window=self.settings.fix_outcome_window,
             host=self.settings.hostname,
+            settle=self.settings.fix_settle,
         )
 
     def _inhibit(self, rd: RuleDecision, states: TargetStates, now: datetime) -> bool:

@@ -86,6 +86,7 @@ def judge_fixes(
     *,
     window: timedelta,
     host: str,
+    settle: timedelta = timedelta(minutes=1),
 ) -> int:
     """Judge the fixes that finished: provisionally at once, finally after ``window``.
 
@@ -99,7 +100,9 @@ def judge_fixes(
         if not final and int(row["judged"]) > 0:
             continue  # provisionally judged already; wait for the window
         record = {str(k): v for k, v in row.items()}
-        judgement = judge(record, store, pipeline, finished, final, window=window, host=host)
+        judgement = judge(
+            record, store, pipeline, finished, final, window=window, host=host, settle=settle
+        )
         with store._write_lock:
             store.execute(
                 "INSERT INTO fix_outcomes VALUES (?, ?, ?, ?, ?, ?)",
@@ -134,6 +137,7 @@ def judge(
     *,
     window: timedelta,
     host: str,
+    settle: timedelta = timedelta(minutes=1),
 ) -> Judgement:
     """The outcome of one finished fix (a row of ``_DUE``)."""
     target = str(row["target"])
@@ -158,9 +162,11 @@ def judge(
         about = decided.get("labels", {}).get("target") if isinstance(decided, dict) else None
         names = {target, *([about] if isinstance(about, str) else [])}
         deps = [d for n in names for d in dependencies(pipeline, n) if d not in names]
-        troubled = _troubled(
-            store, host, pipeline, deps, decided_at - timedelta(seconds=30), finished
-        )
+        # What explains a symptom is a dependency in trouble when it was decided (or
+        # fixed within ``settle`` before: its dependents may still be recovering), as
+        # the inhibition reads it; one that went wrong while the fix ran explains nothing
+        # about why it was needed.
+        troubled = _troubled(store, host, pipeline, deps, decided_at - settle, started)
         if troubled is not None:
             return Judgement("unneeded", f"the symptom was explained by {troubled}", preventive)
     if kind == "health":

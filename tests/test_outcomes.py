@@ -261,3 +261,14 @@ def test_kpis_count_outcomes_labels_win_and_preventive_fixes(world: World) -> No
     assert kpis.false_fix_rate == 0.0
     assert kpis.false_fix_rate_outcomes == pytest.approx(0.5)  # what autofix itself said
     assert preventive in world.judge()
+
+
+def test_a_dependency_that_failed_while_the_fix_ran_does_not_explain_its_decision(
+    world: World,
+) -> None:
+    # The worker hung with the database fine; the database ran out of connections while
+    # the restart was under way. That says nothing about why the restart was needed.
+    fix = _hung_web_restarted(world)
+    world.sample("probe_up", "news-db", T0 + 2 * S, 0.0, float("nan"))
+    outcome, final, reason = world.judge()[fix]
+    assert (outcome, final) == ("effective", False), reason
