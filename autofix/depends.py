@@ -13,6 +13,11 @@ decision is recorded, not executed, and is evaluated again on the next run: once
 dependency's fix has settled the symptom is either gone or the target's own, and then it
 gets its own fix.
 
+A dependency whose own check passes is in trouble all the same when two of its dependents
+that do not depend on each other name it in their failures (both web workers answer 503
+``"failing": ["redis"]`` while Redis still answers PING but refuses writes):
+``named_failing``. One dependent alone naming it may be its own broken connection pool.
+
 A target's own state inhibits too: nothing is done to a target in a planned stop or
 start, or while a fix on it is pending, running or still settling.
 
@@ -97,6 +102,45 @@ def dependents(pipeline: Pipeline, name: str) -> list[str]:
     return [t.name for t in pipeline.targets if name in dependencies(pipeline, t.name)]
 
 
+def named_failing(pipeline: Pipeline, reports: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """The dependencies named failing by at least two independent dependents, with who
+    named them. ``reports`` are (dependent, the dependency its failure names) pairs;
+    dependents where one depends on the other (a worker and its HTTP endpoint) count once.
+
+    >>> from autofix.pipeline import Pipeline
+    >>> p = Pipeline.model_validate({"targets": [
+    ...     {"name": "cache", "kind": "tcp", "host": "h", "port": 6379},
+    ...     {"name": "web-1", "kind": "tcp", "host": "h", "port": 1, "depends_on": ["cache"]},
+    ...     {"name": "web-1-http", "kind": "http", "url": "http://w/",
+    ...      "depends_on": ["web-1", "cache"]},
+    ...     {"name": "web-2", "kind": "tcp", "host": "h", "port": 2, "depends_on": ["cache"]}]})
+    >>> named_failing(p, [("web-1", "cache"), ("web-1-http", "cache")])
+    {}
+    >>> named_failing(p, [("web-1", "cache"), ("web-2", "cache")])
+    {'cache': ['web-1', 'web-2']}
+    """
+    by_dependency: dict[str, set[str]] = {}
+    for dependent, dependency in reports:
+        by_dependency.setdefault(dependency, set()).add(dependent)
+    out: dict[str, list[str]] = {}
+    for dependency, names in by_dependency.items():
+        groups: list[set[str]] = []
+        for name in sorted(names):
+            related = [
+                g
+                for g in groups
+                if any(
+                    other in dependencies(pipeline, name) or name in dependencies(pipeline, other)
+                    for other in g
+                )
+            ]
+            merged = {name}.union(*related)
+            groups = [g for g in groups if g not in related] + [merged]
+        if len(groups) >= 2:
+            out[dependency] = sorted(names)
+    return out
+
+
 def inhibitor(
     pipeline: Pipeline,
     *,
@@ -174,4 +218,5 @@ __all__ = [
     "dependents",
     "explained_by",
     "inhibitor",
+    "named_failing",
 ]

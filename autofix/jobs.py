@@ -38,7 +38,7 @@ from autofix.collect.base import parse_labels
 from autofix.compute import Compute
 from autofix.conditions import rule_condition
 from autofix.config import Settings
-from autofix.depends import TargetStates, explained_by, inhibitor
+from autofix.depends import TargetStates, explained_by, inhibitor, named_failing
 from autofix.errors import AutofixError
 from autofix.executor import Executor
 from autofix.gates import resolve_policy
@@ -469,11 +469,17 @@ class Service:
         health_every = self.pipeline.job("health").every or timedelta(seconds=30)
         collect_every = self.pipeline.job("collect").every or self.settings.collect_interval
         if self._health is not None and now - self._health[0] <= 3 * health_every:
+            reports: list[tuple[str, str]] = []
             for result in self._health[1]:
                 if result.ok:
                     continue
                 where = planned if result.cause == "planned" else unhealthy
                 where[result.target] = f"{result.cause or 'down'}: {result.detail}"
+                if result.cause == "dependency" and result.dependency:
+                    reports.append((result.target, result.dependency))
+            for dependency, names in named_failing(self.pipeline, reports).items():
+                if dependency not in planned:
+                    unhealthy.setdefault(dependency, f"named failing by {', '.join(names)}")
         else:
             for name, value in self._latest("autofix_health_up", now, 3 * health_every).items():
                 if value < 1.0:

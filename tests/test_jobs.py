@@ -634,3 +634,52 @@ def test_a_resource_condition_of_a_dependency_inhibits_a_symptom_in_the_same_run
             assert "db" not in states.firing  # an old look decides nothing
         finally:
             svc.close()
+
+
+def test_a_dependency_two_independent_dependents_name_is_in_trouble(tmp_path: Path) -> None:
+    """Redis answers PING but refuses writes: both workers' health checks say
+    ``"failing": ["redis"]``. That is Redis's trouble, not two workers' own errors; one
+    worker (with its own HTTP endpoint) saying so alone may be its own broken pool."""
+    from autofix.depends import inhibitor
+    from autofix.health import HealthResult
+
+    pipeline = Pipeline.model_validate(
+        {
+            "targets": [
+                {"name": "cache", "kind": "tcp", "host": "127.0.0.1", "port": 6379},
+                {"name": "web-1", "kind": "tcp", "host": "127.0.0.1", "port": 8001,
+                 "depends_on": ["cache"]},
+                {"name": "web-1-http", "kind": "http", "url": "http://127.0.0.1:8001/",
+                 "depends_on": ["web-1", "cache"]},
+                {"name": "web-2", "kind": "tcp", "host": "127.0.0.1", "port": 8002,
+                 "depends_on": ["cache"]},
+            ]
+        }
+    )  # fmt: skip
+    settings = load_settings(environ={"AUTOFIX_DB_PATH": str(tmp_path / "a.duckdb")})
+
+    def failing(name: str) -> HealthResult:
+        return HealthResult(name, False, 'HTTP 503: {"failing": ["redis"]}', 0.01, "dependency",
+                            "cache")  # fmt: skip
+
+    with MetricStore(settings.db_path) as store:
+        svc = Service(settings, pipeline, store, clock=Clock())
+        try:
+            one = svc.target_states(T0, [failing("web-1"), failing("web-1-http")])
+            assert "cache" not in one.unhealthy
+            mine = one.without_unhealthy("web-1")
+            assert inhibitor(pipeline, symptom="web-1", acting_on=["web-1"], states=mine) is None
+            both = svc.target_states(
+                T0, [failing("web-1"), failing("web-1-http"), failing("web-2")]
+            )
+            assert both.unhealthy["cache"] == "named failing by web-1, web-1-http, web-2"
+            found = inhibitor(
+                pipeline,
+                symptom="web-1",
+                acting_on=["web-1"],
+                states=both.without_unhealthy("web-1"),
+            )
+            assert found is not None
+            assert found.target == "cache"
+        finally:
+            svc.close()
