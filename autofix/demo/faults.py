@@ -6,7 +6,7 @@ with an ``Injector`` that makes it happen on a running ``Stack`` for real:
 - ``disk-fill`` (fault, predictable): a restore of last week's unrotated logs (mtimes
   kept) fills the log directory towards 100 %; right fix: compress them on ``logs``
   (``files.rotate_logs``) before it is full;
-- ``memory-leak`` (fault, predictable): a worker leaks 16 MiB/s (SIGUSR1) until its
+- ``memory-leak`` (fault, predictable): a worker leaks 8 MiB/s (SIGUSR1) until its
   memory budget kills it (as the OOM killer would); right fix: restart it before;
 - ``hung-worker`` (fault): a worker is SIGSTOPped — it accepts connections and answers
   nothing; right fix: restart that worker;
