@@ -19,8 +19,10 @@ Two complements keep it honest:
   second crosses 90 % to its limit in seconds, too late for the guard — counts as a
   runaway once its climb (from its lowest point since the last step down: a cleanup or
   a restart starts a new one) has risen by at least ``climb_rise`` of the capacity,
-  steadily (its second half rose at least ``climb_steady`` times as much as its first:
-  a warm-up levels off, a leak does not), over at least ``climb_samples`` samples,
+  steadily (its second half rose at least ``climb_steady`` times as much as its first,
+  and so did the second half of its upper half: a warm-up levels off, a backup written in
+  a second then held is a step and a plateau, a leak is neither), the upper half of the
+  rise over at least ``climb_samples`` samples,
   without falling, above every earlier peak — and only when what is left to the
   capacity, at the pace of the upper half of the rise, would take at most
   ``climb_reach`` times as long as that pace has been shown for: a forecast never
@@ -80,7 +82,7 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         runaway_drawdown: float = 0.03,
         climb_rise: float = 0.25,
         climb_steady: float = 0.6,
-        climb_samples: int = 5,
+        climb_samples: int = 4,
         climb_reach: float = 1.0,
         confirm_window: timedelta = timedelta(hours=12),
         stall: float = 0.25,
@@ -347,11 +349,16 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
             # that pace for, twice what that half took.
             rate = (climb.rise / 2) / climb.upper_seconds
             left = (threshold - last) / rate
-            steady = climb.second_half >= self.climb_steady * (climb.rise - climb.second_half)
+            # Steady over the whole climb (a warm-up levels off) and over its upper half
+            # (a backup written in a second, then held, is a step and a plateau).
+            steady = (climb.second_half >= self.climb_steady * (climb.rise - climb.second_half)) & (
+                climb.upper_second_half
+                >= self.climb_steady * (climb.rise / 2 - climb.upper_second_half)
+            )
             climbing = (
                 getattr(self, "young_", np.zeros(n, bool))
                 & (climb.rise >= self.climb_rise)
-                & (climb.samples >= self.climb_samples)
+                & (climb.upper_samples >= self.climb_samples)
                 & steady
                 & (climb.drawdown <= self.runaway_drawdown)
                 & (last > self.earlier_peak_)
@@ -437,10 +444,11 @@ class _Climb(NamedTuple):
 
     rise: np.ndarray  # from its lowest value to its last
     seconds: np.ndarray  # since that lowest value
-    samples: np.ndarray  # samples after it
+    upper_samples: np.ndarray  # samples in the upper half of the rise
     second_half: np.ndarray  # the rise over the second half of that time
     drawdown: np.ndarray  # the largest fall after the lowest value
     upper_seconds: np.ndarray  # how long the upper half of the rise took
+    upper_second_half: np.ndarray  # the rise over the second half of that time
 
 
 def _climb(codes: np.ndarray, age: np.ndarray, y: np.ndarray, n: int, step: float) -> _Climb:
@@ -460,7 +468,6 @@ def _climb(codes: np.ndarray, age: np.ndarray, y: np.ndarray, n: int, step: floa
     low_age = np.full(n, np.inf)
     np.minimum.at(low_age, codes[at_low], age[at_low])  # the latest time at the low
     after = age < low_age[codes]
-    samples = np.bincount(codes[after], minlength=n)
     last = np.full(n, np.nan)
     if len(codes):
         ends = np.r_[np.flatnonzero(codes[1:] != codes[:-1]), len(codes) - 1]
@@ -476,16 +483,22 @@ def _climb(codes: np.ndarray, age: np.ndarray, y: np.ndarray, n: int, step: floa
     below = after & (y <= halfway[codes])
     upper = np.where(np.isfinite(low_age), low_age, 0.0)
     np.minimum.at(upper, codes[below], age[below])
+    upper_samples = np.bincount(codes[after & (age < upper[codes])], minlength=n)
+    upper_mid = np.full(n, np.inf)
+    late = after & (age <= upper[codes] / 2)
+    np.minimum.at(upper_mid, codes[late], y[late])
     with np.errstate(invalid="ignore"):
         rise = last - low
         second_half = np.where(np.isfinite(mid), last - mid, 0.0)
+        upper_second_half = np.where(np.isfinite(upper_mid), last - upper_mid, 0.0)
     return _Climb(
         rise,
         np.where(np.isfinite(low_age), low_age, 0.0),
-        samples,
+        upper_samples,
         second_half,
         _group_drawdown(codes[after], y[after], n),
         upper,
+        upper_second_half,
     )
 
 
