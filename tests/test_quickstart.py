@@ -33,6 +33,13 @@ def quick_start() -> list[str]:
     return commands
 
 
+def test_the_quick_start_is_ten_lines() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8").split("## Quick start", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", text, re.S)
+    assert block is not None
+    assert len(block.group(1).splitlines()) <= 10
+
+
 def test_the_quick_start_names_only_files_that_exist() -> None:
     for command in quick_start():
         for word in shlex.split(command):
