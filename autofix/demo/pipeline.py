@@ -127,12 +127,24 @@ def compress(value: object, speedup: float, floor: timedelta = timedelta(0)) -> 
 
 
 def compressed_settings(speedup: float) -> dict[str, str]:
-    """``AUTOFIX_*`` values for the demo: the default of each compressed setting / speedup."""
+    """``AUTOFIX_*`` values for the demo: the default of each compressed setting / speedup.
+
+    The forecast lookback is the exception: the history is read in buckets of
+    lookback / 2016 (5 minutes for the default week), and 7 days / 60 would read the
+    demo's 1-second samples in 5-second buckets — a leak that kills a worker in 30 s would
+    be six points. The demo runs for minutes, so a lookback of 2016 collection intervals
+    (34 minutes) holds all of it and reads it at the resolution it was collected at.
+    """
+    from autofix.predict import LOOKBACK_BUCKETS
+
     out = {}
     for name in COMPRESSED_SETTINGS:
         default = Settings.model_fields[name].default
         floor = _FLOORED_GATES.get(name.removeprefix("fix_"), timedelta(0))
-        out[f"AUTOFIX_{name.upper()}"] = compress(default, speedup, floor)
+        value = max(default / speedup, floor)
+        if name == "predict_lookback":
+            value = min(value, LOOKBACK_BUCKETS * MIN_INTERVAL)
+        out[f"AUTOFIX_{name.upper()}"] = fmt(value)
     return out
 
 

@@ -124,6 +124,11 @@ def test_the_clock_is_compressed(tmp_path: Path) -> None:
     # How long a fixed target's dependents wait, and when a fix is judged: demo time too.
     assert settings["AUTOFIX_FIX_SETTLE"] == "1s"
     assert settings["AUTOFIX_FIX_OUTCOME_WINDOW"] == "15s"
+    # History read at the resolution it is collected at (1-second buckets), not 5 s.
+    from autofix.predict import bucket_step
+
+    lookback = timedelta(seconds=int(settings["AUTOFIX_PREDICT_LOOKBACK"].removesuffix("s")))
+    assert bucket_step(lookback) == timedelta(seconds=1)
 
 
 def _write(tmp_path: Path, doc: dict[str, Any]) -> Path:
