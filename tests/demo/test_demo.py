@@ -70,17 +70,7 @@ def _fixes(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 FAULTS = [
     pytest.param("disk-fill", id="disk-fill"),
-    pytest.param(
-        "memory-leak",
-        id="memory-leak",
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=AssertionError,
-            reason="the default forecaster sees a young series' climb only above 90 % of "
-            "its capacity (its runaway guard; the daily-peak trend needs 3 days of a pid), "
-            "and the demo's leak goes from 90 % to the worker's budget in under 2 s",
-        ),
-    ),
+    pytest.param("memory-leak", id="memory-leak"),
     pytest.param("hung-worker", id="hung-worker"),
     pytest.param("db-connections", id="db-connections"),
     pytest.param("cache-bloat", id="cache-bloat"),
