@@ -206,7 +206,10 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         # its peak is the right level). The level is then the usage since the fall.
         fall = _group_drawdown(codes * n_blocks + block, value, n * n_blocks).reshape(n, n_blocks)
         routine = np.any(fall[:, 1:] > self.cleanup_drop, axis=1)
-        latest_rows = age <= _NOW_WINDOW
+        # "Now" is the last 15 minutes, or less when a cleanup fell inside them (a cache
+        # dropped a minute ago is not full now).
+        since_fall = _newest_fall(codes, age, value, n, self.cleanup_drop)
+        latest_rows = age <= np.minimum(_NOW_WINDOW, since_fall[codes])
         now_peak = np.full(n, -np.inf)
         np.maximum.at(now_peak, codes[latest_rows], value[latest_rows])
         just_cleaned = (level - now_peak > self.cleanup_drop) & ~routine
@@ -439,6 +442,19 @@ def _group_slope(codes: np.ndarray, x: np.ndarray, y: np.ndarray, n: int) -> np.
     return np.where((count >= 3) & (sxx > 0), slope, np.nan)
 
 
+def _newest_fall(
+    codes: np.ndarray, age: np.ndarray, y: np.ndarray, n: int, step: float
+) -> np.ndarray:
+    """Per group (rows sorted by group, then time): the age of the newest sample that fell
+    more than ``step`` below the one before it (inf where none did)."""
+    since = np.full(n, np.inf)
+    if len(codes) > 1:
+        same = codes[1:] == codes[:-1]
+        fell = np.r_[False, same & (y[1:] < y[:-1] - step)]
+        np.minimum.at(since, codes[fell], age[fell])
+    return since
+
+
 class _Climb(NamedTuple):
     """The current climb of each series (see ``_climb``)."""
 
@@ -456,11 +472,7 @@ def _climb(codes: np.ndarray, age: np.ndarray, y: np.ndarray, n: int, step: floa
     the climb since the last step down larger than ``step`` (a cleanup or a restart starts
     a new climb) from its lowest value on."""
     if len(codes) > 1:
-        same = codes[1:] == codes[:-1]
-        fell = np.r_[False, same & (y[1:] < y[:-1] - step)]
-        since = np.full(n, np.inf)
-        np.minimum.at(since, codes[fell], age[fell])  # the newest step down
-        keep = age <= since[codes]
+        keep = age <= _newest_fall(codes, age, y, n, step)[codes]
         codes, age, y = codes[keep], age[keep], y[keep]
     low = np.full(n, np.inf)
     np.minimum.at(low, codes, y)

@@ -291,3 +291,12 @@ def test_a_backup_written_in_seconds_onto_a_young_log_disk_is_a_step_not_a_pace(
     values = np.r_[np.full(20, 0.8), growing, burst, np.full(5, 0.25)]
     values[20] = 0.23  # the rotation: a step down starts a new climb
     assert _first_alarm(values, 40) is None
+
+
+def test_a_cache_emptied_a_minute_ago_is_not_full_now() -> None:
+    # A cache filled to its limit in seconds, then its pages were dropped: the last 15
+    # minutes' peak is the full cache, but "now" starts after the drop.
+    values = np.r_[np.full(90, 0.03), np.linspace(0.03, 1.0, 4), np.full(60, 0.038)]
+    row = EnvelopeTrendForecaster().fit(_seconds_frame(values)).predict().iloc[0]
+    assert row["p_1h"] < 0.1
+    assert pd.isna(row["eta"]) or row["eta"] > row["origin"] + pd.Timedelta(hours=1)
