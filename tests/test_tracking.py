@@ -173,6 +173,30 @@ def test_training_run_logs_plots_and_round_trips_a_prophet_model(
     assert stored[0].read_bytes() == _PNG
 
 
+def test_model_pins_the_installed_versions_and_leaves_mlflow_s_module_map_alone(
+    tracker: Tracker,
+) -> None:
+    from importlib.metadata import version
+
+    from mlflow.utils import requirements_utils
+
+    before = requirements_utils._MODULES_TO_PACKAGES
+    run_id = tracker.log_training_run(
+        model_name="pinned",
+        estimator=_Estimator(1.0),
+        params={},
+        metrics={"false_fix_rate": 0.0},
+    ).run_id
+    # Filled for the save only: a later requirement inference still maps every package.
+    assert requirements_utils._MODULES_TO_PACKAGES is before
+    (requirements,) = tracker.artifact_root.rglob(f"{run_id}/artifacts/model/requirements.txt")
+    pins = requirements.read_text().split()
+    assert pins == [
+        f"mlflow=={version('mlflow')}",
+        *(f"{p}=={version(p)}" for p in ("scikit-learn", "pandas", "numpy", "cloudpickle")),
+    ]
+
+
 def test_load_champion_without_one_says_what_to_do(tracker: Tracker) -> None:
     with pytest.raises(AutofixError, match=r"no champion for nothing yet: run `autofix train`"):
         tracker.load_champion("nothing")
