@@ -246,6 +246,21 @@ def test_metrics_run_goes_to_its_own_experiment(tracker: Tracker) -> None:
     assert experiment.name == "autofix-kpi"
 
 
+def test_importing_mlflow_leaves_the_collector_on_and_the_modules_frozen() -> None:
+    # The collector is paused for mlflow's import (``_mlflow`` is cached: a fresh process).
+    script = (
+        "import gc\n"
+        "from autofix.tracking import _mlflow\n"
+        "before = gc.get_freeze_count()\n"
+        "_mlflow()\n"
+        "print(gc.isenabled(), gc.get_freeze_count() > before + 100_000)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split() == ["True", "True"]
+
+
 def test_telemetry_stays_off_outside_tests(tracker: Tracker) -> None:
     # mlflow turns telemetry off by itself under pytest or CI; check a plain process.
     script = textwrap.dedent(

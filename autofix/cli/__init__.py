@@ -7,7 +7,9 @@ service (``autofix.control``): same output, same exit code.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -87,10 +89,21 @@ def invoke(argv: Sequence[str], on_locked: Callable[[str], int | None] | None = 
     return 0
 
 
+@functools.cache
+def _exit_without_a_last_collection() -> None:
+    # At exit the cyclic collector walks every object the command's libraries built
+    # (1.3 s of a 9 s `autofix train` after pandas, scikit-learn and MLflow); the
+    # process is ending, so they leave its sight first. Objects are still finalized
+    # when their last reference goes; cycles are left to the OS, as Python already
+    # leaves much at exit. Run at exit, after the handlers registered later.
+    atexit.register(gc.freeze)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: through the service that owns the store when one does, else here."""
     from autofix.control import client
 
+    _exit_without_a_last_collection()
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         forwarded = client.run(_command(), args)
