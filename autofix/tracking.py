@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import logging
 import math
 import shutil
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from autofix import __version__
+from autofix._gc import collector_paused
 from autofix.config import disable_library_telemetry
 from autofix.errors import AutofixError
 
@@ -101,7 +101,7 @@ def _mlflow() -> ModuleType:
     # mlflow sends usage telemetry over HTTP unless told not to; autofix never talks to
     # the network from here. The variable is read when mlflow decides, so set it first.
     disable_library_telemetry()
-    with _quiet_warnings(), _collector_paused():
+    with _quiet_warnings(), collector_paused():
         import mlflow
         import mlflow.sklearn
         from mlflow.telemetry import set_telemetry_client
@@ -115,24 +115,9 @@ def _mlflow() -> ModuleType:
     return mlflow
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Import without the cyclic collector, then keep what was imported out of its way.
-
-    mlflow's import builds ~150,000 objects; the collector would walk every object in
-    the process several times meanwhile (0.35 s), and each later full collection again.
-    Modules live as long as the process, and an import leaves little cyclic garbage, so
-    the collector waits and the imported objects are frozen (``gc.freeze``). This runs
-    once per process (``_mlflow`` is cached).
-    """
-    paused = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if paused:
-            gc.enable()
-        gc.freeze()
+def load_mlflow() -> None:
+    """Import mlflow now (it takes seconds), for a caller loading its modules up front."""
+    _mlflow()
 
 
 @contextlib.contextmanager

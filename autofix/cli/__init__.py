@@ -7,9 +7,7 @@ service (``autofix.control``): same output, same exit code.
 
 from __future__ import annotations
 
-import atexit
 import functools
-import gc
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 
 import typer
 
+from autofix._gc import freeze_at_exit
 from autofix.cli import anomaly as _anomaly  # noqa: F401  (registers its commands)
 from autofix.cli import checks as _checks  # noqa: F401  (registers its commands)
 from autofix.cli import demo as _demo  # noqa: F401  (registers its commands)
@@ -89,21 +88,11 @@ def invoke(argv: Sequence[str], on_locked: Callable[[str], int | None] | None = 
     return 0
 
 
-@functools.cache
-def _exit_without_a_last_collection() -> None:
-    # At exit the cyclic collector walks every object the command's libraries built
-    # (1.3 s of a 9 s `autofix train` after pandas, scikit-learn and MLflow); the
-    # process is ending, so they leave its sight first. Objects are still finalized
-    # when their last reference goes; cycles are left to the OS, as Python already
-    # leaves much at exit. Run at exit, after the handlers registered later.
-    atexit.register(gc.freeze)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: through the service that owns the store when one does, else here."""
     from autofix.control import client
 
-    _exit_without_a_last_collection()
+    freeze_at_exit()  # a one-shot process: no last walk over what its command imported
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         forwarded = client.run(_command(), args)
