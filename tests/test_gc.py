@@ -32,7 +32,8 @@ def test_collector_paused_then_restored_and_the_import_frozen(
     gc.unfreeze()
     with collector_paused():
         assert not gc.isenabled()
-        import_like: list[list[int]] = [[] for _ in range(1000)]  # objects an import would leave behind
+        # objects an import would leave behind
+        import_like: list[list[int]] = [[] for _ in range(1000)]
     assert gc.isenabled() is enabled
     assert gc.get_freeze_count() >= len(import_like)
 
