@@ -104,6 +104,11 @@ def _mlflow() -> ModuleType:
     with _quiet_warnings(), collector_paused():
         import mlflow
         import mlflow.sklearn
+
+        # The store behind every tracking URI here (sqlite:///): imported on the first
+        # client otherwise, as long again as mlflow itself.
+        import mlflow.store.model_registry.sqlalchemy_store
+        import mlflow.store.tracking.sqlalchemy_store
         from mlflow.telemetry import set_telemetry_client
 
     # Re-reads the switch, in case something imported mlflow before us.
