@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from autofix import __version__
+from autofix._gc import collector_paused
 from autofix.config import disable_library_telemetry
 from autofix.errors import AutofixError
 
@@ -51,7 +52,13 @@ PROMOTION_REASON_TAG = "autofix.promotion_reason"
 
 _MODEL_ARTIFACT = "model"
 _MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
-_REQUIREMENTS = ("scikit-learn", "pandas", "numpy", "cloudpickle")
+#: The model's pip requirements, pinned to the installed versions: package -> its module.
+_REQUIREMENTS = {
+    "scikit-learn": "sklearn",
+    "pandas": "pandas",
+    "numpy": "numpy",
+    "cloudpickle": "cloudpickle",
+}
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +101,14 @@ def _mlflow() -> ModuleType:
     # mlflow sends usage telemetry over HTTP unless told not to; autofix never talks to
     # the network from here. The variable is read when mlflow decides, so set it first.
     disable_library_telemetry()
-    with _quiet_warnings():
+    with _quiet_warnings(), collector_paused():
         import mlflow
         import mlflow.sklearn
+
+        # The store behind every tracking URI here (sqlite:///): imported on the first
+        # client otherwise, as long again as mlflow itself.
+        import mlflow.store.model_registry.sqlalchemy_store
+        import mlflow.store.tracking.sqlalchemy_store
         from mlflow.telemetry import set_telemetry_client
 
     # Re-reads the switch, in case something imported mlflow before us.
@@ -106,6 +118,11 @@ def _mlflow() -> ModuleType:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     return mlflow
+
+
+def load_mlflow() -> None:
+    """Import mlflow now (it takes seconds), for a caller loading its modules up front."""
+    _mlflow()
 
 
 @contextlib.contextmanager
@@ -125,6 +142,33 @@ def _requirements() -> list[str]:
         with contextlib.suppress(PackageNotFoundError):
             pins.append(f"{package}=={version(package)}")
     return pins
+
+
+@contextlib.contextmanager
+def _pins_from_this_environment() -> Iterator[None]:
+    """Spare ``save_model`` its scan of every installed distribution (~1 s a training run).
+
+    Given pip requirements, mlflow checks each against the environment, first mapping
+    every module of every installed distribution (``packages_distributions()`` reads all
+    their RECORD files). Ours are read from the installed versions (``_requirements``), so
+    the check cannot fail; mlflow only needs the packages it is asked about. Its private
+    map is filled with those for the save and reset afterwards, so a later requirement
+    inference in this process still maps everything. Should mlflow drop the map, this
+    does nothing and the scan runs as before.
+    """
+    from mlflow.utils import requirements_utils
+
+    if getattr(requirements_utils, "_MODULES_TO_PACKAGES", False) is not None:
+        yield  # already built (nothing to spare) or no longer there
+        return
+    mlflow_pin = {"mlflow": ["mlflow"]}
+    requirements_utils._MODULES_TO_PACKAGES = mlflow_pin | {  # type: ignore[assignment]
+        module: [package] for package, module in _REQUIREMENTS.items()
+    }
+    try:
+        yield
+    finally:
+        requirements_utils._MODULES_TO_PACKAGES = None
 
 
 class Tracker:
@@ -282,12 +326,13 @@ class Tracker:
             level = sklearn_logger.level
             sklearn_logger.setLevel(logging.ERROR)
             try:
-                mlflow.sklearn.save_model(
-                    estimator,
-                    str(path),
-                    serialization_format="cloudpickle",
-                    pip_requirements=_requirements(),
-                )
+                with _pins_from_this_environment():
+                    mlflow.sklearn.save_model(
+                        estimator,
+                        str(path),
+                        serialization_format="cloudpickle",
+                        pip_requirements=_requirements(),
+                    )
             finally:
                 sklearn_logger.setLevel(level)
             client.log_artifacts(run_id, str(path), _MODEL_ARTIFACT)

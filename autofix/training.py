@@ -7,6 +7,7 @@ alias only when the promotion gate passes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from autofix._gc import collector_paused
 from autofix.models.registry import make_forecaster
 
 log = logging.getLogger(__name__)
@@ -46,12 +48,26 @@ class TrainResult:
         }
 
 
+@functools.cache
+def _load_training_modules() -> None:
+    """Import what a training run uses (pandas, scikit-learn, matplotlib, MLflow: seconds)
+    once per process, with the garbage collector paused (see ``autofix._gc``)."""
+    with collector_paused():
+        import autofix.backtest.forecast
+        import autofix.backtest.plots
+        import autofix.models.envelope
+        import autofix.tracking
+
+        autofix.tracking.load_mlflow()
+
+
 def train_and_register(models_dir: Path, scenarios: Path, compute: Any = None) -> TrainResult:
     """Backtest the default forecaster on ``scenarios``, log it, promote it if it passes.
 
     ``compute`` (an ``autofix.compute.Compute``): where the backtest's partitions run
     (default: in this process).
     """
+    _load_training_modules()
     from autofix.backtest.forecast import backtest, load_scenarios
     from autofix.backtest.plots import forecast_plots
     from autofix.tracking import Tracker

@@ -173,6 +173,30 @@ def test_training_run_logs_plots_and_round_trips_a_prophet_model(
     assert stored[0].read_bytes() == _PNG
 
 
+def test_model_pins_the_installed_versions_and_leaves_mlflow_s_module_map_alone(
+    tracker: Tracker,
+) -> None:
+    from importlib.metadata import version
+
+    from mlflow.utils import requirements_utils
+
+    before = requirements_utils._MODULES_TO_PACKAGES
+    run_id = tracker.log_training_run(
+        model_name="pinned",
+        estimator=_Estimator(1.0),
+        params={},
+        metrics={"false_fix_rate": 0.0},
+    ).run_id
+    # Filled for the save only: a later requirement inference still maps every package.
+    assert requirements_utils._MODULES_TO_PACKAGES is before
+    (requirements,) = tracker.artifact_root.rglob(f"{run_id}/artifacts/model/requirements.txt")
+    pins = requirements.read_text().split()
+    assert pins == [
+        f"mlflow=={version('mlflow')}",
+        *(f"{p}=={version(p)}" for p in ("scikit-learn", "pandas", "numpy", "cloudpickle")),
+    ]
+
+
 def test_load_champion_without_one_says_what_to_do(tracker: Tracker) -> None:
     with pytest.raises(AutofixError, match=r"no champion for nothing yet: run `autofix train`"):
         tracker.load_champion("nothing")
@@ -220,6 +244,21 @@ def test_metrics_run_goes_to_its_own_experiment(tracker: Tracker) -> None:
     assert run.data.tags["window"] == "7d"
     experiment = tracker._client().get_experiment(run.info.experiment_id)
     assert experiment.name == "autofix-kpi"
+
+
+def test_importing_mlflow_leaves_the_collector_on_and_the_modules_frozen() -> None:
+    # The collector is paused for mlflow's import (``_mlflow`` is cached: a fresh process).
+    script = (
+        "import gc\n"
+        "from autofix.tracking import _mlflow\n"
+        "before = gc.get_freeze_count()\n"
+        "_mlflow()\n"
+        "print(gc.isenabled(), gc.get_freeze_count() > before + 100_000)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split() == ["True", "True"]
 
 
 def test_telemetry_stays_off_outside_tests(tracker: Tracker) -> None:

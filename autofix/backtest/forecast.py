@@ -84,9 +84,10 @@ def load_scenarios(directory: Path) -> list[LabelledSeries]:
             if rows.empty:
                 continue
             fill = to_fill_ratio(rows["value"], rows["capacity"], spec["direction"])
-            frame = pd.DataFrame(
-                {"ts": pd.to_datetime(rows["timestamp"]).to_numpy(), "value": fill}
-            ).sort_values("ts")
+            # cache=False: the column is datetime64 already (Parquet, parse_dates), and
+            # deciding whether to cache reads every value as a Timestamp.
+            ts = pd.to_datetime(rows["timestamp"], cache=False).to_numpy()
+            frame = pd.DataFrame({"ts": ts, "value": fill}).sort_values("ts")
             when = spec.get("exhaustion_time")
             out.append(
                 LabelledSeries(

@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 
+from autofix._gc import freeze_at_exit
 from autofix.cli import anomaly as _anomaly  # noqa: F401  (registers its commands)
 from autofix.cli import checks as _checks  # noqa: F401  (registers its commands)
 from autofix.cli import demo as _demo  # noqa: F401  (registers its commands)
@@ -91,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: through the service that owns the store when one does, else here."""
     from autofix.control import client
 
+    freeze_at_exit()  # a one-shot process: no last walk over what its command imported
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         forwarded = client.run(_command(), args)

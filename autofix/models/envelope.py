@@ -136,9 +136,10 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         n_blocks = max(2, round(self.lookback / self.block))
         block = np.minimum((age // self.block.total_seconds()).astype("int64"), n_blocks - 1)
 
-        # Peak of each block, newest first: peaks[:, 0] is the last 24 h.
+        # Peak of each block, newest first: peaks[:, 0] is the last 24 h. A series' rows
+        # run from its oldest block to its newest, so each (series, block) is one run.
         peaks = np.full((n, n_blocks), -np.inf)
-        np.maximum.at(peaks, (codes, block), value)
+        _group_reduce(np.maximum, peaks.reshape(-1), codes * n_blocks + block, value)
         peaks[~np.isfinite(peaks)] = np.nan
         changes = peaks[:, :-1] - peaks[:, 1:]  # growth from one block to the next, per block
         counts = np.sum(np.isfinite(changes), axis=1)
@@ -211,7 +212,7 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
         since_fall = _newest_fall(codes, age, value, n, self.cleanup_drop)
         latest_rows = age <= np.minimum(_NOW_WINDOW, since_fall[codes])
         now_peak = np.full(n, -np.inf)
-        np.maximum.at(now_peak, codes[latest_rows], value[latest_rows])
+        _group_reduce(np.maximum, now_peak, codes[latest_rows], value[latest_rows])
         just_cleaned = (level - now_peak > self.cleanup_drop) & ~routine
         cap = np.where(just_cleaned, np.fmin(cap, level), cap)
         level = np.where(just_cleaned, now_peak, level)
@@ -226,7 +227,7 @@ class EnvelopeTrendForecaster(BaseEstimator, Forecaster):
             codes[recent_rows], age[recent_rows], value[recent_rows], n, self.runaway_drawdown
         )
         span = np.zeros(n)
-        np.maximum.at(span, codes, age)  # how far back each series' history goes
+        _group_reduce(np.maximum, span, codes, age)  # how far back each series' history goes
         self.young_ = span < self.block.total_seconds()
 
         self.series_ids_ = ids
@@ -475,10 +476,10 @@ def _climb(codes: np.ndarray, age: np.ndarray, y: np.ndarray, n: int, step: floa
         keep = age <= _newest_fall(codes, age, y, n, step)[codes]
         codes, age, y = codes[keep], age[keep], y[keep]
     low = np.full(n, np.inf)
-    np.minimum.at(low, codes, y)
+    _group_reduce(np.minimum, low, codes, y)
     at_low = y <= low[codes]
     low_age = np.full(n, np.inf)
-    np.minimum.at(low_age, codes[at_low], age[at_low])  # the latest time at the low
+    _group_reduce(np.minimum, low_age, codes[at_low], age[at_low])  # the latest time at the low
     after = age < low_age[codes]
     last = np.full(n, np.nan)
     if len(codes):
@@ -487,18 +488,18 @@ def _climb(codes: np.ndarray, age: np.ndarray, y: np.ndarray, n: int, step: floa
     # The value at the climb's midpoint in time: the lowest one in its second half.
     mid = np.full(n, np.inf)
     second = after & (age <= low_age[codes] / 2)
-    np.minimum.at(mid, codes[second], y[second])
+    _group_reduce(np.minimum, mid, codes[second], y[second])
     # When the climb was last at half its rise: the upper half's pace is the pace now
     # (a leak that began after a quiet start climbs faster than the average since).
     with np.errstate(invalid="ignore"):
         halfway = (low + last) / 2
     below = after & (y <= halfway[codes])
     upper = np.where(np.isfinite(low_age), low_age, 0.0)
-    np.minimum.at(upper, codes[below], age[below])
+    _group_reduce(np.minimum, upper, codes[below], age[below])
     upper_samples = np.bincount(codes[after & (age < upper[codes])], minlength=n)
     upper_mid = np.full(n, np.inf)
     late = after & (age <= upper[codes] / 2)
-    np.minimum.at(upper_mid, codes[late], y[late])
+    _group_reduce(np.minimum, upper_mid, codes[late], y[late])
     with np.errstate(invalid="ignore"):
         rise = last - low
         second_half = np.where(np.isfinite(mid), last - mid, 0.0)
@@ -520,5 +521,19 @@ def _group_drawdown(codes: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
     if len(codes) == 0:
         return out
     running = pd.Series(y).groupby(codes).cummax().to_numpy()
-    np.maximum.at(out, codes, running - y)
+    _group_reduce(np.maximum, out, codes, running - y)
     return out
+
+
+def _group_reduce(op: np.ufunc, out: np.ndarray, codes: np.ndarray, values: np.ndarray) -> None:
+    """``op.at(out, codes, values)`` for rows grouped by code (each code's rows in one run).
+
+    ``op.reduceat`` over the runs, then one update per group: the same result for
+    ``np.maximum`` and ``np.minimum``, which do not depend on order, an order of magnitude
+    faster than ``op.at``'s per-row updates on a backtest's millions of rows.
+    """
+    if len(codes) == 0:
+        return
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    groups = codes[starts]
+    out[groups] = op(out[groups], op.reduceat(values, starts))

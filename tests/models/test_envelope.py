@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from autofix.models.base import FORECAST_COLUMNS
-from autofix.models.envelope import EnvelopeTrendForecaster
+from autofix.models.envelope import EnvelopeTrendForecaster, _group_reduce
 
 T0 = pd.Timestamp("2026-01-01")
 DAY = 288  # 5-minute samples per day
@@ -300,3 +302,27 @@ def test_a_cache_emptied_a_minute_ago_is_not_full_now() -> None:
     row = EnvelopeTrendForecaster().fit(_seconds_frame(values)).predict().iloc[0]
     assert row["p_1h"] < 0.1
     assert pd.isna(row["eta"]) or row["eta"] > row["origin"] + pd.Timedelta(hours=1)
+
+
+@given(
+    runs=st.lists(st.integers(1, 8), max_size=12),
+    data=st.data(),
+    op=st.sampled_from([np.maximum, np.minimum]),
+)
+def test_group_reduce_is_ufunc_at_for_grouped_rows(
+    runs: list[int], data: st.DataObject, op: np.ufunc
+) -> None:
+    # Codes in runs (a series' rows together), not necessarily ascending, some unused.
+    n = 16
+    order = data.draw(st.permutations(range(n)))[: len(runs)]
+    codes = np.repeat(np.asarray(order, dtype="int64"), runs)
+    values = np.asarray(
+        data.draw(st.lists(st.floats(-1e6, 1e6), min_size=len(codes), max_size=len(codes))),
+        dtype="float64",
+    )
+    start = np.asarray(data.draw(st.lists(st.floats(-1e6, 1e6), min_size=n, max_size=n)))
+    expected = start.copy()
+    op.at(expected, codes, values)
+    got = start.copy()
+    _group_reduce(op, got, codes, values)
+    np.testing.assert_array_equal(got, expected)
