@@ -4,12 +4,14 @@ Inputs: the recorder's ``EventRecord`` (which faults happened when, when they cl
 whether the operator stepped in), the remediator's ``FixRecord`` and the prober's
 ``Probe``. A fix is *true* when it was requested for one of the fault's targets while
 the fault was there (from its start until it cleared) and before the on-call operator
-stepped in; every other applied fix is *false* — one during a benign event, on a
-healthy target, on the symptom instead of the cause, or one requested after the fault
-had gone (by itself, by the operator, or by an earlier fix). Each false fix is put down
-to an event: the one whose window (start to ``GRACE`` s after its end) it falls in and
-whose targets it hit; else the fault whose window it falls in (a symptom fixed during
-an outage); else the latest event before it on that target.
+stepped in, or when the condition it answered on that target was first seen then (the
+fault's aftermath: Redis' memory left fragmented by a cache bloat); every other applied
+fix is *false* — one during a benign event, on a healthy target, on the symptom instead
+of the cause, or one requested after the fault had gone (by itself, by the operator, or
+by an earlier fix). Each false fix is put down to an event: the one whose window (start
+to ``GRACE`` s after its end) it falls in and whose targets it hit; else the fault whose
+window it falls in (a symptom fixed during an outage); else the latest event before it
+on that target.
 
 - **auto-fix success rate**: faults the remediator fixed / faults. A fault is fixed by
   the remediator when it cleared before the operator stepped in, after a true fix that
@@ -124,7 +126,13 @@ def _true_for(fix: FixRecord, record: EventRecord) -> bool:
     end = record.ended_at or math.inf
     if record.operator_at is not None:
         end = min(end, record.operator_at)  # the human is on it: another fix is not needed
-    return fix.target in record.event.targets and record.started_at <= fix.requested_at <= end
+    if fix.target not in record.event.targets:
+        return False
+    if record.started_at <= fix.requested_at <= end:
+        return True
+    # The fault's aftermath: a condition it left behind on its target, first seen while it
+    # was there (Redis' memory left fragmented by a cache bloat, purged once that held).
+    return fix.detected_at is not None and record.started_at <= fix.detected_at <= end
 
 
 def _blame(false: list[FixRecord], records: Sequence[EventRecord]) -> dict[FixRecord, int]:

@@ -105,6 +105,8 @@ class FixRecord:
     #: autofix's own judgement of the fix (``autofix.outcomes``) and why, the latest one.
     outcome: str | None = None
     outcome_reason: str = ""
+    #: When the condition the fix answered was first seen (Unix s), if a decision says.
+    detected_at: float | None = None
 
     #: States in which the fix changed something on the system (it was applied).
     APPLIED = frozenset({"succeeded", "failed", "rolled_back", "interrupted"})
@@ -125,6 +127,7 @@ class FixRecord:
             "detail": self.detail,
             "outcome": self.outcome,
             "outcome_reason": self.outcome_reason,
+            "detected_at": self.detected_at,
         }
 
 
@@ -155,8 +158,9 @@ def fixes_from_store(store: Any, since: float = 0.0) -> list[FixRecord]:
                FROM fix_outcomes GROUP BY fix_id)
            SELECT f.fix_id, f.action, f.target, f.requested_by, f.requested_at,
                   coalesce(c.state, 'planned') AS state, c.last_ts, c.why,
-                  j.outcome, j.outcome_reason
+                  j.outcome, j.outcome_reason, d.detected_at
            FROM fixes f LEFT JOIN cur c USING (fix_id) LEFT JOIN judged j USING (fix_id)
+           LEFT JOIN decisions d ON d.decision_id = f.decision_id
            WHERE f.requested_at >= ? ORDER BY f.fix_id""",
         [datetime.fromtimestamp(since, UTC).replace(tzinfo=None)],
     )
@@ -176,6 +180,7 @@ def fixes_from_store(store: Any, since: float = 0.0) -> list[FixRecord]:
                 _text(row["why"]),
                 _text(row["outcome"]) or None,
                 _text(row["outcome_reason"]),
+                None if _text(row["detected_at"]) == "" else epoch(row["detected_at"]),
             )
         )
     return out

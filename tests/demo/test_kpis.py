@@ -72,3 +72,16 @@ def test_no_faults_and_no_fixes_is_no_data() -> None:
         ("auto_fix_success_rate", "mttr_reduction", "preventive_execution_rate",
          "false_fix_rate", "recovery_p95_seconds"),
     )  # fmt: skip
+
+
+def test_a_fix_of_a_faults_aftermath_is_true_a_late_one_of_a_new_condition_is_not() -> None:
+    records = [_record("cache-bloat", "fault", 0, 5, ("cache",))]
+    purge = FixRecord(
+        1, "redis.memory_purge", "cache", "succeeded", T + 9, T + 10, "rule:rss", detected_at=T + 2
+    )  # fmt: skip  (fragmentation seen during the bloat)
+    again = FixRecord(
+        2, "redis.delete_keys", "cache", "failed", T + 20, T + 21, "rule:fill", detected_at=T + 19
+    )  # fmt: skip  (a forecast made after it was gone)
+    truth = ground_truth(records, [purge, again], [], 30.0)
+    assert truth.false_fixes == [2]
+    assert truth.events[0].true_fixes == [1]
