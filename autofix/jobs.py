@@ -42,7 +42,7 @@ from autofix.depends import TargetStates, explained_by, inhibitor, named_failing
 from autofix.errors import AutofixError
 from autofix.executor import Executor
 from autofix.gates import resolve_policy
-from autofix.health import HealthResult
+from autofix.health import HealthResult, check_target, has_check
 from autofix.holds import Holds
 from autofix.logs import context as log_context
 from autofix.pipeline import JOB_NAMES, AlertWhen, BaselineWhen, Pipeline, Rule
@@ -968,9 +968,29 @@ class _AfterFix:
         found = explained_by(
             self.service.pipeline, symptom=self.rd.about, acting_on=acting, states=states
         )
-        if found is None:
-            return check
-        return Check(True, f"{check.reason}; left to {found.target}: {found.reason}")
+        if found is not None:
+            return Check(True, f"{check.reason}; left to {found.target}: {found.reason}")
+        # The dependency's own check may not show it yet: the target fixed answers now,
+        # and names the dependency that fails (a restarted worker's 503 naming the
+        # database whose connections just ran out).
+        for name in acting:
+            target = self.service.pipeline.target(name)
+            if target is None or not has_check(target):
+                continue
+            now = check_target(
+                target,
+                self.service.settings.probe_timeout.total_seconds(),
+                runner=self.service.runner,
+                http_transport=self.service.http_transport,
+                pipeline=self.service.pipeline,
+            )
+            if now.cause == "dependency" and now.dependency:
+                return Check(
+                    True,
+                    f"{check.reason}; left to {now.dependency}: {name} answers and names it "
+                    f"failing: {now.detail}",
+                )
+        return check
 
 
 __all__ = ["JobRun", "Service", "build_scheduler", "utcnow"]

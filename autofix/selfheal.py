@@ -299,6 +299,15 @@ class SelfHealer:
             )
             if now.ok:
                 return Check(True, f"{target.name} healthy: {now.detail}")
+            if trigger in OWN_FAULTS and now.cause == "dependency" and now.dependency:
+                # It answers again, and what it answers names the dependency that fails
+                # (a 503 saying the database refuses it): the hang is gone, as the
+                # dependency's own check may not show yet.
+                return Check(
+                    True,
+                    f"the {trigger} is gone; {target.name} answers and names "
+                    f"{now.dependency} failing: {now.detail}",
+                )
             if trigger in OWN_FAULTS and now.cause not in OWN_FAULTS | {"planned"}:
                 states = service.target_states(service.clock()).without_unhealthy(target.name)
                 found = inhibitor(

@@ -683,3 +683,59 @@ def test_a_dependency_two_independent_dependents_name_is_in_trouble(tmp_path: Pa
             assert found.target == "cache"
         finally:
             svc.close()
+
+
+def test_a_fixed_target_that_answers_naming_its_failing_dependency_verifies(
+    tmp_path: Path,
+) -> None:
+    """A hung worker restarted as the database's connections run out answers 503 naming
+    the database before the database's own check shows it: the rule's fix did its part."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from autofix.actions.base import Check
+    from autofix.jobs import _AfterFix
+    from autofix.policy import Candidate, Decision, RuleDecision
+
+    body = {"answer": b'{"status": "unhealthy", "failing": ["news-db"]}'}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503 if b"failing" in body["answer"] else 200)
+            self.send_header("Content-Length", str(len(body["answer"])))
+            self.end_headers()
+            self.wfile.write(body["answer"])
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/health"
+    pipeline = Pipeline.model_validate(
+        {
+            "targets": [
+                {"name": "news-db", "kind": "tcp", "host": "127.0.0.1", "port": 1},
+                {"name": "web", "kind": "http", "url": url, "depends_on": ["news-db"]},
+            ]
+        }
+    )
+    settings = load_settings(environ={"AUTOFIX_DB_PATH": str(tmp_path / "a.duckdb")})
+    decision = Decision([Candidate("service.restart", "web")], "probe down", "d1")
+    rd = RuleDecision("web-down", "threshold", "series:1", 1, "web", "auto", T0, T0, "probe down",
+                      {}, decision, about="web")  # fmt: skip
+    try:
+        with MetricStore(settings.db_path) as store:
+            svc = Service(settings, pipeline, store, clock=Clock())
+            try:
+                probe = _AfterFix(lambda: Check(False, "probe_up value 0"), svc, rd)
+                check = probe.after_fix()
+                assert check.ok, check.reason
+                assert "left to news-db: web answers and names it failing" in check.reason
+                body["answer"] = b'{"status": "unhealthy", "errors": {"disk": "full"}}'
+                assert not probe.after_fix().ok  # its own error: the fix did not help
+            finally:
+                svc.close()
+    finally:
+        server.shutdown()
+        server.server_close()
