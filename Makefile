@@ -17,7 +17,7 @@ install: $(STAMP)
 # The demo: the whole loop live on a real news-delivery stack (autofix demo). `.[dev]`
 # includes the `demo` extra (supervisor; PyPI PostgreSQL and Redis where Debian's are absent).
 run: $(STAMP)
-	$(BIN)/autofix demo
+	$(BIN)/autofix demo --dashboard
 
 lint: $(STAMP)
 	$(BIN)/ruff check autofix tests benchmarks notebooks

@@ -1,6 +1,14 @@
-"""Screenshot of the dashboard after a realistic run: benchmarks/results/dashboard.png.
+"""Screenshot of the dashboard: mid-`make run`, or after a realistic operator's run.
 
+    .venv/bin/python benchmarks/dashboard.py --demo [--at TEXT] [--after 4] [--out PNG]
     .venv/bin/python benchmarks/dashboard.py [--serve 90] [--out benchmarks/results/dashboard.png]
+
+``--demo`` (the README's picture): runs ``autofix demo --dashboard`` as ``make run`` does
+and, when the demo's feed prints ``--at`` (default: the hung worker's fault starting —
+the disk fill and the leak are fixed by then), waits ``--after`` seconds and screenshots
+the dashboard the demo serves, signed in with the token it wrote for this run.
+
+Without it, a realistic operator's run on the sample data:
 
 Nothing here writes the store directly; every step is what an operator runs:
 
@@ -26,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -119,7 +128,7 @@ def _wait_api(url: str, serve: subprocess.Popen[str], timeout: float = 120) -> N
     raise SystemExit(f"the API on {url} did not become ready in {timeout:.0f}s")
 
 
-def _screenshot(url: str, out: Path) -> dict[str, Any]:
+def _screenshot(url: str, out: Path, token: str = OPERATOR) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -130,7 +139,7 @@ def _screenshot(url: str, out: Path) -> dict[str, Any]:
             page = browser.new_page(viewport={"width": 1360, "height": 1000})
             page.set_default_timeout(60_000)
             page.goto(url)
-            page.fill("#token", OPERATOR)
+            page.fill("#token", token)
             page.click("#login button[type=submit]")
             page.wait_for_selector("body[data-loaded]")
             page.wait_for_timeout(500)  # uPlot draws in the next task
@@ -155,20 +164,55 @@ def _screenshot(url: str, out: Path) -> dict[str, Any]:
             browser.close()
 
 
+def _mid_demo(at: str, after: float, out: Path) -> dict[str, Any]:
+    """The dashboard of `autofix demo --dashboard` when its feed prints ``at``."""
+    with tempfile.TemporaryDirectory(prefix="autofix-demo-shot-") as tmp:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("AUTOFIX_")},
+            "PYTHONUNBUFFERED": "1",
+            "COLUMNS": "160",
+        }
+        demo = subprocess.Popen(
+            [*AUTOFIX, "demo", "--no-live", "--dashboard", "--report-dir", str(Path(tmp))],
+            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        assert demo.stdout is not None
+        url, token, seen = "", "", {}
+        for line in demo.stdout:
+            print(line, end="", flush=True)
+            found = re.search(r"dashboard: (http://127\.0\.0\.1:\d+)/ .* token in (\S+)\)", line)
+            if found:
+                url, token = found.group(1), Path(found.group(2)).read_text().strip()
+            if url and at in line and not seen:
+                time.sleep(after)
+                seen = _screenshot(url + "/", out, token)
+        if demo.wait() != 0:
+            raise SystemExit(f"autofix demo exited {demo.returncode}")
+        if not seen:
+            raise SystemExit(f"the demo never printed {at!r} with its dashboard up")
+        return seen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", type=float, default=60.0, help="Seconds the service runs "
                         "before the screenshot (its scheduled jobs).")  # fmt: skip
     results = Path(__file__).parent / "results"
     parser.add_argument("--out", type=Path, default=results / "dashboard.png")
+    parser.add_argument("--demo", action="store_true", help="Mid-`make run` instead.")
+    parser.add_argument("--at", default="fault hung-worker: running")
+    parser.add_argument("--after", type=float, default=4.0)
     args = parser.parse_args()
     if not CHROMIUM.exists():
         raise SystemExit(f"{CHROMIUM} not found (apt-get install chromium)")
 
     from rich.console import Console
-    from rich.table import Table
 
     started = time.perf_counter()
+    if args.demo:
+        seen = _mid_demo(args.at, args.after, args.out)
+        _summary(Console(width=100), "dashboard mid-`make run`", seen, args.out, started)
+        return
     with tempfile.TemporaryDirectory(prefix="autofix-dashboard-") as tmp:
         base = Path(tmp)
         logs, scratch = base / "logs", base / "tmp"
@@ -223,22 +267,28 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 serve.kill()
 
-    console = Console(width=100)
-    table = Table(title="dashboard after a realistic run")
+    _summary(Console(width=100), "dashboard after a realistic run", seen, args.out, started)
+
+
+def _summary(console: Any, title: str, seen: dict[str, Any], out: Path, started: float) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
     table.add_column("shown")
     table.add_column("count", justify="right")
     for key, value in seen.items():
         table.add_row(key.replace("_", " "), str(value))
     console.print(table)
-    console.print(f"wrote {args.out} in {time.perf_counter() - started:.0f}s")
+    console.print(f"wrote {out} in {time.perf_counter() - started:.0f}s")
     result = {
         "benchmark": "dashboard",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "screenshot": str(args.out),
+        "of": title,
+        "screenshot": str(out),
         "shown": seen,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    (args.out.parent / "dashboard.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out.parent / "dashboard.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

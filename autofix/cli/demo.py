@@ -46,6 +46,14 @@ def demo(
     tmp: Annotated[
         Path | None, typer.Option("--tmp", help="Parent of the demo's temporary directory.")
     ] = None,
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            "--dashboard",
+            help="Also serve the dashboard on 127.0.0.1 (a free port) while the demo runs; "
+            "its URL is printed, its sign-in token is in a file of the report directory.",
+        ),
+    ] = False,
 ) -> None:
     """Start a news-delivery stack, inject faults and benign events, watch autofix fix them.
 
@@ -69,6 +77,7 @@ def demo(
         report_dir=report_dir,
         live=out.is_terminal if live is None else live,
         parent=tmp,
+        dashboard=dashboard,
     )
     stop = threading.Event()
 

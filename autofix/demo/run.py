@@ -54,6 +54,7 @@ class DemoOptions:
     live: bool = True
     parent: Path | None = None  # where the temporary directory goes
     mount: bool = True
+    dashboard: bool = False  # serve the dashboard on 127.0.0.1 while the demo runs
 
 
 @dataclass
@@ -240,6 +241,17 @@ def _run(
     result.pipeline_notes = rendered.notes
     pipeline = rendered.write(stack.base / "pipeline.yaml")
     environ = demo_environment(stack, plan.speedup)
+    token_file = options.report_dir / "dashboard-token"
+    if options.dashboard:
+        # A token for this run only, never printed: the page asks for it.
+        import secrets
+
+        token = secrets.token_urlsafe(24)
+        environ["AUTOFIX_API_TOKENS"] = f"demo:operator:{token}"
+        options.report_dir.mkdir(parents=True, exist_ok=True)
+        token_file.unlink(missing_ok=True)
+        with open(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(token + "\n")
     (stack.base / "autofix.toml").write_text("# the demo's settings come from its environment\n")
     settings = load_settings(environ=environ)
     console.print(
@@ -259,9 +271,16 @@ def _run(
         f"pipeline {options.pipeline}: {len(pipeline.rules)} rules, modes as written; "
         f"clock ×{plan.speedup:g}; human response {plan.manual_response:g}s",
     ]
+    api = None
     try:
         with console.status("loading the forecaster (the MLflow champion, else the default)"):
             service.model()  # the first remediate would otherwise spend its time importing
+        if options.dashboard:
+            api = _dashboard(settings, service, scheduler)
+            console.print(
+                f"dashboard: {api.url}/ (sign in with the operator token in {token_file})",
+                highlight=False,
+            )
         scheduler.start()
         with console.status("autofix's first collect, health and remediate runs"):
             deadline = time.monotonic() + 60
@@ -288,6 +307,10 @@ def _run(
             view.update()
     finally:
         result.phases["schedule_done"] = time.time()
+        if api is not None:
+            api.stop()
+        if options.dashboard:
+            token_file.unlink(missing_ok=True)
         scheduler.shutdown(wait=True)
         try:
             result.fixes = fixes_from_store(store, began)
@@ -319,6 +342,17 @@ def _run(
             report = pool.submit(_autofix_report, environ, options.report_dir)
             result.autofix_kpis, result.report = kpis.result(), report.result()
     result.phases["end"] = time.time()
+
+
+def _dashboard(settings: Any, service: Any, scheduler: Any) -> Any:
+    """The API and dashboard of the demo's service on 127.0.0.1, a free port."""
+    from autofix.api import create_app
+    from autofix.api.server import ApiServer
+
+    app = create_app(settings, service.store, service=service, scheduler=scheduler)
+    api = ApiServer(app, "127.0.0.1", 0, graceful=2.0)
+    api.start()
+    return api
 
 
 def _fixing(store: Any, targets: tuple[str, ...]) -> bool:

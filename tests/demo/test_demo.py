@@ -45,19 +45,49 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("demo")
     parent = tmp / "tmp"
     started = time.monotonic()
-    proc = subprocess.run(
-        [AUTOFIX, "demo", "--short", "--no-live", "--servers", "embedded",
-         "--json", str(tmp / "result.json"), "--report-dir", str(tmp / "report"),
-         "--tmp", str(parent)],
-        capture_output=True, text=True, env=_env(tmp), cwd=Path(__file__).parents[2],
-        timeout=840, check=False,
-    )  # fmt: skip
+    lines: list[str] = []
+    dashboard: dict[str, Any] = {}
+    with (
+        open(tmp / "stderr", "w+") as errors,
+        subprocess.Popen(
+            [AUTOFIX, "demo", "--short", "--no-live", "--servers", "embedded", "--dashboard",
+             "--json", str(tmp / "result.json"), "--report-dir", str(tmp / "report"),
+             "--tmp", str(parent)],
+            stdout=subprocess.PIPE, stderr=errors, text=True,
+            env={**_env(tmp), "PYTHONUNBUFFERED": "1"}, cwd=Path(__file__).parents[2],
+        ) as proc,
+    ):  # fmt: skip
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the dashboard is asked while the demo runs
+            lines.append(line)
+            found = re.search(r"dashboard: (http://127\.0\.0\.1:\d+)/ .* token in (\S+)\)", line)
+            if found and not dashboard:
+                dashboard = _ask_dashboard(found.group(1), Path(found.group(2)))
+        code = proc.wait(timeout=840)
+        errors.seek(0)
+        stderr = errors.read()
     seconds = time.monotonic() - started
-    print(proc.stdout[-6000:])  # the figures quoted in the report (pytest -s)
-    assert proc.returncode == 0, (proc.stdout[-4000:], proc.stderr[-4000:])
+    stdout = "".join(lines)
+    print(stdout[-6000:])  # the figures quoted in the report (pytest -s)
+    assert code == 0, (stdout[-4000:], stderr[-4000:])
     result = json.loads((tmp / "result.json").read_text())
-    return {"result": result, "stdout": proc.stdout, "tmp": tmp, "parent": parent,
-            "seconds": seconds}  # fmt: skip
+    return {"result": result, "stdout": stdout, "tmp": tmp, "parent": parent,
+            "seconds": seconds, "dashboard": dashboard}  # fmt: skip
+
+
+def _ask_dashboard(url: str, token_file: Path) -> dict[str, Any]:
+    """What the demo's dashboard answered while it ran: the page, and who the token is."""
+    import httpx
+
+    token = token_file.read_text().strip()
+    mode = token_file.stat().st_mode & 0o777
+    page = httpx.get(f"{url}/", timeout=10)
+    who = httpx.get(
+        f"{url}/api/v1/whoami", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    anonymous = httpx.get(f"{url}/api/v1/whoami", timeout=10)
+    return {"page": page.status_code, "whoami": who.json(), "anonymous": anonymous.status_code,
+            "mode": mode, "token": token, "token_file": token_file}  # fmt: skip
 
 
 def _event(result: dict[str, Any], name: str) -> dict[str, Any]:
@@ -128,6 +158,17 @@ def test_no_false_fixes(demo: dict[str, Any]) -> None:
     assert truth["applied_fixes"] > 0
     false = [f for f in _fixes(demo["result"]) if f["id"] in truth["false_fixes"]]
     assert truth["false_fixes"] == [], (false, demo["stdout"][-6000:])
+
+
+def test_the_dashboard_answered_while_the_demo_ran(demo: dict[str, Any]) -> None:
+    seen = demo["dashboard"]
+    assert seen, "no dashboard URL printed"
+    assert seen["page"] == 200
+    assert seen["whoami"]["role"] == "operator", seen["whoami"]
+    assert seen["anonymous"] == 401
+    assert seen["mode"] == 0o600  # the token is in a file only its owner reads
+    assert seen["token"] not in demo["stdout"]  # and never printed
+    assert not seen["token_file"].exists()  # gone with the run
 
 
 def test_kpi_table_is_printed_with_numbers(demo: dict[str, Any]) -> None:
