@@ -45,14 +45,20 @@ def parse_duration(value: object) -> timedelta:
     """
     if isinstance(value, timedelta):
         return value
+    seconds: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=float(value))
-    if isinstance(value, str):
+        seconds = float(value)
+    elif isinstance(value, str):
         match = _DURATION.match(value)
         if match:
             number, unit = match.groups()
-            return timedelta(seconds=float(number) * _UNIT_SECONDS[unit or "s"])
-    raise ValueError(f"not a duration: {value!r} (use e.g. 15s, 2m, 1h, 14d)")
+            seconds = float(number) * _UNIT_SECONDS[unit or "s"]
+    if seconds is None:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 15s, 2m, 1h, 14d)")
+    try:
+        return timedelta(seconds=seconds)
+    except (OverflowError, ValueError):  # inf, NaN, or past timedelta's 999,999,999 days
+        raise ValueError(f"not a duration: {value!r} (out of range)") from None
 
 
 def format_duration(value: timedelta) -> str:

@@ -152,3 +152,9 @@ def test_bad_toml_files_are_one_line(tmp_path: Path, content: bytes | None, mess
     assert message in str(info.value)
     assert str(info.value).startswith(str(path))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e300, "99999999999999999999d"])
+def test_a_duration_out_of_range_is_bad_input_not_a_crash(value: object) -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        parse_duration(value)
