@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from autofix.actions.base import CommandResult, run_argv
-from autofix.config import load_settings
+from autofix.config import Settings, load_settings
 from autofix.errors import StoreError
 from autofix.jobs import Service, build_scheduler
 from autofix.pipeline import Pipeline
@@ -55,14 +55,9 @@ def _pipeline(root: Path, rules: list[dict[str, Any]] | None = None) -> Pipeline
     )
 
 
-@contextmanager
-def spool_service(
-    tmp_path: Path, rules: list[dict[str, Any]], **env: str
-) -> Iterator[tuple[Service, Clock, Path]]:
-    """A Service over a spool directory with ``rules``, on an injected clock."""
-    root = tmp_path / "spool"
-    root.mkdir()
-    settings = load_settings(
+def auto_settings(tmp_path: Path, **env: str) -> Settings:
+    """Settings of a store in ``tmp_path`` whose rules fix at once (auto, no verify wait)."""
+    return load_settings(
         environ={
             "AUTOFIX_DB_PATH": str(tmp_path / "a.duckdb"),
             "AUTOFIX_MODELS_DIR": str(tmp_path / "models"),
@@ -72,6 +67,16 @@ def spool_service(
             **env,
         }
     )
+
+
+@contextmanager
+def spool_service(
+    tmp_path: Path, rules: list[dict[str, Any]], **env: str
+) -> Iterator[tuple[Service, Clock, Path]]:
+    """A Service over a spool directory with ``rules``, on an injected clock."""
+    root = tmp_path / "spool"
+    root.mkdir()
+    settings = auto_settings(tmp_path, **env)
     clock = Clock()
     store = MetricStore(settings.db_path)
     svc = Service(settings, _pipeline(root, rules), store, clock=clock)
@@ -593,16 +598,7 @@ def test_a_resource_condition_of_a_dependency_inhibits_a_symptom_in_the_same_run
             ],
         }
     )  # fmt: skip
-    settings = load_settings(
-        environ={
-            "AUTOFIX_DB_PATH": str(tmp_path / "a.duckdb"),
-            "AUTOFIX_MODELS_DIR": str(tmp_path / "models"),
-            "AUTOFIX_QUARANTINE_DIR": str(tmp_path / "q"),
-            "AUTOFIX_FIX_MODE": "auto",
-            "AUTOFIX_FIX_VERIFY_WAIT": "0s",
-            "AUTOFIX_FIX_SETTLE": "0s",
-        }
-    )
+    settings = auto_settings(tmp_path, AUTOFIX_FIX_SETTLE="0s")
     clock = Clock()
     with MetricStore(settings.db_path) as store:
         svc = Service(settings, pipeline, store, clock=clock)
