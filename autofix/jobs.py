@@ -45,13 +45,13 @@ from autofix.gates import resolve_policy
 from autofix.health import HealthResult, check_target, has_check
 from autofix.holds import Holds
 from autofix.logs import context as log_context
-from autofix.pipeline import JOB_NAMES, AlertWhen, BaselineWhen, Pipeline, Rule
+from autofix.pipeline import JOB_NAMES, AlertWhen, BaselineWhen, Pipeline, Rule, Target
 from autofix.policy import (
     Alert,
     Decision,
     Observations,
     RuleDecision,
-    is_symptom,
+    is_resource_trouble,
     judge_alerts,
     lookback,
     score_outcome,
@@ -517,6 +517,16 @@ class Service:
             firing = {}
         return TargetStates(unhealthy, planned, running, pending, settling, firing)
 
+    def check_health(self, target: Target) -> HealthResult:
+        """One health check of ``target`` now, as the health job makes it."""
+        return check_target(
+            target,
+            self.settings.probe_timeout.total_seconds(),
+            runner=self.runner,
+            http_transport=self.http_transport,
+            pipeline=self.pipeline,
+        )
+
     def _resource_conditions(self, holding: set[str], obs: Observations) -> dict[str, str]:
         """The targets a resource condition holds on (rule name per target): conditions of
         rules that act (not ``off`` or ``shadow``) and are not about a symptom, decided
@@ -530,7 +540,7 @@ class Service:
         for key in sorted(holding):
             name, _, subject = key.partition("|")
             rule = self.pipeline.rule(name)
-            if rule is None or rule.mode in {"off", "shadow"} or is_symptom(rule):
+            if rule is None or not is_resource_trouble(rule):
                 continue
             if not subject.startswith("series:"):
                 continue
@@ -977,13 +987,7 @@ class _AfterFix:
             target = self.service.pipeline.target(name)
             if target is None or not has_check(target):
                 continue
-            now = check_target(
-                target,
-                self.service.settings.probe_timeout.total_seconds(),
-                runner=self.service.runner,
-                http_transport=self.service.http_transport,
-                pipeline=self.service.pipeline,
-            )
+            now = self.service.check_health(target)
             if now.cause == "dependency" and now.dependency:
                 return Check(
                     True,

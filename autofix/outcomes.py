@@ -36,7 +36,7 @@ from autofix.collect.base import format_labels
 from autofix.depends import dependencies
 from autofix.models.base import direction_for, to_fill_ratio
 from autofix.pipeline import Pipeline
-from autofix.policy import is_symptom, score_outcome
+from autofix.policy import is_resource_trouble, is_symptom, score_outcome
 from autofix.store import MetricStore
 
 log = logging.getLogger(__name__)
@@ -227,9 +227,7 @@ def _troubled(
     """The first of ``names`` whose health check or probe failed in [start, end], that
     had a fix of its own running then, or a resource condition of its own decided then
     (a rule that is not about a symptom: its role's connections used up)."""
-    resource = [
-        r.name for r in pipeline.rules if r.mode not in {"off", "shadow"} and not is_symptom(r)
-    ]
+    resource = [r.name for r in pipeline.rules if is_resource_trouble(r)]
     for name in names:
         down = store.query(
             """SELECT count(*) AS n FROM samples x JOIN series s USING (series_id)

@@ -192,6 +192,13 @@ def is_symptom(rule: Rule) -> bool:
     return metric.startswith(("probe_", "autofix_health_")) or metric.endswith("_duration_seconds")
 
 
+def is_resource_trouble(rule: Rule) -> bool:
+    """Whether the rule, holding, says its target is itself in trouble: it acts (not
+    ``off`` or ``shadow``) on a resource condition, not a symptom (a role's connections
+    used up, a cache filling), so it explains its dependents' symptoms."""
+    return rule.mode not in {"off", "shadow"} and not is_symptom(rule)
+
+
 def fresh_series(samples: pd.DataFrame, now: datetime) -> set[int]:
     """Series whose newest sample is still "the latest" at ``now``.
 
@@ -710,6 +717,7 @@ __all__ = [
     "decide_alerts",
     "decision_key",
     "fresh_series",
+    "is_resource_trouble",
     "is_symptom",
     "judge_alerts",
     "lookback",

@@ -40,7 +40,7 @@ from autofix.config import Settings
 from autofix.depends import Inhibitor, TargetStates, inhibitor
 from autofix.errors import AutofixError
 from autofix.executor import Executor
-from autofix.health import HealthResult, check_all, check_target
+from autofix.health import HealthResult, check_all
 from autofix.holds import Holds
 from autofix.pipeline import Pipeline
 from autofix.policy import Candidate, Decision, RuleDecision, rule_gates
@@ -76,6 +76,8 @@ class Remediator(Protocol):
     def target_states(
         self, now: datetime, health: list[HealthResult] | None = None
     ) -> TargetStates: ...
+
+    def check_health(self, target: Target) -> HealthResult: ...
 
 
 @dataclass
@@ -290,13 +292,7 @@ class SelfHealer:
         service = self.service
 
         def check() -> Check:
-            now = check_target(
-                target,
-                service.settings.probe_timeout.total_seconds(),
-                runner=service.runner,
-                http_transport=service.http_transport,
-                pipeline=service.pipeline,
-            )
+            now = service.check_health(target)
             if now.ok:
                 return Check(True, f"{target.name} healthy: {now.detail}")
             if trigger in OWN_FAULTS and now.cause == "dependency" and now.dependency:
