@@ -18,6 +18,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import logging
 import math
@@ -209,9 +210,14 @@ class Tracker:
     def _client_instance(self) -> MlflowClient:
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.artifact_root.mkdir(parents=True, exist_ok=True)
-        client: MlflowClient = _mlflow().MlflowClient(
-            tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
-        )
+        # The client creates the SQLite schema when its tables are missing. Two processes
+        # doing that at once (`train` and `remediate` in two model workers on a new
+        # models dir) run the migrations twice and one fails half-way: one at a time.
+        with open(self.models_dir / ".mlflow-schema.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            client: MlflowClient = _mlflow().MlflowClient(
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+            )
         return client
 
     def _client(self) -> MlflowClient:

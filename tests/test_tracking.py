@@ -310,3 +310,31 @@ def test_champion_loads_after_the_models_directory_moved(tmp_path: Path) -> None
     assert version == run.version
     assert isinstance(loaded, EnvelopeTrendForecaster)
     assert loaded.get_params()["min_blocks"] == 4
+
+
+def test_two_processes_opening_a_new_models_dir_at_once_both_get_the_store(
+    tmp_path: Path,
+) -> None:
+    """`train` and `remediate` in two model workers of a fresh service create the
+    SQLite schema at the same moment: both must come up with one working store."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from autofix.tracking import Tracker
+        print(Tracker(Path(sys.argv[1])).champion("exhaustion-forecaster"))
+        """
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path / "models")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        assert out.strip() == "None"
