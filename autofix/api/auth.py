@@ -10,67 +10,12 @@ are recorded under in the audit log.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from dataclasses import dataclass
-from typing import Annotated, Literal, cast
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import SecretStr
 
-Role = Literal["viewer", "operator"]
-_RANK: dict[str, int] = {"viewer": 0, "operator": 1}
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who a valid token belongs to."""
-
-    name: str
-    role: Role
-
-    @property
-    def actor(self) -> str:
-        """How the audit log names this caller."""
-        return f"api:{self.name}"
-
-
-@dataclass(frozen=True)
-class _Entry:
-    principal: Principal
-    digest: bytes
-
-
-def _digest(token: str) -> bytes:
-    # Fixed-length digests: compare_digest then never sees lengths that differ.
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-
-
-class Tokens:
-    """The configured tokens (validated by Settings), checked in constant time."""
-
-    def __init__(self, secret: SecretStr) -> None:
-        entries = []
-        for entry in secret.get_secret_value().split(","):
-            if entry.strip():
-                name, role, token = entry.strip().split(":", 2)
-                assert role in _RANK  # Settings validated the format
-                entries.append(_Entry(Principal(name, cast(Role, role)), _digest(token)))
-        self._entries = tuple(entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def check(self, token: str) -> Principal | None:
-        """The principal holding ``token``, or None."""
-        given = _digest(token)
-        found = None
-        for entry in self._entries:  # no early exit
-            if hmac.compare_digest(given, entry.digest):
-                found = entry.principal
-        return found
-
+from autofix.api.tokens import Principal, Role, Tokens, outranks
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -98,7 +43,7 @@ async def viewer(request: Request, credentials: Credentials) -> Principal:
 async def operator(request: Request, credentials: Credentials) -> Principal:
     """A valid operator token (a FastAPI dependency); 403 for a viewer."""
     principal = _authenticate(request, credentials)
-    if _RANK[principal.role] < _RANK["operator"]:
+    if not outranks(principal, "operator"):
         raise HTTPException(403, f"{principal.name} is a viewer; this needs an operator token")
     return principal
 

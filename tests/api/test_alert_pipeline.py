@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from autofix.actions._quarantine import read_journal
-from autofix.api import create_app
+from autofix.api.app import create_app
 from autofix.api.server import ApiServer
 from autofix.audit import FixRecord
 from autofix.jobs import Service

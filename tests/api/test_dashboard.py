@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from fastapi import FastAPI
 
-from autofix.api import create_app
+from autofix.api.app import create_app
 from autofix.api.server import ApiServer
 from autofix.collect.base import format_labels
 from autofix.config import load_settings

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from autofix.api import create_app
+from autofix.api.app import create_app
 from autofix.api.server import ApiServer
 from autofix.config import load_settings
 from autofix.jobs import Service
