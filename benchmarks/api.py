@@ -5,14 +5,16 @@
 A store in a temp dir gets 10,000 exhaustible series with six hours of 5-minute samples
 (720,000 samples) and a history of prediction runs (10 runs of every series: 100,000
 prediction rows; a tenth of the fleet is filling up), anomaly scores, refused fixes and
-job runs. The API runs as ``autofix serve`` runs it: uvicorn on a thread of the process
-that owns the store, next to the jobs.
+job runs. The API runs as ``autofix serve`` runs it: the app on a thread of the process
+that owns the store, next to the jobs, behind the API front process
+(``autofix.api.front``), which answers both endpoints from what the app hands it.
 
 Each endpoint is measured in three phases: ``idle`` (no job runs), ``jobs`` (``train``
 and ``remediate`` run back to back on job threads, their model work in
 AUTOFIX_MODEL_WORKERS=2 worker processes, as ``autofix serve`` does) and ``jobs_inline``
-(the same jobs with the model work on the API's own interpreter, AUTOFIX_MODEL_WORKERS=0:
-what the workers save). The interpreter's switch interval is Python's default.
+(the same jobs with the model work on the service's own interpreter,
+AUTOFIX_MODEL_WORKERS=0). The interpreter's switch interval is Python's default. The
+server's CPU per request is reported for the service process and the front apart.
 
 A second process (this script with ``--load``) sends requests on loopback on a fixed
 open-loop schedule (200/s: request i is due at i/200 s, whether or not earlier ones came
@@ -52,7 +54,7 @@ HISTORY_POINTS = 72
 PHASES = {
     "idle": "no job running",
     "jobs": "train + remediate running, model work in 2 worker processes",
-    "jobs_inline": "train + remediate running, model work on the API's interpreter",
+    "jobs_inline": "train + remediate running, model work on the service's interpreter",
 }
 ENDPOINTS = {
     "forecasts": "/api/v1/forecasts",
@@ -327,9 +329,20 @@ class _Jobs:
         return out
 
 
-def _load(url: str, args: argparse.Namespace) -> dict[str, Any]:
+def _front_cpu(pid: int | None) -> float:
+    """CPU seconds the API front process has used so far (0 without one)."""
+    if pid is None:
+        return 0.0
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def _load(url: str, args: argparse.Namespace, front: int | None) -> dict[str, Any]:
     """One endpoint under load from a second process; the server's CPU per request."""
-    cpu = time.process_time()  # this process: the server thread's (and the jobs') work
+    cpu = time.process_time()  # this process: the owner's app (proxied requests), the jobs
+    front_cpu = _front_cpu(front)
     proc = subprocess.run(
         [
             sys.executable,
@@ -347,9 +360,9 @@ def _load(url: str, args: argparse.Namespace) -> dict[str, Any]:
         check=True,
     )
     run: dict[str, Any] = json.loads(proc.stdout)
-    run["process_cpu_ms_per_request"] = round(
-        (time.process_time() - cpu) * 1000 / _requests(run, args), 3
-    )
+    requests = _requests(run, args)
+    run["process_cpu_ms_per_request"] = round((time.process_time() - cpu) * 1000 / requests, 3)
+    run["front_cpu_ms_per_request"] = round((_front_cpu(front) - front_cpu) * 1000 / requests, 3)
     return run
 
 
@@ -380,7 +393,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from autofix.api import create_app
+    from autofix.api.app import create_app
     from autofix.api.context import PredictionCache
     from autofix.api.metrics import build_registry
     from autofix.api.server import ApiServer
@@ -438,8 +451,9 @@ def main() -> None:
         check_ms = _time(ctx.predictions.get, repeat=50)
         registry = build_registry(ctx)
         metrics_render_ms = _time(lambda: generate_latest(registry))
-        server = ApiServer(app, "127.0.0.1", 0)
+        server = ApiServer(app, "127.0.0.1", 0, front=True)  # as `autofix serve` runs it
         server.start()
+        time.sleep(2)  # the front's first forecasts table
         runs: dict[str, dict[str, Any]] = {}
         jobs: dict[str, Any] = {}
         try:
@@ -453,7 +467,7 @@ def main() -> None:
                         console.print(
                             f"{phase}: {name} at {args.rate:g}/s for {args.duration:g}s …"
                         )
-                        runs[phase][name] = _load(server.url + path, args)
+                        runs[phase][name] = _load(server.url + path, args, server.front_pid)
                 if running is not None:
                     jobs[phase] = running.summary()
                     console.print(f"  jobs during {phase}: {jobs[phase]}")

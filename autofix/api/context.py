@@ -22,6 +22,7 @@ from fastapi import Request
 
 from autofix.api.auth import Tokens
 from autofix.api.models import Forecast
+from autofix.api.snapshot import HEAD_FIELDS, TAIL_FIELDS, Selectable, encode_rows, splice
 from autofix.collect.base import parse_labels
 from autofix.config import Settings
 from autofix.executor import Executor
@@ -63,7 +64,7 @@ _TIMES = ("made_at", "origin", "eta", "eta_lo", "eta_hi")
 
 
 @dataclass(frozen=True)
-class ForecastTable:
+class ForecastTable(Selectable):
     """The newest prediction of every series, ready to filter, sort and page without SQL.
 
     Columns stay arrays; a row becomes a dict (and its JSON) the first time it is served,
@@ -76,7 +77,9 @@ class ForecastTable:
     eta_epoch: np.ndarray  # ETA in Unix seconds per row (NaN: none)
     series_index: Mapping[int, int]
     _rows: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
+    _fragments: dict[int, tuple[bytes, bytes]] = field(default_factory=dict, repr=False)
     _json: dict[tuple[int, str], bytes] = field(default_factory=dict, repr=False)
+    _snapshot: list[bytes] = field(default_factory=list, repr=False)
 
     @classmethod
     def build(cls, frame: pd.DataFrame) -> ForecastTable:
@@ -149,8 +152,43 @@ class ForecastTable:
         key = (index, within)
         out = self._json.get(key)
         if out is None:
-            out = self._json[key] = Forecast(**self.row(index, within)).model_dump_json().encode()
+            head, tail = self.fragments(index)
+            p = number(self.probability[within][index])
+            out = self._json[key] = splice(head, within, p, tail)
         return out
+
+    def fragments(self, index: int) -> tuple[bytes, bytes]:
+        """The row's ``Forecast`` JSON before ``within`` and after ``p_within``."""
+        out = self._fragments.get(index)
+        if out is None:
+            model = Forecast(**self.row(index, "24h"))
+            out = self._fragments[index] = (
+                model.model_dump_json(include=set(HEAD_FIELDS)).encode(),
+                model.model_dump_json(include=set(TAIL_FIELDS)).encode(),
+            )
+        return out
+
+    def snapshot(self) -> bytes:
+        """The table for the API front process (``autofix.api.snapshot``), made once."""
+        if not self._snapshot:
+            pairs = [self.fragments(i) for i in range(len(self))]
+            etas = np.full((3, len(self)), np.nan)
+            for row, name in enumerate(("eta", "eta_lo", "eta_hi")):
+                times = self.columns[name]
+                known = ~np.isnat(times)
+                etas[row, known] = times[known].astype("datetime64[ns]").astype("int64") / 1e9
+            self._snapshot.append(
+                encode_rows(
+                    heads=[head for head, _ in pairs],
+                    tails=[tail for _, tail in pairs],
+                    hosts=[str(h) for h in self.columns["host"]],
+                    metrics=[str(m) for m in self.columns["metric"]],
+                    probability=self.probability,
+                    order=self.order,
+                    etas=etas,
+                )
+            )
+        return self._snapshot[0]
 
     def _passed(self, index: int, moment: float) -> bool:
         low = self.columns["eta_lo"][index]
@@ -161,24 +199,8 @@ class ForecastTable:
         c = self.columns
         return [str(c["series_id"][index]), str(c["host"][index]), str(c["metric"][index])]
 
-    def select(
-        self,
-        within: str,
-        host: str | None = None,
-        metric: str | None = None,
-        min_probability: float = 0.0,
-    ) -> np.ndarray:
-        """Row indexes matching the filters, riskiest first."""
-        order = self.order[within]
-        keep = np.ones(len(self), dtype=bool)
-        if host is not None:
-            keep &= self.columns["host"] == host
-        if metric is not None:
-            keep &= self.columns["metric"] == metric
-        if min_probability > 0:
-            keep &= np.nan_to_num(self.probability[within], nan=-1.0) >= min_probability
-        picked: np.ndarray = order[keep[order]]
-        return picked
+    def filter_columns(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.columns["host"], self.columns["metric"]
 
 
 class PredictionCache:
@@ -337,6 +359,9 @@ class ApiContext:
     maintenance: Maintenance = field(init=False)
     # Operator actions one at a time: two approvals of one fix must not both run it.
     operator_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The /metrics page (text, gzip), set by ``autofix.api.metrics.router``; the API
+    #: front process asks for it through ``autofix.api.front.Feed``.
+    metrics_page: Callable[[], tuple[bytes, bytes]] | None = None
 
     def __post_init__(self) -> None:
         self.predictions = PredictionCache(

@@ -431,6 +431,9 @@ def router(ctx: ApiContext, registry: CollectorRegistry) -> APIRouter:
         text = generate_latest(registry)
         return text, gzip.compress(text, compresslevel=5)
 
+    # The API front keeps its own copy: it gets a page at most METRICS_TTL old.
+    ctx.metrics_page = lambda: page.get(render)
+
     @out.get(
         "/metrics",
         response_class=PlainTextResponse,

@@ -32,6 +32,7 @@ from autofix.api.models import (
     TaskState,
     UtcNaive,
 )
+from autofix.api.snapshot import page_json
 from autofix.collect.base import parse_labels
 from autofix.config import parse_duration
 from autofix.errors import AutofixError
@@ -130,14 +131,8 @@ async def forecasts(
         table = await run_in_threadpool(ctx.predictions.get)
     picked = table.select(within, host, metric, min_probability)
     now = ctx.clock()
-    items = b",".join(table.row_json(int(i), within, now) for i in picked[offset : offset + limit])
-    page = b'{"total":%d,"limit":%d,"offset":%d,"items":[%s]}' % (
-        len(picked),
-        limit,
-        offset,
-        items,
-    )
-    return Response(page, media_type="application/json")
+    items = [table.row_json(int(i), within, now) for i in picked[offset : offset + limit]]
+    return Response(page_json(len(picked), limit, offset, items), media_type="application/json")
 
 
 def _history(

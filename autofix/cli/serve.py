@@ -185,7 +185,7 @@ def serve(
             scheduler = build_scheduler(service, only, heartbeat)
             api = None
             if current.api_port and not no_api:
-                from autofix.api import create_app
+                from autofix.api.app import create_app
                 from autofix.api.server import ApiServer
 
                 app = create_app(
@@ -195,7 +195,7 @@ def serve(
                     scheduler=scheduler,
                     heartbeat=heartbeat,
                 )
-                api = ApiServer(app, current.api_host, current.api_port)
+                api = ApiServer(app, current.api_host, current.api_port, front=True)
                 api.start()
             control.announce(api.url if api is not None else None)
             scheduler.start()

@@ -346,11 +346,11 @@ def _run(
 
 def _dashboard(settings: Any, service: Any, scheduler: Any) -> Any:
     """The API and dashboard of the demo's service on 127.0.0.1, a free port."""
-    from autofix.api import create_app
+    from autofix.api.app import create_app
     from autofix.api.server import ApiServer
 
     app = create_app(settings, service.store, service=service, scheduler=scheduler)
-    api = ApiServer(app, "127.0.0.1", 0, graceful=2.0)
+    api = ApiServer(app, "127.0.0.1", 0, graceful=2.0, front=True)
     api.start()
     return api
 
