@@ -7,6 +7,7 @@ that owns the store (DuckDB allows one writer), never a second connection.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -79,7 +80,6 @@ class ForecastTable(Selectable):
     _rows: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
     _fragments: dict[int, tuple[bytes, bytes]] = field(default_factory=dict, repr=False)
     _json: dict[tuple[int, str], bytes] = field(default_factory=dict, repr=False)
-    _snapshot: list[bytes] = field(default_factory=list, repr=False)
 
     @classmethod
     def build(cls, frame: pd.DataFrame) -> ForecastTable:
@@ -168,27 +168,24 @@ class ForecastTable(Selectable):
             )
         return out
 
+    @functools.cached_property
     def snapshot(self) -> bytes:
         """The table for the API front process (``autofix.api.snapshot``), made once."""
-        if not self._snapshot:
-            pairs = [self.fragments(i) for i in range(len(self))]
-            etas = np.full((3, len(self)), np.nan)
-            for row, name in enumerate(("eta", "eta_lo", "eta_hi")):
-                times = self.columns[name]
-                known = ~np.isnat(times)
-                etas[row, known] = times[known].astype("datetime64[ns]").astype("int64") / 1e9
-            self._snapshot.append(
-                encode_rows(
-                    heads=[head for head, _ in pairs],
-                    tails=[tail for _, tail in pairs],
-                    hosts=[str(h) for h in self.columns["host"]],
-                    metrics=[str(m) for m in self.columns["metric"]],
-                    probability=self.probability,
-                    order=self.order,
-                    etas=etas,
-                )
-            )
-        return self._snapshot[0]
+        pairs = [self.fragments(i) for i in range(len(self))]
+        etas = np.full((3, len(self)), np.nan)
+        for row, name in enumerate(("eta", "eta_lo", "eta_hi")):
+            times = self.columns[name]
+            known = ~np.isnat(times)
+            etas[row, known] = times[known].astype("datetime64[ns]").astype("int64") / 1e9
+        return encode_rows(
+            heads=[head for head, _ in pairs],
+            tails=[tail for _, tail in pairs],
+            hosts=[str(h) for h in self.columns["host"]],
+            metrics=[str(m) for m in self.columns["metric"]],
+            probability=self.probability,
+            order=self.order,
+            etas=etas,
+        )
 
     def _passed(self, index: int, moment: float) -> bool:
         low = self.columns["eta_lo"][index]

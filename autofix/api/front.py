@@ -427,7 +427,7 @@ class Feed:
             await send({"type": "http.response.start", "status": 304, "headers": extra})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        blob = await anyio.to_thread.run_sync(table.snapshot)
+        blob = await anyio.to_thread.run_sync(lambda: table.snapshot)
         await _answer(send, 200, blob, b"application/octet-stream", extra)
 
 
