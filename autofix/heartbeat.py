@@ -22,6 +22,7 @@ The datagrams go through libsystemd's own ``sd_notify`` (cysystemd); without
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -34,13 +35,18 @@ JOB_ID = "heartbeat"
 
 def sd_notify(message: str) -> None:
     """One ``KEY=VALUE`` datagram to ``$NOTIFY_SOCKET`` via libsystemd (no-op when unset)."""
+    if not os.environ.get("NOTIFY_SOCKET"):
+        # Not under systemd: libsystemd sends nothing and cysystemd would log that as an
+        # error at every heartbeat of a service run in a terminal.
+        return
     from cysystemd.daemon import Notification, notify
 
+    logging.getLogger("cysystemd.daemon").setLevel(logging.CRITICAL)  # reported below
     key, _, value = message.partition("=")
     kind = Notification[key]
     result = notify(kind, value) if kind.value.constant is None else notify(kind)
-    if isinstance(result, Exception):  # cysystemd returns (and logs) failures
-        log.debug("sd_notify %s failed: %s", key, result)
+    if isinstance(result, Exception):  # cysystemd returns failures
+        log.warning("sd_notify %s to %s failed: %s", key, os.environ["NOTIFY_SOCKET"], result)
 
 
 def interval_for(configured: timedelta, watchdog: timedelta | None) -> float:

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -120,7 +121,12 @@ def _pid() -> int:
 
 
 def _start_worker(level: str, fmt: str) -> None:
-    """In each worker: lower priority, log like the service (its stderr is the service's)."""
+    """In each worker: lower priority, log like the service (its stderr is the service's).
+
+    A Ctrl-C in the terminal reaches the whole process group: the service shuts its
+    workers down itself, so a worker ignores it (no KeyboardInterrupt traceback each).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Not permitted: work at the same priority rather than not at all.
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICE)

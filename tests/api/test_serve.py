@@ -91,3 +91,45 @@ def test_serve_runs_the_api_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert "Traceback" not in err
     with socket.socket() as sock:  # the port is free again
         sock.bind(("127.0.0.1", port))
+
+
+def test_ctrl_c_stops_serve_its_front_and_its_workers_quietly(tmp_path: Path) -> None:
+    """A Ctrl-C in the terminal reaches the whole process group: the service, its model
+    workers and its API front. One clean stop, no traceback, no error line, nobody left."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [AUTOFIX, "serve", "--jobs", "collect,remediate"],
+        env={**_env(tmp_path, port), "AUTOFIX_LOG_FORMAT": "json"},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a command
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while {j["job"] for j in _wait_ready(url, proc).json()["jobs"]} != {
+            "collect",
+            "remediate",
+        }:
+            assert time.monotonic() < deadline, "remediate never ran"
+            time.sleep(0.5)
+        forecasts = httpx.get(f"{url}/api/v1/forecasts", headers=auth(VIEWER))
+        assert forecasts.status_code == 200
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err
+    assert "stopped:" in out
+    assert "Traceback" not in err
+    assert "KeyboardInterrupt" not in err
+    assert '"level": "error"' not in err, err
+    deadline = time.monotonic() + 30
+    while True:  # every process of the group has left
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "a process of autofix serve is still running"
+        time.sleep(0.2)

@@ -6,6 +6,7 @@ heartbeat (they stop when the scheduler wedges), STOPPING on SIGTERM."""
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import shutil
 import signal
@@ -282,3 +283,17 @@ def test_module_examples() -> None:
 
     for module in (autofix.heartbeat, autofix.notify.incidents):
         assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_sd_notify_outside_systemd_is_silent(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`autofix serve` in a terminal: no NOTIFY_SOCKET, no error line at each heartbeat."""
+    from autofix.heartbeat import sd_notify
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    with caplog.at_level(logging.DEBUG):
+        sd_notify("READY=1")
+        sd_notify("WATCHDOG=1")
+        sd_notify("STATUS=serving")
+    assert caplog.records == []
