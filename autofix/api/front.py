@@ -10,8 +10,9 @@ So the API port is served by this process instead, whose interpreter does nothin
   owner answers 304 while nothing changed). The answer is byte for byte the owner's.
 - ``GET /metrics`` is answered here from the owner's rendered page, followed by this
   process' own request counters. A page ``METRICS_TTL`` seconds old is fetched again in
-  the background (served meanwhile); a scrape finding it twice that old waits for a
-  fresh one, as the app's own route does.
+  the background (served meanwhile); a scrape after a pause, finding it twice that old
+  with no fetch under way, waits for a fresh one, as the app's own route does. No scrape
+  gets a page older than ``STALE_AFTER``.
 - Everything else, and any request this process would answer differently from the app
   (a missing or unknown token, a query parameter it does not check itself, no table
   yet or one older than ``STALE_AFTER``), is passed to the owner's app unchanged over a
@@ -298,14 +299,17 @@ class Front:
         if scope["query_string"] or (self.metrics_auth and self._principal(scope) is None):
             return False
         age = time.monotonic() - self._page_at
-        if age >= self.metrics_ttl and (self._page_task is None or self._page_task.done()):
+        paused = self._page_task is None or self._page_task.done()
+        if age >= self.metrics_ttl and paused:
             self._page_task = asyncio.create_task(self._fetch_page())
-        if age >= 2 * self.metrics_ttl:
-            # A scrape after a pause (Prometheus' usual 15 s) waits for a fresh page, with
-            # any others that came meanwhile; under a flood, the page never gets this old.
+        # A scrape after a pause (Prometheus' usual 15 s) waits for a fresh page, as do
+        # any others that come meanwhile. Under a flood a fetch is always under way and
+        # the last page is served, unless the service has not rendered one for
+        # STALE_AFTER: then the scrape waits (a hung service fails the scrape).
+        if (age >= 2 * self.metrics_ttl and paused) or age >= self.stale_after:
             assert self._page_task is not None
             await asyncio.shield(self._page_task)
-            if self._page is None or time.monotonic() - self._page_at >= 2 * self.metrics_ttl:
+            if self._page is None or time.monotonic() - self._page_at >= self.stale_after:
                 return False  # the owner did not render: its app answers (or fails) itself
         assert self._page is not None
         text, packed, compressor = self._page

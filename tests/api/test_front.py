@@ -9,6 +9,7 @@ app behind it on a Unix socket), each request sent to both.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import os
 import signal
@@ -21,9 +22,10 @@ import numpy as np
 import pytest
 
 from autofix.api.app import create_app
-from autofix.api.front import INTERNAL, SECRET_HEADER, forecast_query
+from autofix.api.front import INTERNAL, SECRET_HEADER, Front, _gzip_start, forecast_query
 from autofix.api.server import ApiServer
 from autofix.api.snapshot import HORIZON_NAMES, Snapshot, encode_rows
+from autofix.api.tokens import Tokens
 from tests.api.world import OPERATOR, VIEWER, World, auth, make_world
 
 
@@ -306,3 +308,61 @@ def test_an_empty_table_travels_too() -> None:
     )
     assert len(snapshot) == 0
     assert snapshot.select("24h", host="web-1", min_probability=0.5).tolist() == []
+
+
+def test_metrics_page_waits_after_a_pause_not_under_a_flood() -> None:
+    """The page policy with a service whose renders the test releases one by one."""
+
+    async def scenario() -> None:
+        front = Front("/nowhere", "secret", Tokens(""), metrics_ttl=0.2, stale_after=1.0)
+        release = asyncio.Event()
+        renders: list[int] = []
+
+        async def fetch() -> None:
+            renders.append(len(renders) + 1)
+            await release.wait()
+            release.clear()
+            front._page = _gzip_start(b"page %d\n" % renders[-1])
+            front._page_at = time.monotonic()
+
+        front._fetch_page = fetch  # type: ignore[method-assign]
+
+        async def scrape(timeout: float) -> bytes | None:
+            sent: list[dict[str, object]] = []
+
+            async def send(message: dict[str, object]) -> None:
+                sent.append(message)
+
+            task = asyncio.ensure_future(front._metrics({"query_string": b"", "headers": []}, send))
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+            if not done:
+                asyncio.get_running_loop().call_later(5, task.cancel)
+                pending.append(task)
+                return None
+            assert task.result() is True
+            return bytes(sent[1]["body"]).split(b"\n")[0]  # type: ignore[call-overload]
+
+        pending: list[asyncio.Task[bool]] = []
+        assert await scrape(0.1) is None  # the first scrape waits for the first page
+        release.set()
+        assert await pending.pop() is True  # it finishes once rendered
+        assert await scrape(0.1) == b"page 1"  # fresh: no render
+        assert renders == [1]
+        await asyncio.sleep(0.25)
+        assert await scrape(0.1) == b"page 1"  # older than the TTL: served, render started
+        assert renders == [1, 2]
+        await asyncio.sleep(0.25)
+        assert await scrape(0.1) == b"page 1"  # a flood while the render is under way
+        await asyncio.sleep(0.6)
+        assert await scrape(0.1) is None  # older than stale_after: waits for the render
+        release.set()
+        assert await pending.pop() is True
+        assert await scrape(0.1) == b"page 2"
+        await asyncio.sleep(0.45)  # a pause: no render under way, twice the TTL old
+        assert await scrape(0.1) is None
+        release.set()
+        assert await pending.pop() is True
+        assert await scrape(0.1) == b"page 3"
+        assert renders == [1, 2, 3]
+
+    asyncio.run(scenario())
