@@ -60,6 +60,8 @@ METRICS_TTL = 5.0
 #: Paths of the owner's internal routes (``Feed``), never passed on from a client.
 INTERNAL = "/_front/"
 SECRET_HEADER = "x-autofix-front"  # noqa: S105 (a header name; the secret is per start)
+#: Seconds this process' own counters on /metrics may lag (the page is composed anew).
+OWN_TTL = 1.0
 CONTENT_TYPE_METRICS = b"text/plain; version=0.0.4; charset=utf-8"
 #: Headers that belong to one connection, not to the request or answer passed on.
 _HOP = frozenset(
@@ -177,6 +179,7 @@ class Front:
         self._page: tuple[bytes, bytes, Any] | None = None  # the owner's /metrics
         self._page_at = -math.inf
         self._page_task: asyncio.Task[None] | None = None
+        self._composed: dict[bool, tuple[float, float, bytes]] = {}  # gzip? -> page, at, body
         self._client: httpx.AsyncClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.registry = CollectorRegistry(auto_describe=False)
@@ -311,21 +314,30 @@ class Front:
             await asyncio.shield(self._page_task)
             if self._page is None or time.monotonic() - self._page_at >= self.stale_after:
                 return False  # the owner did not render: its app answers (or fails) itself
-        assert self._page is not None
-        text, packed, compressor = self._page
-        own = generate_latest(self.registry)
+        packed = b"gzip" in (_header(scope, b"accept-encoding") or b"")
         vary = [(b"vary", b"Accept-Encoding")]
-        if b"gzip" in (_header(scope, b"accept-encoding") or b""):
+        extra = [(b"content-encoding", b"gzip"), *vary] if packed else vary
+        await _answer(send, 200, self._compose(packed), CONTENT_TYPE_METRICS, extra)
+        return True
+
+    def _compose(self, packed: bool) -> bytes:
+        """The owner's page and this process' counters (made again at most once a second)."""
+        assert self._page is not None
+        now = time.monotonic()
+        made = self._composed.get(packed)
+        if made is not None and made[0] == self._page_at and now - made[1] < OWN_TTL:
+            return made[2]
+        text, gzipped, compressor = self._page
+        own = generate_latest(self.registry)
+        if packed:
             # The owner's page was compressed once; a copy of the compressor's state
             # takes this process' own lines on and ends the one gzip member.
             rest = compressor.copy()
-            body = packed + rest.compress(own) + rest.flush()
-            await _answer(
-                send, 200, body, CONTENT_TYPE_METRICS, [(b"content-encoding", b"gzip"), *vary]
-            )
+            body: bytes = gzipped + rest.compress(own) + rest.flush()
         else:
-            await _answer(send, 200, text + own, CONTENT_TYPE_METRICS, vary)
-        return True
+            body = text + own
+        self._composed[packed] = (self._page_at, now, body)
+        return body
 
     async def _fetch_page(self) -> None:
         assert self._client is not None
