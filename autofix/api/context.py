@@ -196,8 +196,9 @@ class ForecastTable(Selectable):
         c = self.columns
         return [str(c["series_id"][index]), str(c["host"][index]), str(c["metric"][index])]
 
-    def filter_columns(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.columns["host"], self.columns["metric"]
+    def matching(self, column: str, value: str) -> np.ndarray:
+        found: np.ndarray = self.columns[column] == value
+        return found
 
 
 class PredictionCache:

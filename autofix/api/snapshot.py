@@ -50,27 +50,6 @@ TAIL_FIELDS = ("probabilities", "threshold", "model", "model_version")
 _ETAS = ("eta", "eta_lo", "eta_hi")
 
 
-def select_rows(
-    order: np.ndarray,
-    hosts: np.ndarray,
-    metrics: np.ndarray,
-    probability: np.ndarray,
-    host: str | None = None,
-    metric: str | None = None,
-    min_probability: float = 0.0,
-) -> np.ndarray:
-    """Row indexes matching the filters, in ``order`` (riskiest first)."""
-    keep = np.ones(len(order), dtype=bool)
-    if host is not None:
-        keep &= hosts == host
-    if metric is not None:
-        keep &= metrics == metric
-    if min_probability > 0:
-        keep &= np.nan_to_num(probability, nan=-1.0) >= min_probability
-    picked: np.ndarray = order[keep[order]]
-    return picked
-
-
 def page_json(total: int, limit: int, offset: int, items: Sequence[bytes]) -> bytes:
     """A ``Page[Forecast]`` body from ready item JSON."""
     return b'{"total":%d,"limit":%d,"offset":%d,"items":[%s]}' % (
@@ -128,8 +107,8 @@ class Selectable:
     order: Mapping[str, np.ndarray]
     probability: Mapping[str, np.ndarray]
 
-    def filter_columns(self) -> tuple[np.ndarray, np.ndarray]:
-        """The hosts and metrics of the rows."""
+    def matching(self, column: str, value: str) -> np.ndarray:
+        """Which rows have ``value`` in ``column`` (``host`` or ``metric``)."""
         raise NotImplementedError
 
     def select(
@@ -140,11 +119,16 @@ class Selectable:
         min_probability: float = 0.0,
     ) -> np.ndarray:
         """Row indexes matching the filters, riskiest first."""
-        hosts, metrics = self.filter_columns()
-        return select_rows(
-            self.order[within], hosts, metrics, self.probability[within], host, metric,
-            min_probability,
-        )  # fmt: skip
+        order = self.order[within]
+        keep = np.ones(len(order), dtype=bool)
+        if host is not None:
+            keep &= self.matching("host", host)
+        if metric is not None:
+            keep &= self.matching("metric", metric)
+        if min_probability > 0:
+            keep &= np.nan_to_num(self.probability[within], nan=-1.0) >= min_probability
+        picked: np.ndarray = order[keep[order]]
+        return picked
 
 
 class Snapshot(Selectable):
@@ -164,6 +148,12 @@ class Snapshot(Selectable):
         with np.errstate(invalid="ignore"):
             self._soonest = np.fmin.reduce(self.etas, axis=0) if len(self.hosts) else self.etas[0]
         self._json: dict[tuple[int, str], bytes] = {}
+        # Each distinct host and metric gets a number once, here (~10 ms for 10,000 rows):
+        # comparing 10,000 numbers is ten times cheaper than 10,000 strings, per request.
+        self._codes: dict[str, tuple[dict[str, int], np.ndarray]] = {}
+        for column, values in (("host", self.hosts), ("metric", self.metrics)):
+            names, codes = np.unique(values, return_inverse=True)
+            self._codes[column] = ({str(n): i for i, n in enumerate(names)}, codes)
 
     @classmethod
     def decode(cls, blob: bytes) -> Snapshot:
@@ -173,8 +163,13 @@ class Snapshot(Selectable):
     def __len__(self) -> int:
         return len(self.hosts)
 
-    def filter_columns(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.hosts, self.metrics
+    def matching(self, column: str, value: str) -> np.ndarray:
+        index, codes = self._codes[column]
+        code = index.get(value)
+        if code is None:
+            return np.zeros(len(codes), dtype=bool)
+        found: np.ndarray = codes == code
+        return found
 
     def _p(self, index: int, within: str) -> float | None:
         p = float(self.probability[within][index])
@@ -206,6 +201,5 @@ __all__ = [
     "Snapshot",
     "encode_rows",
     "page_json",
-    "select_rows",
     "splice",
 ]
