@@ -314,7 +314,7 @@ def test_metrics_page_waits_after_a_pause_not_under_a_flood() -> None:
     """The page policy with a service whose renders the test releases one by one."""
 
     async def scenario() -> None:
-        front = Front("/nowhere", "secret", Tokens(""), metrics_ttl=0.2, stale_after=1.0)
+        front = Front("/nowhere", "secret", Tokens(""), metrics_ttl=1.0, stale_after=5.0)
         release = asyncio.Event()
         renders: list[int] = []
 
@@ -343,26 +343,27 @@ def test_metrics_page_waits_after_a_pause_not_under_a_flood() -> None:
             return bytes(sent[1]["body"]).split(b"\n")[0]  # type: ignore[call-overload]
 
         pending: list[asyncio.Task[bool]] = []
-        assert await scrape(0.1) is None  # the first scrape waits for the first page
+        served, waits = 2.0, 0.3  # a scrape served answers at once; one that waits, not
+        assert await scrape(waits) is None  # the first scrape waits for the first page
         release.set()
         assert await pending.pop() is True  # it finishes once rendered
-        assert await scrape(0.1) == b"page 1"  # fresh: no render
+        assert await scrape(served) == b"page 1"  # fresh: no render
         assert renders == [1]
-        await asyncio.sleep(0.25)
-        assert await scrape(0.1) == b"page 1"  # older than the TTL: served, render started
+        await asyncio.sleep(1.2)
+        assert await scrape(served) == b"page 1"  # older than the TTL: served, render started
         assert renders == [1, 2]
-        await asyncio.sleep(0.25)
-        assert await scrape(0.1) == b"page 1"  # a flood while the render is under way
-        await asyncio.sleep(0.6)
-        assert await scrape(0.1) is None  # older than stale_after: waits for the render
+        await asyncio.sleep(1.2)
+        assert await scrape(served) == b"page 1"  # a flood while the render is under way
+        await asyncio.sleep(3.0)
+        assert await scrape(waits) is None  # older than stale_after: waits for the render
         release.set()
         assert await pending.pop() is True
-        assert await scrape(0.1) == b"page 2"
-        await asyncio.sleep(0.45)  # a pause: no render under way, twice the TTL old
-        assert await scrape(0.1) is None
+        assert await scrape(served) == b"page 2"
+        await asyncio.sleep(2.2)  # a pause: no render under way, twice the TTL old
+        assert await scrape(waits) is None
         release.set()
         assert await pending.pop() is True
-        assert await scrape(0.1) == b"page 3"
+        assert await scrape(served) == b"page 3"
         assert renders == [1, 2, 3]
 
     asyncio.run(scenario())
