@@ -660,6 +660,13 @@ def systemd_watchdog(environ: Mapping[str, str] | None = None) -> timedelta | No
     return timedelta(microseconds=int(usec))
 
 
+def systemd_notify_socket(environ: Mapping[str, str] | None = None) -> str | None:
+    """Where systemd listens for this service's notifications (``NOTIFY_SOCKET``), or None
+    when it does not run under systemd (``Type=notify``)."""
+    env = os.environ if environ is None else environ
+    return env.get("NOTIFY_SOCKET") or None
+
+
 def disable_library_telemetry() -> None:
     """Tell third-party libraries not to phone home (mlflow reads this at import).
 

@@ -22,10 +22,11 @@ The datagrams go through libsystemd's own ``sd_notify`` (cysystemd); without
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from datetime import timedelta
+
+from autofix.config import systemd_notify_socket
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ JOB_ID = "heartbeat"
 
 def sd_notify(message: str) -> None:
     """One ``KEY=VALUE`` datagram to ``$NOTIFY_SOCKET`` via libsystemd (no-op when unset)."""
-    if not os.environ.get("NOTIFY_SOCKET"):
+    socket = systemd_notify_socket()
+    if socket is None:
         # Not under systemd: libsystemd sends nothing and cysystemd would log that as an
         # error at every heartbeat of a service run in a terminal.
         return
@@ -46,7 +48,7 @@ def sd_notify(message: str) -> None:
     kind = Notification[key]
     result = notify(kind, value) if kind.value.constant is None else notify(kind)
     if isinstance(result, Exception):  # cysystemd returns failures
-        log.warning("sd_notify %s to %s failed: %s", key, os.environ["NOTIFY_SOCKET"], result)
+        log.warning("sd_notify %s to %s failed: %s", key, socket, result)
 
 
 def interval_for(configured: timedelta, watchdog: timedelta | None) -> float:

@@ -28,6 +28,7 @@ on the Unix socket only and only with the per-start secret.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import math
@@ -42,6 +43,7 @@ from datetime import UTC
 from typing import Any
 from urllib.parse import parse_qsl
 
+import anyio.to_thread
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
@@ -418,10 +420,6 @@ class Feed:
         if scope["type"] != "http" or not scope["path"].startswith(INTERNAL):
             await self.app(scope, receive, send)
             return
-        import hmac
-
-        import anyio.to_thread
-
         given = _header(scope, SECRET_HEADER.encode()) or b""
         if not hmac.compare_digest(given, self.secret):
             await _answer(send, 404, b'{"detail":"Not Found"}', b"application/json", [])
